@@ -1,0 +1,125 @@
+//! The config file as written on disk: serde structs that mirror misp-guard's
+//! `config.json` (and its JSON schema) plus the gateway's own optional
+//! `gateway` section.
+//!
+//! Every struct denies unknown keys: in a security policy a typo such as
+//! `blocked_tag` must stop the gateway, not silently drop a rule. Maps whose
+//! keys are ids use [`UniqueMap`] so a duplicated id is an error too (plain
+//! serde maps keep the last value without a word).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub allowlist: RawAllowlist,
+    pub compartments_rules: RawCompartmentsRules,
+    pub instances: UniqueMap<RawInstance>,
+    #[serde(default)]
+    pub gateway: Option<RawGateway>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAllowlist {
+    #[serde(default)]
+    pub urls: Vec<String>,
+    #[serde(default)]
+    pub domains: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompartmentsRules {
+    #[serde(default)]
+    pub can_reach: UniqueMap<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInstance {
+    pub ip: String,
+    pub host: String,
+    pub port: u32,
+    pub compartment_id: String,
+    pub affiliation: String,
+    pub taxonomies_rules: RawTaxonomiesRules,
+    pub blocked_distribution_levels: Vec<String>,
+    pub blocked_sharing_groups_uuids: Vec<String>,
+    pub blocked_attribute_types: Vec<String>,
+    pub blocked_attribute_categories: Vec<String>,
+    pub blocked_object_types: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTaxonomiesRules {
+    #[serde(default)]
+    pub required_taxonomies: Vec<String>,
+    #[serde(default)]
+    pub allowed_tags: UniqueMap<Vec<String>>,
+    #[serde(default)]
+    pub blocked_tags: Vec<String>,
+}
+
+/// Gateway-only settings. Everything has a default, so a plain misp-guard
+/// config (without this section) runs unchanged.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    #[serde(default)]
+    pub limits: Option<RawLimits>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_body_bytes: Option<u64>,
+    pub max_decoded_body_bytes: Option<u64>,
+    pub max_decompression_ratio: Option<u64>,
+    pub decompression_ratio_floor_bytes: Option<u64>,
+}
+
+/// An id-keyed JSON object that refuses duplicate keys and keeps file order
+/// out of the picture (sorted by key).
+#[derive(Debug)]
+pub struct UniqueMap<V>(pub BTreeMap<String, V>);
+
+impl<V> Default for UniqueMap<V> {
+    fn default() -> Self {
+        UniqueMap(BTreeMap::new())
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for UniqueMap<V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct UniqueMapVisitor<V>(PhantomData<V>);
+
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for UniqueMapVisitor<V> {
+            type Value = UniqueMap<V>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if out.contains_key(&key) {
+                        return Err(de::Error::custom(format_args!("duplicate key `{key}`")));
+                    }
+                    let value = map.next_value()?;
+                    out.insert(key, value);
+                }
+                Ok(UniqueMap(out))
+            }
+        }
+
+        deserializer.deserialize_map(UniqueMapVisitor(PhantomData))
+    }
+}

@@ -1,0 +1,305 @@
+//! Reading a body the policy must inspect: size limit, Content-Encoding,
+//! content type, JSON shape — then the content checks. Every failure to
+//! understand the body is a block (fail closed); nothing is passed
+//! uninspected.
+
+use std::borrow::Cow;
+
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
+
+use super::checks::{self, Ctx, Violation};
+use super::model::{
+    AnalystEntry, EventDoc, GalaxyClusterDoc, ProposalProbe, SearchFilters, ShadowAttributeDoc,
+};
+use super::{Block, HeaderList, Response, Sanitized};
+use crate::codec::{self, DecodeError, DecodeLimits};
+use crate::policy::{Policy, RequestBody, ResponseBody, Rules};
+
+/// Which side of the exchange a body belongs to; only changes wording.
+#[derive(Clone, Copy)]
+enum Side {
+    Request,
+    Response,
+}
+
+impl Side {
+    fn word(self) -> &'static str {
+        match self {
+            Side::Request => "request",
+            Side::Response => "response",
+        }
+    }
+}
+
+pub(super) fn check_request<H: HeaderList + ?Sized>(
+    policy: &Policy,
+    rules: &Rules,
+    kind: RequestBody,
+    headers: &H,
+    body: &[u8],
+) -> Result<(), Block> {
+    let side = Side::Request;
+    json_content_type(headers)?;
+    let decoded = decode(policy, headers, body, side)?;
+    let ctx = Ctx {
+        rules,
+        user_org: None,
+    };
+    let outcome = match kind {
+        RequestBody::Uninspected => Ok(()),
+        RequestBody::Event => event(&ctx, &decoded),
+        RequestBody::MinimalPublished(label) => minimal_published(&decoded, label),
+        RequestBody::GalaxyClusters => galaxy_clusters(&ctx, &decoded),
+        RequestBody::AnalystData => serde_json::from_slice::<AnalystEntry>(&decoded)
+            .map_err(Violation::from)
+            .and_then(|e| analyst_entry(&ctx, &e)),
+        RequestBody::Proposals => proposals(&ctx, &decoded),
+    };
+    outcome.map_err(|v| violation_block(v, side))
+}
+
+pub(super) fn check_response<H: HeaderList + ?Sized>(
+    policy: &Policy,
+    rules: &Rules,
+    kind: ResponseBody,
+    resp: &Response<'_, H>,
+) -> Result<(), Block> {
+    let side = Side::Response;
+    // A response is never forwarded after a block, so every refusal here is
+    // a plain 403 whatever the cause.
+    let forbid = |b: Block| Block { status: 403, ..b };
+    let decoded = decode(policy, resp.headers, resp.body, side).map_err(forbid)?;
+    let user_org = user_org_uuid(resp.headers).map_err(forbid)?;
+    let ctx = Ctx {
+        rules,
+        user_org: user_org.as_deref(),
+    };
+    let outcome = match kind {
+        ResponseBody::Uninspected => Ok(()),
+        ResponseBody::Event => event(&ctx, &decoded),
+        ResponseBody::ShadowAttributes => {
+            serde_json::from_slice::<Vec<ShadowAttributeDoc>>(&decoded)
+                .map_err(Violation::from)
+                .and_then(|list| {
+                    list.iter()
+                        .try_for_each(|sa| checks::attribute(&ctx, &sa.ShadowAttribute))
+                })
+        }
+        ResponseBody::GalaxyCluster => serde_json::from_slice::<GalaxyClusterDoc>(&decoded)
+            .map_err(Violation::from)
+            .and_then(|c| checks::galaxy_cluster(&ctx, &c)),
+        ResponseBody::AnyJson => serde_json::from_slice::<IgnoredAny>(&decoded)
+            .map(drop)
+            .map_err(Violation::from),
+        ResponseBody::AnalystDataList => serde_json::from_slice::<Vec<AnalystEntry>>(&decoded)
+            .map_err(Violation::from)
+            .and_then(|list| list.iter().try_for_each(|e| analyst_entry(&ctx, e))),
+    };
+    outcome.map_err(|v| forbid(violation_block(v, side)))
+}
+
+/// Undoes Content-Encoding within the policy's limits.
+fn decode<'b, H: HeaderList + ?Sized>(
+    policy: &Policy,
+    headers: &H,
+    body: &'b [u8],
+    side: Side,
+) -> Result<Cow<'b, [u8]>, Block> {
+    let limits = &policy.limits;
+    if body.len() as u64 > limits.max_body_bytes {
+        return Err(Block::with_status(
+            413,
+            format!(
+                "{} body exceeds {} bytes",
+                side.word(),
+                limits.max_body_bytes
+            ),
+        ));
+    }
+    let codings =
+        codec::parse_content_encoding(headers.values("content-encoding")).map_err(decode_block)?;
+    let decoded = codec::decode(
+        body,
+        &codings,
+        &DecodeLimits {
+            max_decoded_bytes: limits.max_decoded_body_bytes,
+            max_ratio: limits.max_decompression_ratio,
+            ratio_floor_bytes: limits.decompression_ratio_floor_bytes,
+        },
+    )
+    .map_err(decode_block)?;
+    if decoded.len() as u64 > limits.max_decoded_body_bytes {
+        return Err(decode_block(DecodeError::TooLarge {
+            limit: limits.max_decoded_body_bytes,
+        }));
+    }
+    Ok(decoded)
+}
+
+fn decode_block(e: DecodeError) -> Block {
+    let status = match e {
+        DecodeError::Unsupported(_) | DecodeError::TooManyCodings => 415,
+        DecodeError::TooLarge { .. } | DecodeError::Bomb { .. } => 413,
+        _ => 400,
+    };
+    Block::with_status(status, e.to_string())
+}
+
+/// MISP sync sends `application/json`; CakePHP would feed a form-encoded
+/// body to the same controller, parsed differently from what is checked here.
+fn json_content_type<H: HeaderList + ?Sized>(headers: &H) -> Result<(), Block> {
+    let mut values = headers.values("content-type");
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(Block::with_status(
+            415,
+            "request body must have exactly one Content-Type: application/json",
+        ));
+    };
+    let value = String::from_utf8_lossy(value);
+    let mut parts = value.split(';');
+    let media = parts.next().unwrap_or_default().trim();
+    let charset_ok = parts.all(|p| match p.split_once('=') {
+        Some((k, v)) if k.trim().eq_ignore_ascii_case("charset") => {
+            v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        }
+        _ => true,
+    });
+    if media.eq_ignore_ascii_case("application/json") && charset_ok {
+        Ok(())
+    } else {
+        let shown: String = value.chars().take(64).collect();
+        Err(Block::with_status(
+            415,
+            format!(
+                "request content type must be application/json, got {}",
+                Sanitized(&shown)
+            ),
+        ))
+    }
+}
+
+/// The `X-UserOrgUUID` response header MISP sets with
+/// `Security.user_org_uuid_in_response_header`. Several copies are ambiguous.
+fn user_org_uuid<H: HeaderList + ?Sized>(headers: &H) -> Result<Option<String>, Block> {
+    let mut values = headers.values("x-userorguuid");
+    match (values.next(), values.next()) {
+        (None, _) => Ok(None),
+        (Some(v), None) => Ok(Some(String::from_utf8_lossy(v).trim().to_string())),
+        (Some(_), Some(_)) => Err(Block::forbidden("several X-UserOrgUUID headers")),
+    }
+}
+
+fn event(ctx: &Ctx, body: &[u8]) -> Result<(), Violation> {
+    let doc: EventDoc = serde_json::from_slice(body)?;
+    if doc.response.0 || doc.request.0 {
+        // MISP's events/add and edit unwrap these before reading `Event`, so
+        // the `Event` beside them is not what MISP would import.
+        return Err(Violation::Rule(
+            "body wraps the event in `response` or `request`; refusing the ambiguous payload"
+                .into(),
+        ));
+    }
+    let Some(ev) = doc.Event else {
+        return Err(Violation::Rule(
+            "no `Event` property in request body".into(),
+        ));
+    };
+    checks::event(ctx, &ev, true)
+}
+
+fn minimal_published(body: &[u8], label: &str) -> Result<(), Violation> {
+    let f: SearchFilters = serde_json::from_slice(body)?;
+    if SearchFilters::is_one(f.minimal) && SearchFilters::is_one(f.published) {
+        Ok(())
+    } else {
+        Err(Violation::Rule(format!(
+            "{{'minimal': 1, 'published': 1}} is required for {label} requests"
+        )))
+    }
+}
+
+fn galaxy_clusters(ctx: &Ctx, body: &[u8]) -> Result<(), Violation> {
+    let list: Vec<GalaxyClusterDoc> = serde_json::from_slice(body)?;
+    list.iter().try_for_each(|c| checks::galaxy_cluster(ctx, c))
+}
+
+fn analyst_entry(ctx: &Ctx, e: &AnalystEntry) -> Result<(), Violation> {
+    if e.Note.is_none() && e.Opinion.is_none() && e.Relationship.is_none() {
+        return Err(Violation::Rule(
+            "analyst data has no Note, Opinion or Relationship".into(),
+        ));
+    }
+    if let Some(n) = &e.Note {
+        checks::analyst(ctx, n)?;
+    }
+    if let Some(o) = &e.Opinion {
+        checks::analyst(ctx, o)?;
+    }
+    if let Some(r) = &e.Relationship {
+        checks::relationship(ctx, r)?;
+    }
+    Ok(())
+}
+
+/// `/events/pushProposals`: a list of proposals, each wrapped as
+/// `{"ShadowAttribute": {...}}` or given bare.
+fn proposals(ctx: &Ctx, body: &[u8]) -> Result<(), Violation> {
+    let entries: Vec<&RawValue> = serde_json::from_slice(body)?;
+    for raw in entries {
+        let probe: ProposalProbe = serde_json::from_str(raw.get())?;
+        match probe.ShadowAttribute {
+            Some(inner) if inner.get().starts_with('{') => {
+                if probe.kind.0 || probe.category.0 || probe.value.0 {
+                    return Err(Violation::Rule(
+                        "proposal is both wrapped and bare; refusing the ambiguous payload".into(),
+                    ));
+                }
+                let sa: ShadowAttributeDoc = serde_json::from_str(raw.get())?;
+                checks::attribute(ctx, &sa.ShadowAttribute)?;
+            }
+            _ => checks::attribute(ctx, &serde_json::from_str(raw.get())?)?,
+        }
+    }
+    Ok(())
+}
+
+/// Turns a violation into the block reason: rule texts as they are; JSON
+/// problems in misp-guard's words, with a detail that names fields and
+/// positions but never quotes body content into the log.
+fn violation_block(v: Violation, side: Side) -> Block {
+    match v {
+        Violation::Rule(reason) => Block::forbidden(reason),
+        Violation::Malformed(e) => {
+            use serde_json::error::Category;
+            let msg = e.to_string();
+            let reason = match e.classify() {
+                Category::Syntax | Category::Eof | Category::Io => "invalid JSON body".to_string(),
+                Category::Data if msg.starts_with("duplicate field") => {
+                    let field = msg.split('`').nth(1).unwrap_or("?");
+                    format!(
+                        "duplicate key `{field}` in JSON body (line {} column {})",
+                        e.line(),
+                        e.column()
+                    )
+                }
+                Category::Data if msg.starts_with("missing field") => {
+                    let field = msg.split('`').nth(1).unwrap_or("?");
+                    format!(
+                        "unexpected error, rejecting {}: missing field `{field}` (line {} column {})",
+                        side.word(),
+                        e.line(),
+                        e.column()
+                    )
+                }
+                Category::Data => format!(
+                    "unexpected error, rejecting {}: unexpected JSON shape (line {} column {})",
+                    side.word(),
+                    e.line(),
+                    e.column()
+                ),
+            };
+            Block::forbidden(reason)
+        }
+    }
+}

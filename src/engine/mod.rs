@@ -1,0 +1,252 @@
+//! The filter engine: policy in, flow in, verdict out.
+//!
+//! It is pure — no sockets, clocks or globals — so the gateway, the
+//! `evaluate` command and the tests run exactly the same decisions. A flow is
+//! decided in up to three stages, matching what the data path knows when:
+//!
+//! 1. [`request_head`]: who is talking to whom (allowlist, source and
+//!    destination instance, compartments, port), path hardening, endpoint
+//!    allowlist. Yields an [`Exchange`] that says which bodies must be read.
+//! 2. [`request_body`]: for pushes, the decoded request body against the
+//!    *source* instance's rules. Called only when
+//!    [`Exchange::inspects_request_body`].
+//! 3. [`response`]: for pulls, the decoded response body against the
+//!    *destination* instance's rules. Called only when
+//!    [`Exchange::inspects_response_body`].
+
+pub mod body;
+pub mod checks;
+pub mod model;
+pub mod path;
+pub mod verdict;
+
+use std::net::IpAddr;
+
+pub use verdict::{Block, Sanitized};
+
+use crate::config::formats::unmap_ip;
+pub use crate::config::formats::Scheme;
+use crate::policy::{Endpoint, InstanceId, Policy, RequestBody, ResponseBody};
+
+/// Header access the engine needs: every value of a header, in order.
+pub trait HeaderList {
+    fn values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s [u8]> + 's;
+}
+
+impl<N: AsRef<str>, V: AsRef<[u8]>> HeaderList for [(N, V)] {
+    fn values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s [u8]> + 's {
+        self.iter()
+            .filter(move |(n, _)| n.as_ref().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_ref())
+    }
+}
+
+/// Everything known about a request once its head has been read.
+pub struct RequestHead<'a, H: HeaderList + ?Sized> {
+    /// The connecting peer (a MISP instance, if the policy knows it).
+    pub client_ip: IpAddr,
+    /// Destination host as the client named it: CONNECT authority or
+    /// absolute-form host (explicit proxy), else the Host header / SNI.
+    pub host: &'a str,
+    /// Destination port (CONNECT/absolute-form port, or the original
+    /// destination port in transparent mode).
+    pub port: u16,
+    pub scheme: Scheme,
+    /// Original destination address recovered from a transparent capture.
+    /// When present it decides the destination instance (POLICY.md §4
+    /// "consistent destination").
+    pub dst_ip: Option<IpAddr>,
+    pub method: &'a str,
+    /// Path with query, as sent.
+    pub path: &'a str,
+    pub headers: &'a H,
+}
+
+/// A response as the upstream sent it (body after transfer decoding, with
+/// its Content-Encoding still applied).
+pub struct Response<'a, H: HeaderList + ?Sized> {
+    pub status: u16,
+    pub headers: &'a H,
+    pub body: &'a [u8],
+}
+
+/// The outcome of the head stage for a request that may proceed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exchange {
+    /// Matched the allowlist: only the source was checked, no other rule
+    /// applies to the request or its response.
+    Allowlisted { note: String },
+    /// A MISP sync call between two instances.
+    Sync {
+        endpoint: Endpoint,
+        src: InstanceId,
+        dst: InstanceId,
+    },
+}
+
+impl Exchange {
+    /// Must the request body be buffered and passed to [`request_body`]?
+    pub fn inspects_request_body(&self) -> bool {
+        matches!(self, Exchange::Sync { endpoint, .. } if endpoint.request_body() != RequestBody::Uninspected)
+    }
+
+    /// Must the response body be buffered and passed to [`response`]?
+    pub fn inspects_response_body(&self) -> bool {
+        matches!(self, Exchange::Sync { endpoint, .. } if endpoint.response_body() != ResponseBody::Uninspected)
+    }
+
+    /// An informational log line (allowlist hits).
+    pub fn note(&self) -> Option<&str> {
+        match self {
+            Exchange::Allowlisted { note } => Some(note),
+            Exchange::Sync { .. } => None,
+        }
+    }
+}
+
+/// Headers CakePHP honours to change the method it routes on; a request
+/// carrying one would reach a different action than the one allowed here.
+const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Stage 1: decide on the request head.
+pub fn request_head<H: HeaderList + ?Sized>(
+    policy: &Policy,
+    req: &RequestHead<'_, H>,
+) -> Result<Exchange, Block> {
+    let client_ip = unmap_ip(req.client_ip);
+    let dst_ip = req.dst_ip.map(unmap_ip);
+    let host = req.host.trim_end_matches('.');
+    // An original destination that is an instance is never allowlisted,
+    // whatever Host says: the allowlist keys on names the client controls.
+    let dst_is_instance = dst_ip.is_some_and(|ip| policy.instance_by_ip(ip).is_some());
+
+    if !dst_is_instance {
+        let note = if policy.url_is_allowlisted(&req.scheme, host, req.port, req.path) {
+            // Spelled as misp-guard (mitmproxy) spells a URL: the port only
+            // when it is not the scheme's default.
+            let port = if req.port == req.scheme.default_port() {
+                String::new()
+            } else {
+                format!(":{}", req.port)
+            };
+            Some(format!(
+                "url {}://{}{port}{} was allowed by the allowlist",
+                req.scheme.as_str(),
+                host.to_ascii_lowercase(),
+                Sanitized(req.path)
+            ))
+        } else if policy.domain_is_allowlisted(host) {
+            Some(format!(
+                "domain {} was allowed by the allowlist",
+                host.to_ascii_lowercase()
+            ))
+        } else {
+            None
+        };
+        if let Some(note) = note {
+            source(policy, client_ip)?;
+            return Ok(Exchange::Allowlisted { note });
+        }
+    }
+
+    let src = source(policy, client_ip)?;
+    let dst = match dst_ip {
+        Some(ip) => {
+            let dst = policy.instance_by_ip(ip).ok_or_else(|| {
+                Block::forbidden(format!(
+                    "destination host {ip} does not exist in instances hosts mapping"
+                ))
+            })?;
+            let named = policy.instance_by_host(host);
+            if named != Some(dst) {
+                return Err(Block::forbidden(format!(
+                    "destination host {} does not match the original destination {ip}",
+                    Sanitized(host)
+                )));
+            }
+            dst
+        }
+        None => policy.instance_by_host(host).ok_or_else(|| {
+            Block::forbidden(format!(
+                "destination host {} does not exist in instances hosts mapping",
+                Sanitized(host)
+            ))
+        })?,
+    };
+    let (src_inst, dst_inst) = (policy.instance(src), policy.instance(dst));
+    if !policy.can_reach(src_inst.compartment, dst_inst.compartment) {
+        return Err(Block::forbidden("cannot reach compartment"));
+    }
+    if req.port != dst_inst.port {
+        return Err(Block::forbidden("destination port is not allowed"));
+    }
+    if let Err(why) = path::check(req.path) {
+        return Err(Block::forbidden(format!("path not allowed: {why}")));
+    }
+    let Some(endpoint) = policy.endpoint(req.method, req.path) else {
+        return Err(Block {
+            status: 403,
+            reason: "endpoint not allowed".into(),
+            detail: Some(format!(
+                "rejecting non allowed request to {}",
+                Sanitized(req.path)
+            )),
+        });
+    };
+    for name in METHOD_OVERRIDE_HEADERS {
+        if req.headers.values(name).next().is_some() {
+            return Err(Block::forbidden(format!(
+                "method override header {name} is not allowed"
+            )));
+        }
+    }
+    Ok(Exchange::Sync { endpoint, src, dst })
+}
+
+fn source(policy: &Policy, client_ip: IpAddr) -> Result<InstanceId, Block> {
+    policy.instance_by_ip(client_ip).ok_or_else(|| {
+        Block::forbidden(format!(
+            "source host {client_ip} does not exist in instances hosts mapping"
+        ))
+    })
+}
+
+/// Stage 2: decide on a buffered request body (pushes: source rules).
+pub fn request_body<H: HeaderList + ?Sized>(
+    policy: &Policy,
+    exchange: &Exchange,
+    headers: &H,
+    body: &[u8],
+) -> Result<(), Block> {
+    let Exchange::Sync { endpoint, src, .. } = exchange else {
+        return Ok(());
+    };
+    let kind = endpoint.request_body();
+    if kind == RequestBody::Uninspected {
+        return Ok(());
+    }
+    body::check_request(policy, &policy.instance(*src).rules, kind, headers, body)
+}
+
+/// Stage 3: decide on a buffered response (pulls: destination rules).
+pub fn response<H: HeaderList + ?Sized>(
+    policy: &Policy,
+    exchange: &Exchange,
+    resp: &Response<'_, H>,
+) -> Result<(), Block> {
+    let Exchange::Sync { endpoint, dst, .. } = exchange else {
+        return Ok(());
+    };
+    let kind = endpoint.response_body();
+    if kind == ResponseBody::Uninspected {
+        return Ok(());
+    }
+    body::check_response(policy, &policy.instance(*dst).rules, kind, resp)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,16 @@
+//! misp-guard-gw: a transparent gateway that enforces the misp-guard policy
+//! on MISP server synchronisation.
+//!
+//! - [`config`]: misp-guard's `config.json` (+ `gateway` section), validated
+//!   and compiled once into a [`policy::Policy`].
+//! - [`engine`]: the pure filter engine (policy in, flow in, verdict out).
+//! - [`codec`]: Content-Encoding decoding with size and ratio limits.
+//! - [`cli`]: the `misp-guard-gw` subcommands.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod codec;
+pub mod config;
+pub mod engine;
+pub mod policy;

@@ -1,0 +1,464 @@
+//! misp-guard parity: all 107 push/pull scenarios and behaviour cases 1–15 of
+//! `../shared/conformance/README.md`, run through the engine (and cases
+//! 14–15 plus every scenario once more through the `evaluate` CLI).
+
+mod common;
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::Command;
+
+use misp_guard_gw::config;
+use misp_guard_gw::engine::{self, Block, RequestHead, Response, Scheme};
+use misp_guard_gw::policy::Policy;
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+struct Scenario {
+    name: String,
+    host: String,
+    port: u16,
+    url: String,
+    method: String,
+    client: Client,
+    fixture_file: String,
+    expected_status_code: u16,
+    expected_logs: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Client {
+    ip: String,
+}
+
+/// What a flow produced: final status and every log line.
+struct Outcome {
+    status: u16,
+    logs: Vec<String>,
+}
+
+struct Flow<'a> {
+    client_ip: &'a str,
+    host: &'a str,
+    port: u16,
+    scheme: Scheme,
+    method: &'a str,
+    path: &'a str,
+    request_body: &'a [u8],
+    /// (headers, body) of a 200 upstream answer, if the flow gets that far.
+    response: Option<(Vec<(String, String)>, Vec<u8>)>,
+}
+
+fn json_headers() -> Vec<(String, String)> {
+    vec![("Content-Type".into(), "application/json".into())]
+}
+
+fn run(policy: &Policy, f: &Flow) -> Outcome {
+    let mut logs = Vec::new();
+    let blocked = |b: Block, mut logs: Vec<String>| {
+        logs.extend(b.detail.clone());
+        logs.push(b.log_line(f.method, f.path));
+        Outcome {
+            status: b.status,
+            logs,
+        }
+    };
+    let req_headers = json_headers();
+    let head = RequestHead {
+        client_ip: f.client_ip.parse::<IpAddr>().unwrap(),
+        host: f.host,
+        port: f.port,
+        scheme: f.scheme.clone(),
+        dst_ip: None,
+        method: f.method,
+        path: f.path,
+        headers: req_headers.as_slice(),
+    };
+    let exchange = match engine::request_head(policy, &head) {
+        Ok(x) => x,
+        Err(b) => return blocked(b, logs),
+    };
+    logs.extend(exchange.note().map(str::to_string));
+    if exchange.inspects_request_body() {
+        if let Err(b) =
+            engine::request_body(policy, &exchange, req_headers.as_slice(), f.request_body)
+        {
+            return blocked(b, logs);
+        }
+    }
+    if let Some((headers, body)) = &f.response {
+        let resp = Response {
+            status: 200,
+            headers: headers.as_slice(),
+            body,
+        };
+        if let Err(b) = engine::response(policy, &exchange, &resp) {
+            return blocked(b, logs);
+        }
+    }
+    Outcome { status: 200, logs }
+}
+
+fn load_policy(dir: &Path) -> Policy {
+    config::load(&dir.join("test_config.json")).expect("conformance config loads")
+}
+
+fn scenarios(dir: &Path, file: &str) -> Vec<Scenario> {
+    serde_json::from_slice(&std::fs::read(dir.join(file)).unwrap()).unwrap()
+}
+
+fn check(name: &str, out: &Outcome, status: u16, expected_logs: &[&str]) -> Result<(), String> {
+    if out.status != status {
+        return Err(format!(
+            "{name}: status {} != expected {status}; logs {:?}",
+            out.status, out.logs
+        ));
+    }
+    for want in expected_logs {
+        if !out.logs.iter().any(|l| l.contains(want)) {
+            return Err(format!("{name}: log {want:?} missing; got {:?}", out.logs));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn scenarios_push_and_pull() {
+    let Some(dir) = common::conformance_dir() else {
+        return;
+    };
+    let policy = load_policy(&dir);
+    let mut failures = Vec::new();
+    let mut count = 0;
+    for (file, push) in [
+        ("test_push_scenarios.json", true),
+        ("test_pull_scenarios.json", false),
+    ] {
+        for s in scenarios(&dir, file) {
+            count += 1;
+            let fixture = std::fs::read(common::fixture_path(&dir, &s.fixture_file)).unwrap();
+            let flow = Flow {
+                client_ip: &s.client.ip,
+                host: &s.host,
+                port: s.port,
+                scheme: Scheme::Https,
+                method: &s.method,
+                path: &s.url,
+                request_body: if push { &fixture } else { b"" },
+                // misp-guard's push scenarios answer 200 with a body nobody
+                // inspects; pulls answer with the fixture.
+                response: Some((
+                    json_headers(),
+                    if push {
+                        b"{}".to_vec()
+                    } else {
+                        fixture.clone()
+                    },
+                )),
+            };
+            let out = run(&policy, &flow);
+            let logs: Vec<&str> = s.expected_logs.iter().map(String::as_str).collect();
+            if let Err(e) = check(&s.name, &out, s.expected_status_code, &logs) {
+                failures.push(e);
+            }
+        }
+    }
+    assert_eq!(count, 107, "expected 107 scenarios");
+    assert!(
+        failures.is_empty(),
+        "{} of {count} scenarios failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+const EVENT_PATH: &str = "/events/view/385283a1-b5e0-4e10-a532-dce11c365a56/deleted[]:0/deleted[]:1/excludeGalaxy:1/includeEventCorrelations:0/includeFeedCorrelations:0/includeWarninglistHits:0/excludeLocalTags:1";
+
+fn flow<'a>(client_ip: &'a str, host: &'a str, method: &'a str, path: &'a str) -> Flow<'a> {
+    Flow {
+        client_ip,
+        host,
+        port: 443,
+        scheme: Scheme::Https,
+        method,
+        path,
+        request_body: b"",
+        response: None,
+    }
+}
+
+#[test]
+fn behaviour_cases_1_to_13() {
+    let Some(dir) = common::conformance_dir() else {
+        return;
+    };
+    let policy = load_policy(&dir);
+    let mut failures = Vec::new();
+    let mut case = |n: u32, out: Outcome, status: u16, logs: &[&str]| {
+        if let Err(e) = check(&format!("case {n}"), &out, status, logs) {
+            failures.push(e);
+        }
+    };
+    let minimal0 = br#"{"minimal":0, "published":1}"#;
+
+    let f = Flow {
+        request_body: minimal0,
+        ..flow("20.0.0.2", "instance1-comp1.com", "POST", "/events/index")
+    };
+    case(1, run(&policy, &f), 403, &[
+        "{'minimal': 1, 'published': 1} is required for /events/index requests",
+        "request blocked: [POST]/events/index - {'minimal': 1, 'published': 1} is required for /events/index requests",
+    ]);
+    let f = Flow {
+        request_body: minimal0,
+        ..flow(
+            "20.0.0.2",
+            "instance1-comp1.com",
+            "POST",
+            "/galaxy_clusters/restSearch",
+        )
+    };
+    case(2, run(&policy, &f), 403, &[
+        "request blocked: [POST]/galaxy_clusters/restSearch - {'minimal': 1, 'published': 1} is required for /galaxy_clusters/restSearch requests",
+    ]);
+    case(
+        3,
+        run(
+            &policy,
+            &flow("20.0.0.2", "instance1-comp1.com", "GET", "/users"),
+        ),
+        403,
+        &[
+            "rejecting non allowed request to /users",
+            "request blocked: [GET]/users - endpoint not allowed",
+        ],
+    );
+    case(4, run(&policy, &flow("123.123.123.123", "snort-org-site.s3.amazonaws.com", "GET", "/torlist/?exit")), 403, &[
+        "request blocked: [GET]/torlist/?exit - source host 123.123.123.123 does not exist in instances hosts mapping",
+    ]);
+    let f = Flow {
+        response: Some((vec![], b"hello".to_vec())),
+        ..flow(
+            "20.0.0.2",
+            "snort-org-site.s3.amazonaws.com",
+            "GET",
+            "/test.txt",
+        )
+    };
+    case(
+        5,
+        run(&policy, &f),
+        200,
+        &["domain snort-org-site.s3.amazonaws.com was allowed by the allowlist"],
+    );
+    let f = Flow {
+        scheme: Scheme::Http,
+        ..flow("123.123.123.123", "www.dan.me.uk", "GET", "/torlist/?exit")
+    };
+    case(
+        6,
+        run(&policy, &f),
+        403,
+        &["source host 123.123.123.123 does not exist in instances hosts mapping"],
+    );
+    let f = Flow {
+        scheme: Scheme::Http,
+        response: Some((vec![], b"1.2.3.4\n".to_vec())),
+        ..flow("20.0.0.2", "www.dan.me.uk", "GET", "/torlist/?exit")
+    };
+    case(
+        7,
+        run(&policy, &f),
+        200,
+        &["url http://www.dan.me.uk:443/torlist/?exit was allowed by the allowlist"],
+    );
+    let f = Flow {
+        response: Some((vec![], Vec::new())),
+        ..flow(
+            "20.0.0.2",
+            "instance1-comp1.com",
+            "HEAD",
+            "/events/view/385283a1-b5e0-4e10-a532-dce11c365a56",
+        )
+    };
+    case(8, run(&policy, &f), 200, &[]);
+    let f = Flow {
+        response: Some((vec![], Vec::new())),
+        ..flow("20.0.0.2", "instance1-comp1.com", "GET", EVENT_PATH)
+    };
+    case(
+        9,
+        run(&policy, &f),
+        403,
+        &[&format!(
+            "request blocked: [GET]{EVENT_PATH} - invalid JSON body"
+        )],
+    );
+    case(10, run(&policy, &flow("90.0.0.1", "instance1-comp1.com", "GET", EVENT_PATH)), 403, &[&format!(
+        "request blocked: [GET]{EVENT_PATH} - source host 90.0.0.1 does not exist in instances hosts mapping"
+    )]);
+    case(11, run(&policy, &flow("10.0.0.1", "instance99-comp1.com", "GET", EVENT_PATH)), 403, &[&format!(
+        "request blocked: [GET]{EVENT_PATH} - destination host instance99-comp1.com does not exist in instances hosts mapping"
+    )]);
+    let f = Flow {
+        port: 4444,
+        ..flow(
+            "20.0.0.2",
+            "instance1-comp1.com",
+            "GET",
+            "/users/view/me.json",
+        )
+    };
+    case(
+        12,
+        run(&policy, &f),
+        403,
+        &["request blocked: [GET]/users/view/me.json - destination port is not allowed"],
+    );
+    for fixture in [
+        "test_event_xuserorguuid-blocked_sharing_group.json",
+        "test_event_xuserorguuid-attribute_blocked_sharing_group.json",
+        "test_event_xuserorguuid-object-attribute_blocked_sharing_group.json",
+    ] {
+        let body = std::fs::read(dir.join("fixtures").join(fixture)).unwrap();
+        let mut headers = json_headers();
+        headers.push((
+            "X-UserOrgUUID".into(),
+            "8b9661a3-8544-4f8d-94be-cd7ebe87e922".into(),
+        ));
+        let f = Flow {
+            response: Some((headers, body)),
+            ..flow("20.0.0.2", "instance1-comp1.com", "GET", EVENT_PATH)
+        };
+        case(13, run(&policy, &f), 403, &[&format!(
+            "request blocked: [GET]{EVENT_PATH} - user with organisation uuid: 8b9661a3-8544-4f8d-94be-cd7ebe87e922 (X-UserOrgUUID) not in sharing group"
+        )]);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_misp-guard-gw"))
+}
+
+#[test]
+fn behaviour_case_14_missing_config_refuses_to_start() {
+    for sub in ["check-config", "evaluate"] {
+        let out = bin()
+            .args([sub, "--config", "/nonexistent/misp-guard/config.json"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{sub}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("/nonexistent/misp-guard/config.json")
+                && err.contains("cannot read config file"),
+            "{sub}: {err}"
+        );
+    }
+}
+
+#[test]
+fn behaviour_case_15_invalid_config_refuses_to_start() {
+    let Some(dir) = common::conformance_dir() else {
+        return;
+    };
+    let path = dir.join("fixtures/test_invalid_config.json");
+    for sub in ["check-config", "evaluate"] {
+        let out = bin().arg(sub).arg("--config").arg(&path).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{sub}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("test_invalid_config.json") && err.contains("missing field `allowlist`"),
+            "{sub}: {err}"
+        );
+    }
+}
+
+/// Every scenario once more through `evaluate`, the contract other tooling
+/// relies on: one verdict line per flow line, in order.
+#[test]
+fn scenarios_through_evaluate_cli() {
+    let Some(dir) = common::conformance_dir() else {
+        return;
+    };
+    let mut lines = Vec::new();
+    let mut expected = Vec::new();
+    for (file, push) in [
+        ("test_push_scenarios.json", true),
+        ("test_pull_scenarios.json", false),
+    ] {
+        for s in scenarios(&dir, file) {
+            let fixture = common::fixture_path(&dir, &s.fixture_file);
+            let fixture = fixture.to_str().unwrap();
+            let mut flow = serde_json::json!({
+                "client_ip": s.client.ip, "host": s.host, "port": s.port,
+                "method": s.method, "path": s.url,
+            });
+            if push {
+                flow["request_headers"] = serde_json::json!({"Content-Type": "application/json"});
+                flow["request_body_file"] = fixture.into();
+                flow["response"] = serde_json::json!({"status": 200, "body": "{}"});
+            } else {
+                flow["response"] = serde_json::json!({"status": 200, "headers": {"Content-Type": "application/json"}, "body_file": fixture});
+            }
+            lines.push(flow.to_string());
+            expected.push(s);
+        }
+    }
+    lines.push("not json".into());
+    let tmp = std::env::temp_dir().join(format!("mgw-conformance-{}.jsonl", std::process::id()));
+    std::fs::write(&tmp, lines.join("\n") + "\n").unwrap();
+    let out = bin()
+        .args(["evaluate", "--config"])
+        .arg(dir.join("test_config.json"))
+        .arg(&tmp)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&tmp);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an error line makes the exit code 1"
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let verdicts: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        verdicts.len(),
+        expected.len() + 1,
+        "one output line per input line"
+    );
+    for (v, s) in verdicts.iter().zip(&expected) {
+        if s.expected_status_code == 200 {
+            assert_eq!(v["decision"], "allow", "{}: {v}", s.name);
+            assert_eq!(v["status"], serde_json::Value::Null);
+            assert_eq!(v["reason"], serde_json::Value::Null);
+        } else {
+            assert_eq!(v["decision"], "block", "{}: {v}", s.name);
+            assert_eq!(v["status"], s.expected_status_code, "{}", s.name);
+            for want in &s.expected_logs {
+                assert!(
+                    v["log"].as_str().unwrap().contains(want.as_str()),
+                    "{}: {v}",
+                    s.name
+                );
+                let reason = want.rsplit(" - ").next().unwrap();
+                assert_eq!(v["reason"], reason, "{}", s.name);
+            }
+        }
+    }
+    let last = verdicts.last().unwrap();
+    assert_eq!(last["decision"], "error");
+    assert!(last["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("line {}: ", expected.len() + 1)));
+    assert_eq!(
+        last.as_object().unwrap().len(),
+        2,
+        "error lines carry decision and reason only"
+    );
+}
