@@ -5,6 +5,7 @@
 //!   and compiled once into a [`policy::Policy`].
 //! - [`engine`]: the pure filter engine (policy in, flow in, verdict out).
 //! - [`codec`]: Content-Encoding decoding with size and ratio limits.
+//! - [`net`]: capture — typed addresses, original destination, listeners.
 //! - [`cli`]: the `misp-guard-gw` subcommands.
 
 #![forbid(unsafe_code)]
@@ -13,4 +14,5 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod engine;
+pub mod net;
 pub mod policy;

@@ -46,10 +46,12 @@ struct Flow<'a> {
     path: &'a str,
     request_body: &'a [u8],
     /// (headers, body) of a 200 upstream answer, if the flow gets that far.
-    response: Option<(Vec<(String, String)>, Vec<u8>)>,
+    response: Option<(Headers, Vec<u8>)>,
 }
 
-fn json_headers() -> Vec<(String, String)> {
+type Headers = Vec<(String, String)>;
+
+fn json_headers() -> Headers {
     vec![("Content-Type".into(), "application/json".into())]
 }
 

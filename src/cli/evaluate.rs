@@ -199,9 +199,17 @@ struct Resolved {
     port: u16,
     method: String,
     path: String,
-    request_headers: Vec<(String, String)>,
+    request_headers: Headers,
     request_body: Vec<u8>,
-    response: Option<(u16, Vec<(String, String)>, Vec<u8>)>,
+    response: Option<ResolvedResponse>,
+}
+
+type Headers = Vec<(String, String)>;
+
+struct ResolvedResponse {
+    status: u16,
+    headers: Headers,
+    body: Vec<u8>,
 }
 
 fn parse_flow(line: &[u8], base: &Path) -> Result<Resolved, String> {
@@ -239,7 +247,11 @@ fn parse_flow(line: &[u8], base: &Path) -> Result<Resolved, String> {
         None => None,
         Some(r) => {
             let body = body("response.body", r.body, r.body_base64, r.body_file, base)?;
-            Some((r.status, headers(r.headers), body))
+            Some(ResolvedResponse {
+                status: r.status,
+                headers: headers(r.headers),
+                body,
+            })
         }
     };
     Ok(Resolved {
@@ -256,7 +268,7 @@ fn parse_flow(line: &[u8], base: &Path) -> Result<Resolved, String> {
     })
 }
 
-fn headers(map: Option<UniqueMap<HeaderValue>>) -> Vec<(String, String)> {
+fn headers(map: Option<UniqueMap<HeaderValue>>) -> Headers {
     let mut out = Vec::new();
     for (name, value) in map.map(|m| m.0).unwrap_or_default() {
         match value {
@@ -323,13 +335,13 @@ fn decide(policy: &Policy, f: &Resolved) -> Verdict {
             return blocked("request", b);
         }
     }
-    let Some((status, headers, body)) = &f.response else {
+    let Some(r) = &f.response else {
         return Verdict::Allow { stage: "request" };
     };
     let resp = Response {
-        status: *status,
-        headers: headers.as_slice(),
-        body,
+        status: r.status,
+        headers: r.headers.as_slice(),
+        body: &r.body,
     };
     match engine::response(policy, &exchange, &resp) {
         Ok(()) => Verdict::Allow { stage: "response" },

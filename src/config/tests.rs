@@ -1,1 +1,209 @@
+//! Config errors must name the file and the JSON path of the bad field.
 
+use std::path::Path;
+
+use super::*;
+
+const BASE: &str = r#"{
+  "allowlist": {"urls": [], "domains": []},
+  "compartments_rules": {"can_reach": {"c1": ["c1", "c2"], "c2": ["c2"]}},
+  "instances": {
+    "one": {"ip": "10.0.0.1", "host": "one.example", "port": 443, "compartment_id": "c1", "affiliation": "",
+            "taxonomies_rules": {"required_taxonomies": [], "allowed_tags": {}, "blocked_tags": []},
+            "blocked_distribution_levels": ["0"], "blocked_sharing_groups_uuids": [],
+            "blocked_attribute_types": [], "blocked_attribute_categories": [], "blocked_object_types": []},
+    "two": {"ip": "10.0.0.2", "host": "two.example", "port": 443, "compartment_id": "c2", "affiliation": "",
+            "taxonomies_rules": {"required_taxonomies": [], "allowed_tags": {}, "blocked_tags": []},
+            "blocked_distribution_levels": [], "blocked_sharing_groups_uuids": [],
+            "blocked_attribute_types": [], "blocked_attribute_categories": [], "blocked_object_types": []}
+  }
+}"#;
+
+fn load_str(s: &str) -> Result<Policy, ConfigError> {
+    from_slice(s.as_bytes(), Path::new("/etc/misp-guard-gw/config.json"))
+}
+
+/// Applies `edit` to the base config and expects an error mentioning `path`
+/// and `message`.
+fn expect_err(edit: impl FnOnce(&mut serde_json::Value), path: &str, message: &str) {
+    let mut v: serde_json::Value = serde_json::from_str(BASE).unwrap();
+    edit(&mut v);
+    let e = load_str(&v.to_string()).expect_err("config must be refused");
+    let shown = e.to_string();
+    assert!(
+        shown.starts_with("/etc/misp-guard-gw/config.json: "),
+        "{shown}"
+    );
+    assert_eq!(e.path, path, "{shown}");
+    assert!(e.message.contains(message), "{shown}");
+}
+
+#[test]
+fn base_config_loads() {
+    let p = load_str(BASE).unwrap();
+    assert_eq!(p.instances.len(), 2);
+    assert_eq!(p.limits, Limits::default());
+    assert!(p.warnings.is_empty());
+}
+
+#[test]
+fn every_problem_names_its_field() {
+    expect_err(
+        |v| v["instances"]["one"]["blocked_tag"] = "x".into(),
+        "instances.one.blocked_tag",
+        "unknown field `blocked_tag`",
+    );
+    expect_err(
+        |v| v["instances"]["one"]["taxonomies_rules"]["blockd_tags"] = serde_json::json!([]),
+        "instances.one.taxonomies_rules.blockd_tags",
+        "unknown field",
+    );
+    expect_err(
+        |v| {
+            v["instances"]["one"]
+                .as_object_mut()
+                .unwrap()
+                .remove("port");
+        },
+        "instances.one",
+        "missing field `port`",
+    );
+    expect_err(
+        |v| v["instances"]["one"]["port"] = 70000.into(),
+        "instances.one.port",
+        "not a port",
+    );
+    expect_err(
+        |v| v["instances"]["one"]["port"] = "443".into(),
+        "instances.one.port",
+        "invalid type",
+    );
+    expect_err(
+        |v| v["instances"]["one"]["ip"] = "10.0.0.300".into(),
+        "instances.one.ip",
+        "not an IPv4 or IPv6",
+    );
+    expect_err(
+        |v| v["instances"]["two"]["ip"] = "10.0.0.1".into(),
+        "instances.two.ip",
+        "also the ip of instance one",
+    );
+    expect_err(
+        |v| v["instances"]["two"]["host"] = "ONE.example".into(),
+        "instances.two.host",
+        "also the host of instance one",
+    );
+    expect_err(
+        |v| v["instances"]["one"]["host"] = "bad_host".into(),
+        "instances.one.host",
+        "not a valid host name",
+    );
+    expect_err(
+        |v| v["instances"]["one"]["compartment_id"] = "C1".into(),
+        "instances.one.compartment_id",
+        "must match",
+    );
+    expect_err(
+        |v| v["instances"]["one"]["blocked_distribution_levels"] = serde_json::json!(["0", 1]),
+        "instances.one.blocked_distribution_levels[1]",
+        "invalid type",
+    );
+    expect_err(
+        |v| v["instances"]["one"]["blocked_distribution_levels"] = serde_json::json!(["6"]),
+        "instances.one.blocked_distribution_levels[0]",
+        "not one of",
+    );
+    expect_err(
+        |v| v["instances"]["one"]["blocked_sharing_groups_uuids"] = serde_json::json!(["nope"]),
+        "instances.one.blocked_sharing_groups_uuids[0]",
+        "not a uuid",
+    );
+    expect_err(
+        |v| v["allowlist"]["domains"] = serde_json::json!(["one.example"]),
+        "allowlist.domains[0]",
+        "would bypass",
+    );
+    expect_err(
+        |v| v["allowlist"]["urls"] = serde_json::json!(["https://10.0.0.2/x"]),
+        "allowlist.urls[0]",
+        "would bypass",
+    );
+    expect_err(
+        |v| v["allowlist"]["urls"] = serde_json::json!(["gopher://a.example/"]),
+        "allowlist.urls[0]",
+        "scheme",
+    );
+    expect_err(
+        |v| v["compartments_rules"]["can_reach"]["c1"] = serde_json::json!(["Bad"]),
+        "compartments_rules.can_reach.c1[0]",
+        "must match",
+    );
+    expect_err(
+        |v| v["gateway"] = serde_json::json!({"limits": {"max_body_bytes": 0}}),
+        "gateway.limits.max_body_bytes",
+        "greater than 0",
+    );
+    expect_err(
+        |v| v["gateway"] = serde_json::json!({"limit": {}}),
+        "gateway.limit",
+        "unknown field `limit`",
+    );
+    expect_err(|v| v["extra"] = 1.into(), "extra", "unknown field `extra`");
+}
+
+#[test]
+fn duplicate_ids_are_refused() {
+    let dup = BASE.replacen("\"two\": {", "\"one\": {", 1);
+    let e = load_str(&dup).unwrap_err();
+    assert!(e.to_string().contains("duplicate key `one`"), "{e}");
+}
+
+#[test]
+fn empty_object_names_the_missing_field() {
+    let e = load_str("{}").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "/etc/misp-guard-gw/config.json: missing field `allowlist` at line 1 column 2"
+    );
+}
+
+#[test]
+fn missing_file_names_the_file() {
+    let e = load(Path::new("/nonexistent/config.json")).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/config.json: cannot read config file"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unreachable_compartment_is_a_warning() {
+    let cfg = BASE.replace("\"c2\": [\"c2\"]", "\"c9\": [\"c2\"]");
+    let p = load_str(&cfg).unwrap();
+    assert_eq!(p.warnings.len(), 1);
+    assert!(p.warnings[0].contains("instances.two.compartment_id"));
+}
+
+#[test]
+fn gateway_limits_override_defaults() {
+    let cfg = BASE.replacen(
+        "{",
+        r#"{"gateway": {"limits": {"max_body_bytes": 1024, "max_decompression_ratio": 50}},"#,
+        1,
+    );
+    let p = load_str(&cfg).unwrap();
+    assert_eq!(p.limits.max_body_bytes, 1024);
+    assert_eq!(p.limits.max_decompression_ratio, 50);
+    assert_eq!(
+        p.limits.max_decoded_body_bytes,
+        Limits::default().max_decoded_body_bytes
+    );
+}
+
+#[test]
+fn shipped_sample_config_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.sample.json");
+    let p = load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+}

@@ -192,6 +192,11 @@ fn user_org_uuid<H: HeaderList + ?Sized>(headers: &H) -> Result<Option<String>, 
 
 fn event(ctx: &Ctx, body: &[u8]) -> Result<(), Violation> {
     let doc: EventDoc = serde_json::from_slice(body)?;
+    // serde also fills a struct from an array, positionally; an event body
+    // that is not an object is not something MISP imports, so refuse it.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Violation::Rule("event body is not a JSON object".into()));
+    }
     if doc.response.0 || doc.request.0 {
         // MISP's events/add and edit unwrap these before reading `Event`, so
         // the `Event` beside them is not what MISP would import.

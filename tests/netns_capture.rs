@@ -1,0 +1,495 @@
+//! Root + network-namespace integration tests of the capture layer.
+//!
+//! Three namespaces per test, created here and deleted by a Drop guard:
+//!
+//! ```text
+//!  cli 10.231.1.2 ── c0 ═ g0 ── gw 10.231.1.1 | 10.231.3.1 ── g1 ═ s0 ── srv 10.231.3.2
+//!      fd00:231:1::2                fd00:231:1::1 | fd00:231:3::1          fd00:231:3::2
+//! ```
+//!
+//! The veth pairs are created directly inside the namespaces and nftables
+//! rules, policy routes and sysctls are applied only inside `gw`, so the
+//! host's own interfaces, rules and routes are never touched and no packet
+//! leaves the namespaces. Test code enters a namespace by `setns` on a fresh
+//! thread, then builds its tokio runtime and sockets there.
+//!
+//! Without root or without `ip`/`nft` the tests print a skip notice and
+//! pass, unless `MISP_GW_REQUIRE_NETNS=1`, which turns the skip into failure.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sched::{setns, CloneFlags};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+// The only line that differs between the scratch crate and the main crate.
+use misp_guard_gw::net as gwnet;
+
+use gwnet::{
+    bind_listener, connect_upstream, local_ip_addresses, original_dst_redirect,
+    original_dst_tproxy, ClientAddr, ListenerKind, LocalListeners,
+};
+
+/// Upper bound for any single wait (command, accept, connect, read).
+const WAIT: Duration = Duration::from_secs(10);
+/// Port the "MISP server" listens on and the capture rules match.
+const SYNC_PORT: u16 = 8443;
+
+// ---------------------------------------------------------------- skipping
+
+/// Why the netns tests cannot run here, if they cannot.
+fn missing_prerequisite() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    // "Uid: real effective saved fs": the effective uid decides.
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|u| u.parse::<u32>().ok());
+    if euid != Some(0) {
+        return Some(format!("not root (euid {euid:?})"));
+    }
+    for (tool, arg) in [("ip", "-V"), ("nft", "--version")] {
+        let ok = Command::new(tool)
+            .arg(arg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            return Some(format!(
+                "`{tool}` not found (apt-get install iproute2 nftables)"
+            ));
+        }
+    }
+    None
+}
+
+/// Returns true when the test should go on; prints the skip otherwise.
+fn prerequisites_met(test: &str) -> bool {
+    let Some(reason) = missing_prerequisite() else {
+        return true;
+    };
+    if std::env::var("MISP_GW_REQUIRE_NETNS").as_deref() == Ok("1") {
+        panic!("{test}: netns test required (MISP_GW_REQUIRE_NETNS=1) but {reason}");
+    }
+    // Straight to stderr: libtest captures only the print macros, and a skip
+    // must be visible in a normal `cargo test` run.
+    let _ = writeln!(io::stderr(), "SKIP {test}: {reason}");
+    false
+}
+
+// ---------------------------------------------------------------- commands
+
+/// Runs a command with optional stdin, killing it after [`WAIT`].
+fn run(args: &[&str], stdin: Option<&str>) -> Result<(), String> {
+    let mut child = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{args:?}: {e}"))?;
+    if let Some(input) = stdin {
+        // Dropping the handle closes the pipe so `nft -f -` sees EOF.
+        let mut pipe = child.stdin.take().expect("piped stdin");
+        pipe.write_all(input.as_bytes())
+            .map_err(|e| format!("{args:?}: stdin: {e}"))?;
+    }
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match child.try_wait().map_err(|e| format!("{args:?}: {e}"))? {
+            Some(status) => {
+                let mut err = String::new();
+                if let Some(mut s) = child.stderr.take() {
+                    let _ = s.read_to_string(&mut err);
+                }
+                return if status.success() {
+                    Ok(())
+                } else {
+                    Err(format!("{args:?}: {status}: {}", err.trim()))
+                };
+            }
+            None if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{args:?}: timed out after {WAIT:?}"));
+            }
+            None => thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+fn must(args: &[&str]) {
+    run(args, None).unwrap_or_else(|e| panic!("{e}"));
+}
+
+// ---------------------------------------------------------------- topology
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// The three namespaces of one test; deleted on drop, also during a panic.
+struct Topology {
+    cli: String,
+    gw: String,
+    srv: String,
+}
+
+impl Topology {
+    fn new() -> Self {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let base = format!("mgw-{}-{n}", std::process::id());
+        let topo = Topology {
+            cli: format!("{base}-cli"),
+            gw: format!("{base}-gw"),
+            srv: format!("{base}-srv"),
+        };
+        // From here on Drop cleans up whatever was created.
+        for ns in [&topo.cli, &topo.gw, &topo.srv] {
+            must(&["ip", "netns", "add", ns]);
+            must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        let (cli, gw, srv) = (topo.cli.as_str(), topo.gw.as_str(), topo.srv.as_str());
+        // veths are born inside the namespaces: no host interface ever exists.
+        must(&[
+            "ip", "-n", cli, "link", "add", "c0", "type", "veth", "peer", "name", "g0", "netns", gw,
+        ]);
+        must(&[
+            "ip", "-n", gw, "link", "add", "g1", "type", "veth", "peer", "name", "s0", "netns", srv,
+        ]);
+        for (ns, dev, v4, v6) in [
+            (cli, "c0", "10.231.1.2/24", "fd00:231:1::2/64"),
+            (gw, "g0", "10.231.1.1/24", "fd00:231:1::1/64"),
+            (gw, "g1", "10.231.3.1/24", "fd00:231:3::1/64"),
+            (srv, "s0", "10.231.3.2/24", "fd00:231:3::2/64"),
+        ] {
+            must(&["ip", "-n", ns, "addr", "add", v4, "dev", dev]);
+            // nodad: a tentative address cannot be used for ~2 s.
+            must(&["ip", "-n", ns, "addr", "add", v6, "dev", dev, "nodad"]);
+            must(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+        for (ns, v4gw, v6gw) in [
+            (cli, "10.231.1.1", "fd00:231:1::1"),
+            (srv, "10.231.3.1", "fd00:231:3::1"),
+        ] {
+            must(&["ip", "-n", ns, "route", "add", "default", "via", v4gw]);
+            must(&["ip", "-n", ns, "-6", "route", "add", "default", "via", v6gw]);
+        }
+        // Per-namespace sysctls: the gw routes between cli and srv.
+        must(&[
+            "ip",
+            "netns",
+            "exec",
+            gw,
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv4.ip_forward=1",
+            "net.ipv6.conf.all.forwarding=1",
+        ]);
+        topo
+    }
+
+    fn nft(&self, ruleset: &str) -> Result<(), String> {
+        run(
+            &["ip", "netns", "exec", &self.gw, "nft", "-f", "-"],
+            Some(ruleset),
+        )
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for ns in [&self.cli, &self.gw, &self.srv] {
+            // Deleting the namespace takes its veths, rules and routes along.
+            if let Err(e) = run(&["ip", "netns", "del", ns], None) {
+                let _ = writeln!(io::stderr(), "cleanup: {e}");
+            }
+        }
+    }
+}
+
+/// Runs `f` on a new thread inside namespace `ns`, on a current-thread tokio
+/// runtime created *after* entering it, so every socket belongs to `ns`.
+fn in_netns<T, F, Fut>(ns: &str, f: F) -> thread::JoinHandle<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+{
+    let path = format!("/var/run/netns/{ns}");
+    thread::spawn(move || {
+        let fd = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // setns affects only this thread; the test's other threads stay put.
+        setns(&fd, CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {path}: {e}"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(f())
+    })
+}
+
+fn join<T>(h: thread::JoinHandle<T>) -> T {
+    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+}
+
+// ---------------------------------------------------------------- actors
+
+/// Connects from the client namespace to `to` and returns the line the
+/// gateway answers with.
+fn client(topo: &Topology, to: SocketAddr) -> String {
+    join(in_netns(&topo.cli, move || async move {
+        let mut s = timeout(WAIT, TcpStream::connect(to))
+            .await
+            .unwrap_or_else(|_| panic!("connect {to}: timed out"))
+            .unwrap_or_else(|e| panic!("connect {to}: {e}"));
+        let mut answer = String::new();
+        timeout(WAIT, s.read_to_string(&mut answer))
+            .await
+            .expect("reading gateway answer timed out")
+            .expect("reading gateway answer");
+        answer.trim().to_owned()
+    }))
+}
+
+/// The gateway: binds `[::]:0` for `kind` inside gw, reports its port, then
+/// serves `conns` connections, answering each with one line describing what
+/// it recovered.
+fn gateway(topo: &Topology, kind: ListenerKind, conns: usize) -> (u16, thread::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel();
+    let h = in_netns(&topo.gw, move || async move {
+        let l = bind_listener("[::]:0".parse().unwrap(), kind, 64).expect("bind gateway listener");
+        let me = l.local_addr().unwrap();
+        tx.send(me.port()).unwrap();
+        let listeners = LocalListeners::new([me]);
+        let local_ips = local_ip_addresses().expect("getifaddrs");
+        for _ in 0..conns {
+            let (mut s, peer) = timeout(WAIT, l.accept())
+                .await
+                .expect("accept timed out")
+                .unwrap();
+            let answer = handle(kind, &s, ClientAddr::new(peer), &listeners, &local_ips).await;
+            s.write_all(answer.as_bytes()).await.unwrap();
+            s.shutdown().await.unwrap();
+        }
+    });
+    let port = rx.recv_timeout(WAIT).expect("gateway did not start");
+    (port, h)
+}
+
+async fn handle(
+    kind: ListenerKind,
+    s: &TcpStream,
+    client: ClientAddr,
+    listeners: &LocalListeners,
+    local_ips: &[IpAddr],
+) -> String {
+    let dst = match kind {
+        ListenerKind::Redirect => original_dst_redirect(s),
+        ListenerKind::Tproxy => original_dst_tproxy(s),
+        ListenerKind::Explicit => unreachable!(),
+    };
+    let dst = match dst {
+        Ok(d) => d,
+        Err(e) => return format!("err {e}"),
+    };
+    if listeners.is_self(dst, local_ips) {
+        return format!("self {dst}");
+    }
+    if kind == ListenerKind::Redirect {
+        return format!("ok {dst}");
+    }
+    // TPROXY: go on to the real server, from the client's own address.
+    let mut up = match connect_upstream(dst.addr(), Some(client.ip()), WAIT).await {
+        Ok(u) => u,
+        Err(e) => return format!("err upstream {e}"),
+    };
+    let mut seen = String::new();
+    timeout(WAIT, up.read_to_string(&mut seen))
+        .await
+        .expect("server timed out")
+        .unwrap();
+    format!("ok {dst} {}", seen.trim())
+}
+
+/// A server in srv on `[::]:8443` that tells each peer its address.
+fn server(topo: &Topology, conns: usize) -> thread::JoinHandle<()> {
+    let (tx, rx) = mpsc::channel();
+    let h = in_netns(&topo.srv, move || async move {
+        let l = bind_listener(
+            SocketAddr::from(([0u16; 8], SYNC_PORT)),
+            ListenerKind::Explicit,
+            16,
+        )
+        .expect("bind server");
+        tx.send(()).unwrap();
+        for _ in 0..conns {
+            let (mut s, peer) = timeout(WAIT, l.accept())
+                .await
+                .expect("server accept timed out")
+                .unwrap();
+            s.write_all(ClientAddr::new(peer).ip().to_string().as_bytes())
+                .await
+                .unwrap();
+            s.shutdown().await.unwrap();
+        }
+    });
+    rx.recv_timeout(WAIT).expect("server did not start");
+    h
+}
+
+// ---------------------------------------------------------------- tests
+
+#[test]
+fn redirect_recovers_original_destination_v4_and_v6() {
+    if !prerequisites_met("redirect_recovers_original_destination_v4_and_v6") {
+        return;
+    }
+    let topo = Topology::new();
+    // Four connections: v4 + v6 redirected, v4 + v6 dialled directly.
+    let (port, gw) = gateway(&topo, ListenerKind::Redirect, 4);
+    topo.nft(&format!(
+        "table inet mgw_test {{
+            chain pre {{
+                type nat hook prerouting priority dstnat; policy accept;
+                tcp dport {SYNC_PORT} redirect to :{port}
+            }}
+        }}"
+    ))
+    .unwrap_or_else(|e| panic!("load redirect ruleset: {e}"));
+
+    // Fake servers routed via gw: they exist nowhere, only the rule answers.
+    // The [::] listener sees the v4 client as ::ffff:10.231.1.2, which must
+    // still select SO_ORIGINAL_DST (not IP6T_SO_ORIGINAL_DST).
+    for dialled in ["10.231.2.99:8443", "[fd00:231:2::99]:8443"] {
+        let dialled: SocketAddr = dialled.parse().unwrap();
+        assert_eq!(client(&topo, dialled), format!("ok {dialled}"));
+    }
+    // Dialling the gateway's listener directly: conntrack knows the flow but
+    // without NAT, so the "original destination" is the gateway itself.
+    for gw_ip in ["10.231.1.1", "fd00:231:1::1"] {
+        let direct = SocketAddr::new(gw_ip.parse().unwrap(), port);
+        assert_eq!(client(&topo, direct), format!("self {direct}"));
+    }
+    join(gw);
+}
+
+#[test]
+fn redirect_without_nat_entry_is_a_connection_error() {
+    if !prerequisites_met("redirect_without_nat_entry_is_a_connection_error") {
+        return;
+    }
+    let topo = Topology::new();
+    // srv has no nftables rules at all, so no conntrack NAT entry exists.
+    let outcome = join(in_netns(&topo.srv, || async {
+        let l = bind_listener("127.0.0.1:0".parse().unwrap(), ListenerKind::Redirect, 4).unwrap();
+        let a = l.local_addr().unwrap();
+        let (c, s) = tokio::join!(
+            timeout(WAIT, TcpStream::connect(a)),
+            timeout(WAIT, l.accept())
+        );
+        let _c = c.unwrap().unwrap();
+        let (s, _) = s.unwrap().unwrap();
+        (a, original_dst_redirect(&s))
+    }));
+    match outcome {
+        (_, Err(e)) => {
+            assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+            assert!(
+                e.to_string()
+                    .starts_with("no NAT entry: connection was not redirected"),
+                "{e}"
+            );
+        }
+        // Should conntrack be active in a fresh namespace after all, the flow
+        // is un-NATed and must at least report the listener itself.
+        (a, Ok(dst)) => {
+            let _ = writeln!(
+                io::stderr(),
+                "note: conntrack active in a fresh netns; got {dst}"
+            );
+            assert_eq!(dst.addr(), a);
+        }
+    }
+}
+
+#[test]
+fn tproxy_recovers_destination_and_connects_from_client_address() {
+    if !prerequisites_met("tproxy_recovers_destination_and_connects_from_client_address") {
+        return;
+    }
+    let topo = Topology::new();
+    // Probe kernel support (nft_tproxy, nft_socket) before any thread waits
+    // on it; the real port is only known once the gateway has bound.
+    if let Err(e) = topo.nft(&tproxy_ruleset(9)) {
+        if std::env::var("MISP_GW_REQUIRE_NETNS").as_deref() == Ok("1") {
+            panic!("load tproxy ruleset: {e}");
+        }
+        let _ = writeln!(
+            io::stderr(),
+            "SKIP tproxy: kernel lacks tproxy support: {e}"
+        );
+        return;
+    }
+    // Policy routing: marked packets are delivered locally, both for new
+    // flows handed to the listener and for replies to the spoofed upstream.
+    for fam in ["-4", "-6"] {
+        let dst = if fam == "-4" { "0.0.0.0/0" } else { "::/0" };
+        must(&[
+            "ip", "-n", &topo.gw, fam, "rule", "add", "fwmark", "1", "lookup", "100",
+        ]);
+        must(&[
+            "ip", "-n", &topo.gw, fam, "route", "add", "local", dst, "dev", "lo", "table", "100",
+        ]);
+    }
+    let srv = server(&topo, 2);
+    let (port, gw) = gateway(&topo, ListenerKind::Tproxy, 2);
+    topo.nft(&format!(
+        "delete table inet mgw_test\n{}",
+        tproxy_ruleset(port)
+    ))
+    .unwrap_or_else(|e| panic!("load tproxy ruleset: {e}"));
+
+    for (dialled, client_ip) in [
+        ("10.231.3.2:8443", "10.231.1.2"),
+        ("[fd00:231:3::2]:8443", "fd00:231:1::2"),
+    ] {
+        let dialled: SocketAddr = dialled.parse().unwrap();
+        // The gateway must see the server's address as destination, and the
+        // server must see the client's address as peer.
+        assert_eq!(client(&topo, dialled), format!("ok {dialled} {client_ip}"));
+    }
+    join(gw);
+    join(srv);
+}
+
+/// TPROXY capture of TCP port 8443 to the gateway's `port`, in prerouting
+/// (the only hook tproxy is valid in). `socket transparent 1` marks packets
+/// of flows that already have a transparent socket: the replies to the
+/// gateway's spoofed upstream connection.
+fn tproxy_ruleset(port: u16) -> String {
+    format!(
+        "table inet mgw_test {{
+            chain pre {{
+                type filter hook prerouting priority mangle; policy accept;
+                meta l4proto tcp socket transparent 1 meta mark set 1 accept
+                meta nfproto ipv4 tcp dport {SYNC_PORT} tproxy ip to :{port} meta mark set 1 accept
+                meta nfproto ipv6 tcp dport {SYNC_PORT} tproxy ip6 to :{port} meta mark set 1 accept
+            }}
+        }}"
+    )
+}
