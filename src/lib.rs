@@ -6,6 +6,7 @@
 //! - [`engine`]: the pure filter engine (policy in, flow in, verdict out).
 //! - [`codec`]: Content-Encoding decoding with size and ratio limits.
 //! - [`net`]: capture — typed addresses, original destination, listeners.
+//! - [`tls`]: the gateway CA, minted leaves, TLS towards client and server.
 //! - [`cli`]: the `misp-guard-gw` subcommands.
 
 #![forbid(unsafe_code)]
@@ -16,3 +17,4 @@ pub mod config;
 pub mod engine;
 pub mod net;
 pub mod policy;
+pub mod tls;
