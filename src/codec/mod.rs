@@ -139,35 +139,12 @@ fn decode_one(
 ) -> Result<Vec<u8>, DecodeError> {
     match coding {
         Coding::Identity => Ok(input.to_vec()),
-        Coding::Gzip => {
-            let mut rest = input;
-            let out = {
-                let mut dec = flate2::bufread::GzDecoder::new(&mut rest);
-                read_limited(&mut dec, coding, input.len(), wire_len, limits)?
-            };
-            no_trailing(rest, coding)?;
-            Ok(out)
+        // HTTP "deflate" is zlib (RFC 1950); some peers send raw deflate.
+        Coding::Gzip => single_stream(input, coding, wire_len, limits, Framing::Gzip),
+        Coding::Deflate if zlib_header_ok(input) => {
+            single_stream(input, coding, wire_len, limits, Framing::Zlib)
         }
-        Coding::Deflate => {
-            // HTTP "deflate" is zlib (RFC 1950); some peers send raw deflate.
-            if zlib_header_ok(input) {
-                let mut rest = input;
-                let out = {
-                    let mut dec = flate2::bufread::ZlibDecoder::new(&mut rest);
-                    read_limited(&mut dec, coding, input.len(), wire_len, limits)?
-                };
-                no_trailing(rest, coding)?;
-                Ok(out)
-            } else {
-                let mut rest = input;
-                let out = {
-                    let mut dec = flate2::bufread::DeflateDecoder::new(&mut rest);
-                    read_limited(&mut dec, coding, input.len(), wire_len, limits)?
-                };
-                no_trailing(rest, coding)?;
-                Ok(out)
-            }
-        }
+        Coding::Deflate => single_stream(input, coding, wire_len, limits, Framing::RawDeflate),
         Coding::Brotli => {
             let mut dec = brotli_decompressor::Decompressor::new(input, 64 * 1024);
             let out = read_limited(&mut dec, coding, input.len(), wire_len, limits)?;
@@ -182,6 +159,39 @@ fn decode_one(
             read_limited(&mut dec, coding, input.len(), wire_len, limits)
         }
     }
+}
+
+/// The flate2 formats, all decoded as exactly one stream.
+enum Framing {
+    Gzip,
+    Zlib,
+    RawDeflate,
+}
+
+/// Decodes one gzip member / zlib / raw deflate stream and refuses anything
+/// after its end.
+fn single_stream(
+    input: &[u8],
+    coding: Coding,
+    wire_len: u64,
+    limits: &DecodeLimits,
+    framing: Framing,
+) -> Result<Vec<u8>, DecodeError> {
+    use flate2::bufread::{DeflateDecoder, GzDecoder, ZlibDecoder};
+    let mut rest = input;
+    let out = {
+        let r = &mut rest;
+        let n = input.len();
+        match framing {
+            Framing::Gzip => read_limited(&mut GzDecoder::new(r), coding, n, wire_len, limits),
+            Framing::Zlib => read_limited(&mut ZlibDecoder::new(r), coding, n, wire_len, limits),
+            Framing::RawDeflate => {
+                read_limited(&mut DeflateDecoder::new(r), coding, n, wire_len, limits)
+            }
+        }
+    }?;
+    no_trailing(rest, coding)?;
+    Ok(out)
 }
 
 /// A zlib header: CM = 8 (deflate), window ≤ 32 KiB, FCHECK valid.
