@@ -4,6 +4,7 @@
 //! of the offending field, and nothing half-loaded is ever returned.
 
 pub mod formats;
+mod gateway;
 pub mod schema;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -16,6 +17,8 @@ use crate::policy::{
 };
 use formats::{is_hostname, is_id, is_uuid, parse_ip, parse_url};
 use schema::{RawConfig, RawInstance, RawLimits};
+
+pub(crate) type CompileError = (String, String);
 
 /// A config that cannot be used, with where and why.
 #[derive(Debug)]
@@ -68,12 +71,11 @@ pub fn from_slice(bytes: &[u8], file: &Path) -> Result<Policy, ConfigError> {
         let path = if path == "." { String::new() } else { path };
         err(path, e.into_inner().to_string())
     })?;
-    compile(raw).map_err(|(path, message)| err(path, message))
+    let base = file.parent().unwrap_or(Path::new("."));
+    compile(raw, base).map_err(|(path, message)| err(path, message))
 }
 
-type CompileError = (String, String);
-
-fn compile(raw: RawConfig) -> Result<Policy, CompileError> {
+fn compile(raw: RawConfig, base: &Path) -> Result<Policy, CompileError> {
     let mut warnings = Vec::new();
 
     // Compartments: every name used anywhere gets an index.
@@ -199,7 +201,19 @@ fn compile(raw: RawConfig) -> Result<Policy, CompileError> {
         allow_urls.push(url);
     }
 
-    let limits = compile_limits(raw.gateway.and_then(|g| g.limits).unwrap_or_default())?;
+    let raw_gateway = raw.gateway.unwrap_or_default();
+    let ids: Vec<&str> = raw.instances.0.keys().map(String::as_str).collect();
+    let limits = compile_limits(raw_gateway.limits.unwrap_or_default())?;
+    let gateway = gateway::compile(
+        raw_gateway.listeners,
+        raw_gateway.tls,
+        raw_gateway.timeouts,
+        raw_gateway.instances,
+        raw_gateway.transparent_source,
+        &ids,
+        base,
+        &mut warnings,
+    )?;
 
     Ok(Policy {
         instances,
@@ -211,6 +225,7 @@ fn compile(raw: RawConfig) -> Result<Policy, CompileError> {
         allow_urls,
         endpoints: EndpointTable::new(),
         limits,
+        gateway,
         warnings,
     })
 }

@@ -74,6 +74,70 @@ pub struct RawTaxonomiesRules {
 pub struct RawGateway {
     #[serde(default)]
     pub limits: Option<RawLimits>,
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+    #[serde(default)]
+    pub timeouts: Option<RawTimeouts>,
+    /// Per-instance data-path settings, keyed by instance id.
+    #[serde(default)]
+    pub instances: UniqueMap<RawInstanceGateway>,
+    /// Connect upstream from the client's own address (TPROXY only).
+    #[serde(default)]
+    pub transparent_source: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    /// `redirect`, `tproxy` or `explicit`.
+    pub mode: String,
+    /// `ip:port` (`[v6]:port`).
+    pub listen: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub ca_cert: Option<String>,
+    pub ca_key: Option<String>,
+    pub upstream_ca: Option<String>,
+    #[serde(default)]
+    pub insecure_upstream: bool,
+    #[serde(default = "default_true")]
+    pub use_system_roots: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    pub handshake_secs: Option<u64>,
+    pub request_head_secs: Option<u64>,
+    pub idle_secs: Option<u64>,
+    pub upstream_connect_secs: Option<u64>,
+    pub upstream_response_secs: Option<u64>,
+    pub body_secs: Option<u64>,
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInstanceGateway {
+    /// Certificate (chain) and key presented to clients for this instance,
+    /// instead of a leaf minted from the gateway CA.
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    /// Extra CA that signs this instance's server certificate.
+    pub upstream_ca: Option<String>,
+    /// SHA-256 of the instance's certificate (hex, colons optional).
+    pub upstream_pin_sha256: Option<String>,
+    #[serde(default)]
+    pub insecure_upstream: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

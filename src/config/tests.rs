@@ -207,3 +207,74 @@ fn shipped_sample_config_loads() {
     let p = load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
 }
+
+#[test]
+fn gateway_section_compiles() {
+    let cfg = BASE.replacen(
+        "{",
+        r#"{"gateway": {
+            "listeners": [{"mode": "redirect", "listen": "0.0.0.0:8443"}, {"mode": "explicit", "listen": "[::1]:3128"}],
+            "tls": {"ca_cert": "ca.crt", "ca_key": "/abs/ca.key", "insecure_upstream": true},
+            "timeouts": {"idle_secs": 60},
+            "instances": {"two": {"upstream_pin_sha256": "ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89"}}
+        },"#,
+        1,
+    );
+    let p = load_str(&cfg).unwrap();
+    let g = &p.gateway;
+    assert_eq!(g.listeners.len(), 2);
+    assert_eq!(g.listeners[1].mode, crate::policy::ListenMode::Explicit);
+    assert_eq!(
+        g.tls.ca_cert.as_deref(),
+        Some(Path::new("/etc/misp-guard-gw/ca.crt"))
+    );
+    assert_eq!(g.tls.ca_key.as_deref(), Some(Path::new("/abs/ca.key")));
+    assert!(g.tls.insecure_upstream && g.tls.use_system_roots);
+    assert_eq!(g.timeouts.idle.as_secs(), 60);
+    assert_eq!(
+        g.timeouts.request_head,
+        crate::policy::Timeouts::default().request_head
+    );
+    let two = p.instances.iter().position(|i| i.id == "two").unwrap();
+    assert_eq!(g.instances[two].upstream_pin_sha256.unwrap()[0], 0xab);
+}
+
+#[test]
+fn gateway_section_errors_name_the_field() {
+    expect_err(
+        |v| {
+            v["gateway"] =
+                serde_json::json!({"listeners": [{"mode": "magic", "listen": "0.0.0.0:1"}]})
+        },
+        "gateway.listeners[0].mode",
+        "not redirect",
+    );
+    expect_err(
+        |v| {
+            v["gateway"] =
+                serde_json::json!({"listeners": [{"mode": "tproxy", "listen": "0.0.0.0"}]})
+        },
+        "gateway.listeners[0].listen",
+        "not ip:port",
+    );
+    expect_err(
+        |v| v["gateway"] = serde_json::json!({"tls": {"ca_cert": "a"}}),
+        "gateway.tls.ca_key",
+        "required when ca_cert",
+    );
+    expect_err(
+        |v| v["gateway"] = serde_json::json!({"instances": {"nine": {}}}),
+        "gateway.instances.nine",
+        "not an instance",
+    );
+    expect_err(
+        |v| v["gateway"] = serde_json::json!({"instances": {"one": {"upstream_pin_sha256": "zz"}}}),
+        "gateway.instances.one.upstream_pin_sha256",
+        "",
+    );
+    expect_err(
+        |v| v["gateway"] = serde_json::json!({"timeouts": {"idle_secs": 0}}),
+        "gateway.timeouts.idle_secs",
+        "greater than 0",
+    );
+}

@@ -3,12 +3,14 @@
 
 pub mod caseless;
 pub mod endpoints;
+pub mod gateway;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 pub use caseless::CaselessSet;
 pub use endpoints::{Endpoint, EndpointTable, RequestBody, ResponseBody};
+pub use gateway::{GatewaySettings, InstanceGateway, ListenMode, Listener, Timeouts, TlsSettings};
 
 use crate::config::formats::{AllowedUrl, Scheme};
 
@@ -33,6 +35,7 @@ pub struct Policy {
     pub(crate) allow_urls: Vec<AllowedUrl>,
     pub(crate) endpoints: EndpointTable,
     pub limits: Limits,
+    pub gateway: GatewaySettings,
     /// Things that are legal but probably not what the operator meant.
     pub warnings: Vec<String>,
 }

@@ -1,0 +1,151 @@
+//! Compiling the `gateway` section (listeners, TLS, timeouts, per-instance
+//! upstream trust). Relative file paths are relative to the config file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::schema::{RawInstanceGateway, RawListener, RawTimeouts, RawTls, UniqueMap};
+use super::CompileError;
+use crate::policy::{
+    GatewaySettings, InstanceGateway, ListenMode, Listener, Timeouts, TlsSettings,
+};
+
+#[allow(clippy::too_many_arguments)]
+pub fn compile(
+    listeners: Vec<RawListener>,
+    tls: Option<RawTls>,
+    timeouts: Option<RawTimeouts>,
+    instances: UniqueMap<RawInstanceGateway>,
+    transparent_source: bool,
+    instance_ids: &[&str],
+    base: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<GatewaySettings, CompileError> {
+    let mut out = Vec::new();
+    for (i, l) in listeners.iter().enumerate() {
+        let at = |f: &str| format!("gateway.listeners[{i}].{f}");
+        let mode = ListenMode::parse(&l.mode).ok_or_else(|| {
+            (
+                at("mode"),
+                format!("{:?} is not redirect, tproxy or explicit", l.mode),
+            )
+        })?;
+        let addr: SocketAddr = l
+            .listen
+            .parse()
+            .map_err(|_| (at("listen"), format!("{:?} is not ip:port", l.listen)))?;
+        if out.iter().any(|o: &Listener| o.addr == addr) {
+            return Err((at("listen"), format!("{addr} is listed twice")));
+        }
+        out.push(Listener { mode, addr });
+    }
+    if transparent_source && !out.iter().any(|l| l.mode == ListenMode::Tproxy) {
+        warnings
+            .push("gateway.transparent_source is set but no tproxy listener is configured".into());
+    }
+
+    let path = |p: &Option<String>| p.as_ref().map(|p| base.join(p));
+    let tls = tls.unwrap_or(RawTls {
+        use_system_roots: true,
+        ..Default::default()
+    });
+    let tls_settings = TlsSettings {
+        ca_cert: path(&tls.ca_cert),
+        ca_key: path(&tls.ca_key),
+        upstream_ca: path(&tls.upstream_ca),
+        insecure_upstream: tls.insecure_upstream,
+        use_system_roots: tls.use_system_roots,
+    };
+    both_or_neither(
+        &tls_settings.ca_cert,
+        &tls_settings.ca_key,
+        "gateway.tls",
+        "ca_cert",
+        "ca_key",
+    )?;
+
+    let mut per_instance = vec![InstanceGateway::default(); instance_ids.len()];
+    for (id, raw) in instances.0 {
+        let at = format!("gateway.instances.{id}");
+        let idx = instance_ids
+            .iter()
+            .position(|i| *i == id)
+            .ok_or_else(|| (at.clone(), format!("{id} is not an instance")))?;
+        let pin = match &raw.upstream_pin_sha256 {
+            None => None,
+            Some(p) => Some(
+                crate::tls::parse_pin(p)
+                    .map_err(|e| (format!("{at}.upstream_pin_sha256"), e.to_string()))?,
+            ),
+        };
+        let ig = InstanceGateway {
+            cert: path(&raw.cert),
+            key: path(&raw.key),
+            upstream_ca: path(&raw.upstream_ca),
+            upstream_pin_sha256: pin,
+            insecure_upstream: raw.insecure_upstream,
+        };
+        both_or_neither(&ig.cert, &ig.key, &at, "cert", "key")?;
+        per_instance[idx] = ig;
+    }
+
+    Ok(GatewaySettings {
+        listeners: out,
+        tls: tls_settings,
+        timeouts: compile_timeouts(timeouts.unwrap_or_default())?,
+        instances: per_instance,
+        transparent_source,
+    })
+}
+
+fn both_or_neither(
+    a: &Option<PathBuf>,
+    b: &Option<PathBuf>,
+    at: &str,
+    an: &str,
+    bn: &str,
+) -> Result<(), CompileError> {
+    match (a, b) {
+        (Some(_), None) => Err((format!("{at}.{bn}"), format!("required when {an} is set"))),
+        (None, Some(_)) => Err((format!("{at}.{an}"), format!("required when {bn} is set"))),
+        _ => Ok(()),
+    }
+}
+
+fn compile_timeouts(raw: RawTimeouts) -> Result<Timeouts, CompileError> {
+    let d = Timeouts::default();
+    let secs = |v: Option<u64>, default: Duration, name: &str| match v {
+        None => Ok(default),
+        Some(0) => Err((
+            format!("gateway.timeouts.{name}"),
+            "must be greater than 0".to_string(),
+        )),
+        Some(n) if n > 86_400 => Err((
+            format!("gateway.timeouts.{name}"),
+            "must be at most 86400".to_string(),
+        )),
+        Some(n) => Ok(Duration::from_secs(n)),
+    };
+    Ok(Timeouts {
+        handshake: secs(raw.handshake_secs, d.handshake, "handshake_secs")?,
+        request_head: secs(raw.request_head_secs, d.request_head, "request_head_secs")?,
+        idle: secs(raw.idle_secs, d.idle, "idle_secs")?,
+        upstream_connect: secs(
+            raw.upstream_connect_secs,
+            d.upstream_connect,
+            "upstream_connect_secs",
+        )?,
+        upstream_response: secs(
+            raw.upstream_response_secs,
+            d.upstream_response,
+            "upstream_response_secs",
+        )?,
+        body: secs(raw.body_secs, d.body, "body_secs")?,
+        shutdown_grace: secs(
+            raw.shutdown_grace_secs,
+            d.shutdown_grace,
+            "shutdown_grace_secs",
+        )?,
+    })
+}

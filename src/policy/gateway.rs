@@ -1,0 +1,102 @@
+//! Data-path settings from the config's optional `gateway` section:
+//! listeners, TLS material, timeouts, per-instance upstream trust.
+//! Compiled with the policy so one file describes the whole gateway.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How a listener receives its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenMode {
+    /// nftables `redirect`/`dnat`: original destination via SO_ORIGINAL_DST.
+    Redirect,
+    /// nftables `tproxy`: original destination is the socket's local address.
+    Tproxy,
+    /// HTTP proxy (CONNECT and absolute-form), as MISP's `Proxy.host`.
+    Explicit,
+}
+
+impl ListenMode {
+    pub fn parse(s: &str) -> Option<ListenMode> {
+        match s {
+            "redirect" => Some(ListenMode::Redirect),
+            "tproxy" => Some(ListenMode::Tproxy),
+            "explicit" => Some(ListenMode::Explicit),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenMode::Redirect => "redirect",
+            ListenMode::Tproxy => "tproxy",
+            ListenMode::Explicit => "explicit",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listener {
+    pub mode: ListenMode,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// Gateway CA that signs the leaves presented to clients.
+    pub ca_cert: Option<PathBuf>,
+    pub ca_key: Option<PathBuf>,
+    /// Extra CA trusted for every upstream.
+    pub upstream_ca: Option<PathBuf>,
+    /// Accept any upstream certificate (like mitmproxy's `-k`); logged.
+    pub insecure_upstream: bool,
+    pub use_system_roots: bool,
+}
+
+/// Timeouts of the data path; defaults follow g3proxy's (DATAPATH.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub handshake: Duration,
+    pub request_head: Duration,
+    pub idle: Duration,
+    pub upstream_connect: Duration,
+    pub upstream_response: Duration,
+    /// Longest pause while reading or writing a body.
+    pub body: Duration,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            handshake: Duration::from_secs(10),
+            request_head: Duration::from_secs(30),
+            idle: Duration::from_secs(300),
+            upstream_connect: Duration::from_secs(10),
+            upstream_response: Duration::from_secs(300),
+            body: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Per-instance data-path settings (defaults when not configured).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceGateway {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub upstream_ca: Option<PathBuf>,
+    pub upstream_pin_sha256: Option<[u8; 32]>,
+    pub insecure_upstream: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GatewaySettings {
+    pub listeners: Vec<Listener>,
+    pub tls: TlsSettings,
+    pub timeouts: Timeouts,
+    /// Indexed like `Policy::instances`.
+    pub instances: Vec<InstanceGateway>,
+    pub transparent_source: bool,
+}
