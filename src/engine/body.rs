@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 
 use super::checks::{self, Ctx, Violation};
 use super::model::{
-    AnalystEntry, EventDoc, GalaxyClusterDoc, ProposalProbe, SearchFilters, ShadowAttributeDoc,
+    AnalystEntry, GalaxyClusterDoc, ProposalProbe, SearchFilters, ShadowAttributeDoc,
 };
 use super::{Block, HeaderList, Response, Sanitized};
 use crate::codec::{self, DecodeError, DecodeLimits};
@@ -191,26 +191,7 @@ fn user_org_uuid<H: HeaderList + ?Sized>(headers: &H) -> Result<Option<String>, 
 }
 
 fn event(ctx: &Ctx, body: &[u8]) -> Result<(), Violation> {
-    let doc: EventDoc = serde_json::from_slice(body)?;
-    // serde also fills a struct from an array, positionally; an event body
-    // that is not an object is not something MISP imports, so refuse it.
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(Violation::Rule("event body is not a JSON object".into()));
-    }
-    if doc.response.0 || doc.request.0 {
-        // MISP's events/add and edit unwrap these before reading `Event`, so
-        // the `Event` beside them is not what MISP would import.
-        return Err(Violation::Rule(
-            "body wraps the event in `response` or `request`; refusing the ambiguous payload"
-                .into(),
-        ));
-    }
-    let Some(ev) = doc.Event else {
-        return Err(Violation::Rule(
-            "no `Event` property in request body".into(),
-        ));
-    };
-    checks::event(ctx, &ev, true)
+    super::stream::check_event_body(ctx, body)
 }
 
 fn minimal_published(body: &[u8], label: &str) -> Result<(), Violation> {

@@ -144,7 +144,7 @@ fn required_taxonomies<'x>(
     Ok(())
 }
 
-fn sharing_group(ctx: &Ctx, subject: Subject, sg: &Option<SharingGroup>) -> Checked {
+fn sharing_group(ctx: &Ctx, subject: Subject, sg: &Option<Box<SharingGroup>>) -> Checked {
     let Some(sg) = sg else { return Ok(()) };
     if ctx.rules.blocked_sharing_groups.contains(&sg.uuid) {
         let prefix = match subject {

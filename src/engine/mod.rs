@@ -18,6 +18,7 @@ pub mod body;
 pub mod checks;
 pub mod model;
 pub mod path;
+pub mod stream;
 pub mod verdict;
 
 use std::net::IpAddr;

@@ -35,7 +35,7 @@ pub enum Dist {
     #[default]
     Missing,
     Level(u8),
-    Invalid(String),
+    Invalid(Box<str>),
 }
 
 impl<'de> Deserialize<'de> for Dist {
@@ -50,26 +50,26 @@ impl<'de> Deserialize<'de> for Dist {
                 Ok(if v <= 5 {
                     Dist::Level(v as u8)
                 } else {
-                    Dist::Invalid(v.to_string())
+                    Dist::Invalid(v.to_string().into())
                 })
             }
             fn visit_i64<E>(self, v: i64) -> Result<Dist, E> {
                 Ok(match u64::try_from(v) {
                     Ok(u) if u <= 5 => Dist::Level(u as u8),
-                    _ => Dist::Invalid(v.to_string()),
+                    _ => Dist::Invalid(v.to_string().into()),
                 })
             }
             fn visit_f64<E>(self, v: f64) -> Result<Dist, E> {
-                Ok(Dist::Invalid(format!("{v:?}")))
+                Ok(Dist::Invalid(format!("{v:?}").into()))
             }
             fn visit_str<E>(self, v: &str) -> Result<Dist, E> {
                 Ok(match v.as_bytes() {
                     [d @ b'0'..=b'5'] => Dist::Level(d - b'0'),
-                    _ => Dist::Invalid(quote_short(v)),
+                    _ => Dist::Invalid(quote_short(v).into()),
                 })
             }
             fn visit_bool<E>(self, v: bool) -> Result<Dist, E> {
-                Ok(Dist::Invalid(v.to_string()))
+                Ok(Dist::Invalid(v.to_string().into()))
             }
             fn visit_unit<E>(self) -> Result<Dist, E> {
                 Ok(Dist::Invalid("null".into()))
@@ -121,22 +121,10 @@ impl<'de> Deserialize<'de> for Present {
     }
 }
 
-/// The body of an event push (`/events/add`, `/events/edit`) or pull
-/// (`/events/view`).
-#[derive(Debug, Deserialize)]
-pub struct EventDoc<'a> {
-    #[serde(borrow, default)]
-    pub Event: Option<Event<'a>>,
-    /// MISP's events/add and edit replace the body with these members before
-    /// reading `Event`; their mere presence means the `Event` seen here may
-    /// not be what MISP imports.
-    #[serde(default)]
-    pub response: Present,
-    #[serde(default)]
-    pub request: Present,
-}
-
-#[derive(Debug, Deserialize)]
+/// An event's fields the policy reads. The top-level event of a push or
+/// pull is visited by `engine::stream` (which fills the event-level fields
+/// and streams the lists); a relationship's related event uses this derive.
+#[derive(Debug, Default, Deserialize)]
 pub struct Event<'a> {
     #[serde(default)]
     pub distribution: Dist,
@@ -149,7 +137,7 @@ pub struct Event<'a> {
     #[serde(default)]
     pub EventReport: Option<Vec<Distributed>>,
     #[serde(borrow, default)]
-    pub SharingGroup: Option<SharingGroup<'a>>,
+    pub SharingGroup: Option<Box<SharingGroup<'a>>>,
     #[serde(default)]
     pub Note: Option<Vec<Distributed>>,
     #[serde(default)]
@@ -233,7 +221,7 @@ pub struct Attribute<'a> {
     #[serde(borrow, default)]
     pub Galaxy: Option<Vec<Galaxy<'a>>>,
     #[serde(borrow, default)]
-    pub SharingGroup: Option<SharingGroup<'a>>,
+    pub SharingGroup: Option<Box<SharingGroup<'a>>>,
     #[serde(borrow, default)]
     pub ShadowAttribute: Option<Vec<Attribute<'a>>>,
     #[serde(default)]
@@ -249,7 +237,7 @@ pub struct Object<'a> {
     #[serde(default)]
     pub distribution: Dist,
     #[serde(borrow, default)]
-    pub SharingGroup: Option<SharingGroup<'a>>,
+    pub SharingGroup: Option<Box<SharingGroup<'a>>>,
     #[serde(borrow)]
     pub name: Str<'a>,
     #[serde(borrow)]

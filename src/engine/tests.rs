@@ -372,7 +372,7 @@ fn unparseable_or_unexpected_bodies_are_blocked() {
     let bad: [(&[u8], &str); 7] = [
         (b"", "invalid JSON body"),
         (b"{\"Event\": ", "invalid JSON body"),
-        (b"[]", "event body is not a JSON object"),
+        (b"[]", "unexpected error, rejecting request"),
         (b"{}", "no `Event` property in request body"),
         (
             br#"{"Event": {"distribution": 1, "Attribute": {}, "Object": []}}"#,
@@ -825,5 +825,44 @@ fn relationships_are_followed_into_related_objects() {
     assert_eq!(
         reason(send(nested)),
         "analyst data has blocked distribution level: 0"
+    );
+}
+
+#[test]
+fn streamed_event_reports_in_policy_order_whatever_the_key_order() {
+    // Attributes (with a blocked one) come before the event-level Tag in the
+    // JSON; the event-level rule must still be the reason reported.
+    let body = br#"{"Event": {"Attribute": [{"type": "passport-number", "category": "Other"}],
+        "Object": [{"name": "person", "distribution": "1", "Attribute": []}],
+        "distribution": "1", "Tag": [{"name": "tlp:red"}]}}"#;
+    assert_eq!(
+        reason(push_with("/events/add", json_ct(), body)),
+        "event has blocked tag: tlp:red"
+    );
+    // Without the tag: attributes before objects, first violation wins.
+    let body = br#"{"Event": {"Object": [{"name": "person", "distribution": "1", "Attribute": []}],
+        "Attribute": [{"type": "md5", "category": "Other"}, {"type": "passport-number", "category": "Other"},
+                      {"type": "email", "category": "Other"}],
+        "distribution": "1"}}"#;
+    assert_eq!(
+        reason(push_with("/events/add", json_ct(), body)),
+        "attribute with a blocked type: passport-number"
+    );
+    // A malformed element after a violation still makes the body malformed.
+    let body = br#"{"Event": {"distribution": "1", "Object": [],
+        "Attribute": [{"type": "passport-number", "category": "Other"}, {"type": 5, "category": "Other"}]}}"#;
+    assert!(reason(push_with("/events/add", json_ct(), body)).starts_with("unexpected error"));
+    // `"Event": null` is no event; trailing garbage is invalid JSON.
+    assert_eq!(
+        reason(push_with("/events/add", json_ct(), br#"{"Event": null}"#)),
+        "no `Event` property in request body"
+    );
+    assert_eq!(
+        reason(push(&event()).and_then(|_| push_with(
+            "/events/add",
+            json_ct(),
+            (event().to_string() + "x").as_bytes()
+        ))),
+        "invalid JSON body"
     );
 }
