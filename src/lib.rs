@@ -5,6 +5,7 @@
 //!   and compiled once into a [`policy::Policy`].
 //! - [`engine`]: the pure filter engine (policy in, flow in, verdict out).
 //! - [`codec`]: Content-Encoding decoding with size and ratio limits.
+//! - [`http`]: strict HTTP/1.1 heads, framing and re-framing.
 //! - [`net`]: capture — typed addresses, original destination, listeners.
 //! - [`tls`]: the gateway CA, minted leaves, TLS towards client and server.
 //! - [`cli`]: the `misp-guard-gw` subcommands.
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod engine;
+pub mod http;
 pub mod net;
 pub mod policy;
 pub mod tls;

@@ -1,0 +1,342 @@
+//! The async edge of the HTTP layer: a buffered reader over a stream that
+//! reads heads and bodies with the pure parsers. Timeouts are the caller's
+//! (it wraps each call in `tokio::time::timeout`).
+
+use std::fmt;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::chunked::{self, ChunkedDecoder};
+use super::framing::Framing;
+use super::head::{self, HeadError, RequestHead, ResponseHead};
+
+const READ_CHUNK: usize = 64 * 1024;
+
+#[derive(Debug)]
+pub enum HttpError {
+    Io(std::io::Error),
+    Head(HeadError),
+    /// The body is larger than allowed (413).
+    BodyTooLarge(u64),
+    /// The peer closed in the middle of a message.
+    UnexpectedEof,
+}
+
+impl HttpError {
+    /// The status to answer a client with, when one can still be sent.
+    pub fn status(&self) -> u16 {
+        match self {
+            HttpError::Head(h) => h.status(),
+            HttpError::BodyTooLarge(_) => 413,
+            HttpError::Io(_) | HttpError::UnexpectedEof => 400,
+        }
+    }
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            HttpError::Io(e) => write!(f, "i/o error: {e}"),
+            HttpError::Head(h) => h.fmt(f),
+            HttpError::BodyTooLarge(max) => write!(f, "body exceeds {max} bytes"),
+            HttpError::UnexpectedEof => f.write_str("connection closed mid-message"),
+        }
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+impl From<std::io::Error> for HttpError {
+    fn from(e: std::io::Error) -> Self {
+        HttpError::Io(e)
+    }
+}
+
+impl From<HeadError> for HttpError {
+    fn from(e: HeadError) -> Self {
+        HttpError::Head(e)
+    }
+}
+
+/// A stream plus the bytes read from it but not consumed yet (the start of
+/// a pipelined request, or of a body).
+pub struct HttpIo<S> {
+    pub io: S,
+    buf: Vec<u8>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
+    pub fn new(io: S) -> Self {
+        HttpIo {
+            io,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn has_buffered(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Reads more bytes into the buffer; Ok(0) at EOF.
+    async fn fill(&mut self) -> Result<usize, HttpError> {
+        let start = self.buf.len();
+        self.buf.resize(start + READ_CHUNK, 0);
+        let n = self.io.read(&mut self.buf[start..]).await;
+        self.buf.truncate(start + *n.as_ref().unwrap_or(&0));
+        Ok(n?)
+    }
+
+    /// The next request head; Ok(None) on a clean close before any byte.
+    pub async fn read_request_head(
+        &mut self,
+        max: usize,
+    ) -> Result<Option<RequestHead>, HttpError> {
+        loop {
+            if let Some((head, n)) = head::parse_request(&self.buf, max)? {
+                self.buf.drain(..n);
+                return Ok(Some(head));
+            }
+            if self.fill().await? == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(HttpError::UnexpectedEof)
+                };
+            }
+        }
+    }
+
+    pub async fn read_response_head(&mut self, max: usize) -> Result<ResponseHead, HttpError> {
+        loop {
+            if let Some((head, n)) = head::parse_response(&self.buf, max)? {
+                self.buf.drain(..n);
+                return Ok(head);
+            }
+            if self.fill().await? == 0 {
+                return Err(HttpError::UnexpectedEof);
+            }
+        }
+    }
+
+    /// Reads a whole body (transfer coding removed) of at most `max` bytes.
+    pub async fn read_body(&mut self, framing: Framing, max: u64) -> Result<Vec<u8>, HttpError> {
+        let mut out = Vec::new();
+        self.body(framing, max, |chunk| {
+            out.extend_from_slice(chunk);
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Streams a body to `dst`, re-framed: Length bodies as they are (the
+    /// caller sent Content-Length), chunked and close-delimited bodies as
+    /// fresh chunks when `chunked_out`, else raw until close.
+    pub async fn copy_body<W: AsyncWrite + Unpin>(
+        &mut self,
+        framing: Framing,
+        max: u64,
+        dst: &mut W,
+        chunked_out: bool,
+    ) -> Result<u64, HttpError> {
+        let mut total = 0u64;
+        let mut pending = Vec::with_capacity(READ_CHUNK + 32);
+        let mut write_err = None;
+        // Gather in `pending` and flush as it fills; writes happen between
+        // reads so a slow writer applies back-pressure to the reader.
+        let mut sink = |chunk: &[u8], pending: &mut Vec<u8>| {
+            total += chunk.len() as u64;
+            if chunked_out {
+                chunked::encode_chunk(chunk, pending);
+            } else {
+                pending.extend_from_slice(chunk);
+            }
+        };
+        self.body_streaming(framing, max, &mut pending, &mut sink, dst, &mut write_err)
+            .await?;
+        if let Some(e) = write_err {
+            return Err(HttpError::Io(e));
+        }
+        if chunked_out {
+            pending.extend_from_slice(chunked::LAST_CHUNK);
+        }
+        dst.write_all(&pending).await?;
+        dst.flush().await?;
+        Ok(total)
+    }
+
+    async fn body_streaming<W: AsyncWrite + Unpin>(
+        &mut self,
+        framing: Framing,
+        max: u64,
+        pending: &mut Vec<u8>,
+        sink: &mut impl FnMut(&[u8], &mut Vec<u8>),
+        dst: &mut W,
+        write_err: &mut Option<std::io::Error>,
+    ) -> Result<(), HttpError> {
+        let mut decoder = ChunkedDecoder::default();
+        let mut remaining = match framing {
+            Framing::None => return Ok(()),
+            Framing::Length(n) if n > max => return Err(HttpError::BodyTooLarge(max)),
+            Framing::Length(n) => n,
+            Framing::Chunked | Framing::Close => u64::MAX,
+        };
+        let mut seen = 0u64;
+        let mut scratch = Vec::new();
+        loop {
+            if self.buf.is_empty() && self.fill().await? == 0 {
+                return match framing {
+                    Framing::Close => Ok(()),
+                    _ => Err(HttpError::UnexpectedEof),
+                };
+            }
+            let consumed = match framing {
+                Framing::Chunked => {
+                    scratch.clear();
+                    let n = decoder.decode(&self.buf, &mut scratch)?;
+                    seen += scratch.len() as u64;
+                    if seen > max {
+                        return Err(HttpError::BodyTooLarge(max));
+                    }
+                    sink(&scratch, pending);
+                    n
+                }
+                _ => {
+                    let n = (self.buf.len() as u64).min(remaining) as usize;
+                    seen += n as u64;
+                    if seen > max {
+                        return Err(HttpError::BodyTooLarge(max));
+                    }
+                    sink(&self.buf[..n], pending);
+                    remaining -= n as u64;
+                    n
+                }
+            };
+            self.buf.drain(..consumed);
+            if pending.len() >= READ_CHUNK {
+                if let Err(e) = dst.write_all(pending).await {
+                    *write_err = Some(e);
+                    return Ok(());
+                }
+                pending.clear();
+            }
+            let finished = match framing {
+                Framing::Chunked => decoder.is_done(),
+                Framing::Length(_) => remaining == 0,
+                _ => false,
+            };
+            if finished {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn body(
+        &mut self,
+        framing: Framing,
+        max: u64,
+        mut f: impl FnMut(&[u8]),
+    ) -> Result<(), HttpError> {
+        let mut sink = tokio::io::sink();
+        let mut pending = Vec::new();
+        let mut err = None;
+        let mut adapter = |chunk: &[u8], _: &mut Vec<u8>| f(chunk);
+        self.body_streaming(
+            framing,
+            max,
+            &mut pending,
+            &mut adapter,
+            &mut sink,
+            &mut err,
+        )
+        .await
+    }
+
+    pub async fn write_all(&mut self, bytes: &[u8]) -> Result<(), HttpError> {
+        self.io.write_all(bytes).await?;
+        self.io.flush().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `input` one byte per read through a duplex pipe.
+    async fn reader(input: &[u8]) -> HttpIo<tokio::io::DuplexStream> {
+        let (a, mut b) = tokio::io::duplex(1);
+        let data = input.to_vec();
+        tokio::spawn(async move {
+            for byte in data {
+                if b.write_all(&[byte]).await.is_err() {
+                    return;
+                }
+            }
+        });
+        HttpIo::new(a)
+    }
+
+    #[tokio::test]
+    async fn pipelined_heads_and_bodies_byte_by_byte() {
+        let raw = b"POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcPOST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nxy\r\n0\r\n\r\n";
+        let mut io = reader(raw).await;
+        let h = io.read_request_head(65536).await.unwrap().unwrap();
+        assert_eq!(h.target, "/a");
+        let f = super::super::request_framing(&h).unwrap();
+        assert_eq!(io.read_body(f, 100).await.unwrap(), b"abc");
+        let h = io.read_request_head(65536).await.unwrap().unwrap();
+        let f = super::super::request_framing(&h).unwrap();
+        assert_eq!(io.read_body(f, 100).await.unwrap(), b"xy");
+        assert!(io.read_request_head(65536).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn body_limits_and_truncation() {
+        let mut io = reader(b"abcdef").await;
+        assert!(matches!(
+            io.read_body(Framing::Length(6), 5).await,
+            Err(HttpError::BodyTooLarge(5))
+        ));
+        let mut io = reader(b"2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n").await;
+        assert!(matches!(
+            io.read_body(Framing::Chunked, 3).await,
+            Err(HttpError::BodyTooLarge(3))
+        ));
+        let mut io = reader(b"abc").await;
+        assert!(matches!(
+            io.read_body(Framing::Length(6), 10).await,
+            Err(HttpError::UnexpectedEof)
+        ));
+        let mut io = reader(b"until close").await;
+        assert_eq!(
+            io.read_body(Framing::Close, 100).await.unwrap(),
+            b"until close"
+        );
+    }
+
+    #[tokio::test]
+    async fn copy_body_reframes() {
+        let mut io = reader(b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nT: x\r\n\r\n").await;
+        let mut out = Vec::new();
+        assert_eq!(
+            io.copy_body(Framing::Chunked, 100, &mut out, true)
+                .await
+                .unwrap(),
+            5
+        );
+        // Fresh chunks (one per read here), the peer's extension and
+        // trailer gone.
+        let mut d = ChunkedDecoder::default();
+        let mut body = Vec::new();
+        assert_eq!(d.decode(&out, &mut body).unwrap(), out.len());
+        assert!(d.is_done());
+        assert_eq!(body, b"abcde");
+        assert!(!out.windows(3).any(|w| w == b"ext") && !out.windows(2).any(|w| w == b"T:"));
+        let mut io = reader(b"hello").await;
+        let mut out = Vec::new();
+        io.copy_body(Framing::Length(5), 100, &mut out, false)
+            .await
+            .unwrap();
+        assert_eq!(out, b"hello");
+    }
+}
