@@ -19,4 +19,5 @@ pub mod engine;
 pub mod http;
 pub mod net;
 pub mod policy;
+pub mod proxy;
 pub mod tls;

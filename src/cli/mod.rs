@@ -9,6 +9,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::policy::ListenMode;
+use crate::proxy;
+
 #[derive(Parser)]
 #[command(
     name = "misp-guard-gw",
@@ -27,6 +30,37 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Run the gateway (until SIGTERM/SIGINT; SIGHUP reloads the policy).
+    Run {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Explicit HTTP proxy listener (CONNECT and absolute-form), repeatable.
+        #[arg(long, value_name = "ADDR")]
+        explicit: Vec<String>,
+        /// Transparent listener for nftables redirect/dnat, repeatable.
+        #[arg(long, value_name = "ADDR")]
+        redirect: Vec<String>,
+        /// Transparent listener for nftables tproxy, repeatable.
+        #[arg(long, value_name = "ADDR")]
+        tproxy: Vec<String>,
+        /// Gateway CA certificate (PEM) that signs the leaves shown to clients.
+        #[arg(long, value_name = "FILE", requires = "ca_key")]
+        ca_cert: Option<PathBuf>,
+        /// Gateway CA private key (PEM, PKCS#8).
+        #[arg(long, value_name = "FILE", requires = "ca_cert")]
+        ca_key: Option<PathBuf>,
+        /// Extra CA (PEM) trusted for upstream servers.
+        #[arg(long, value_name = "FILE")]
+        upstream_ca: Option<PathBuf>,
+        /// Do not verify upstream certificates (logged as a warning).
+        #[arg(long)]
+        insecure_upstream: bool,
+    },
+    /// Write a new gateway CA certificate and key (mode 0600) into DIR.
+    Ca {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
     /// Decide flows offline: one JSON flow per line in, one verdict per line out.
     Evaluate {
         #[arg(long, value_name = "FILE")]
@@ -43,6 +77,83 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => check_config::run(&config),
         Command::Evaluate { config, flows } => evaluate::run(&config, flows.as_deref()),
+        Command::Run {
+            config,
+            explicit,
+            redirect,
+            tproxy,
+            ca_cert,
+            ca_key,
+            upstream_ca,
+            insecure_upstream,
+        } => {
+            let mut listeners = Vec::new();
+            for (mode, addrs) in [
+                (ListenMode::Explicit, explicit),
+                (ListenMode::Redirect, redirect),
+                (ListenMode::Tproxy, tproxy),
+            ] {
+                for a in addrs {
+                    match proxy::listener_flag(mode, &a) {
+                        Ok(l) => listeners.push(l),
+                        Err(e) => {
+                            eprintln!("error: --{}: {e}", mode.as_str());
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                }
+            }
+            let opts = proxy::RunOptions {
+                listeners,
+                tls: proxy::TlsOverrides {
+                    ca_cert,
+                    ca_key,
+                    upstream_ca,
+                    insecure_upstream,
+                },
+            };
+            run_gateway(&config, opts)
+        }
+        Command::Ca { out } => match proxy::write_ca(&out) {
+            Ok((cert, key)) => {
+                println!("{}\n{}", cert.display(), key.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn run_gateway(config_path: &std::path::Path, opts: proxy::RunOptions) -> ExitCode {
+    let policy = match crate::config::load(config_path) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in &policy.warnings {
+        tracing::warn!("{w}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(proxy::run(config_path, policy, opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -208,6 +208,69 @@ pub fn request_head<H: HeaderList + ?Sized>(
     Ok(Exchange::Sync { endpoint, src, dst })
 }
 
+/// Where a connection is going, decided before any byte is forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    Instance(InstanceId),
+    /// An allowlisted domain or URL host (not an instance).
+    Allowlisted,
+}
+
+/// Connection-time decision (POLICY.md §2.5, "at connection time too"): the
+/// source must be an instance; the destination an instance reachable from
+/// it on its configured port, or an allowlisted host. `host` is the CONNECT
+/// authority or TLS SNI when known; `dst_ip` the original destination in
+/// transparent mode. Every request on the connection is still decided by
+/// [`request_head`].
+pub fn connection(
+    policy: &Policy,
+    client_ip: IpAddr,
+    dst_ip: Option<IpAddr>,
+    host: Option<&str>,
+    port: u16,
+) -> Result<Destination, Block> {
+    let src = source(policy, unmap_ip(client_ip))?;
+    let by_ip = dst_ip
+        .map(unmap_ip)
+        .and_then(|ip| policy.instance_by_ip(ip));
+    let dst = match (by_ip, host) {
+        (Some(dst), Some(h)) if policy.instance_by_host(h) != Some(dst) => {
+            return Err(Block::forbidden(format!(
+                "destination host {} does not match the original destination {}",
+                Sanitized(h),
+                policy.instance(dst).ip
+            )))
+        }
+        (Some(dst), _) => dst,
+        (None, Some(h)) if dst_ip.is_none() && policy.instance_by_host(h).is_some() => {
+            policy.instance_by_host(h).unwrap_or(src)
+        }
+        (None, Some(h))
+            if policy.domain_is_allowlisted(h) || policy.url_host_is_allowlisted(h, port) =>
+        {
+            return Ok(Destination::Allowlisted)
+        }
+        (None, h) => {
+            let shown = match (h, dst_ip) {
+                (Some(h), _) => Sanitized(h).to_string(),
+                (None, Some(ip)) => ip.to_string(),
+                (None, None) => "(none)".to_string(),
+            };
+            return Err(Block::forbidden(format!(
+                "destination host {shown} does not exist in instances hosts mapping"
+            )));
+        }
+    };
+    let (s, d) = (policy.instance(src), policy.instance(dst));
+    if !policy.can_reach(s.compartment, d.compartment) {
+        return Err(Block::forbidden("cannot reach compartment"));
+    }
+    if port != d.port {
+        return Err(Block::forbidden("destination port is not allowed"));
+    }
+    Ok(Destination::Instance(dst))
+}
+
 fn source(policy: &Policy, client_ip: IpAddr) -> Result<InstanceId, Block> {
     policy.instance_by_ip(client_ip).ok_or_else(|| {
         Block::forbidden(format!(

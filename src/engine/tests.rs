@@ -866,3 +866,109 @@ fn streamed_event_reports_in_policy_order_whatever_the_key_order() {
         "invalid JSON body"
     );
 }
+
+#[test]
+fn connection_time_decisions() {
+    let p = policy();
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let inst = |id: &str| {
+        Destination::Instance(InstanceId(
+            p.instances.iter().position(|i| i.id == id).unwrap() as u16,
+        ))
+    };
+    assert_eq!(
+        connection(&p, ip("10.1.0.1"), None, Some("b.example"), 8443),
+        Ok(inst("b"))
+    );
+    assert_eq!(
+        connection(&p, ip("10.1.0.1"), Some(ip("10.2.0.1")), None, 8443),
+        Ok(inst("b"))
+    );
+    assert_eq!(
+        connection(
+            &p,
+            ip("10.1.0.1"),
+            Some(ip("10.2.0.1")),
+            Some("b.example"),
+            8443
+        ),
+        Ok(inst("b"))
+    );
+    assert_eq!(
+        connection(&p, ip("10.1.0.1"), None, Some("updates.example.org"), 443),
+        Ok(Destination::Allowlisted)
+    );
+    assert_eq!(
+        connection(&p, ip("10.1.0.1"), None, Some("feeds.example.org"), 443),
+        Ok(Destination::Allowlisted)
+    );
+    let reason = |r: Result<Destination, Block>| r.unwrap_err().reason;
+    assert_eq!(
+        reason(connection(&p, ip("10.1.0.1"), None, Some("b.example"), 443)),
+        "destination port is not allowed"
+    );
+    assert_eq!(
+        reason(connection(&p, ip("10.1.0.1"), None, Some("c.example"), 443)),
+        "cannot reach compartment"
+    );
+    assert!(reason(connection(
+        &p,
+        ip("10.1.0.1"),
+        Some(ip("10.2.0.1")),
+        Some("a.example"),
+        8443
+    ))
+    .contains("does not match"));
+    assert!(reason(connection(
+        &p,
+        ip("10.1.0.1"),
+        Some(ip("10.2.0.1")),
+        Some("updates.example.org"),
+        8443
+    ))
+    .contains("does not match"));
+    assert!(reason(connection(
+        &p,
+        ip("10.1.0.1"),
+        None,
+        Some("evil.example"),
+        443
+    ))
+    .contains("does not exist"));
+    assert!(reason(connection(
+        &p,
+        ip("10.1.0.1"),
+        Some(ip("192.0.2.1")),
+        None,
+        443
+    ))
+    .contains("192.0.2.1 does not exist"));
+    assert!(reason(connection(
+        &p,
+        ip("10.9.0.1"),
+        None,
+        Some("updates.example.org"),
+        443
+    ))
+    .starts_with("source host"));
+    // A transparent connection to a non-instance address is only an
+    // allowlisted host if its SNI says so.
+    assert_eq!(
+        connection(
+            &p,
+            ip("10.1.0.1"),
+            Some(ip("192.0.2.1")),
+            Some("updates.example.org"),
+            443
+        ),
+        Ok(Destination::Allowlisted)
+    );
+    assert!(connection(
+        &p,
+        ip("10.1.0.1"),
+        Some(ip("192.0.2.1")),
+        Some("b.example"),
+        8443
+    )
+    .is_err());
+}

@@ -28,6 +28,7 @@ impl HttpError {
         match self {
             HttpError::Head(h) => h.status(),
             HttpError::BodyTooLarge(_) => 413,
+            HttpError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => 408,
             HttpError::Io(_) | HttpError::UnexpectedEof => 400,
         }
     }
@@ -63,6 +64,8 @@ impl From<HeadError> for HttpError {
 pub struct HttpIo<S> {
     pub io: S,
     buf: Vec<u8>,
+    /// Longest wait for any single read (a stalled peer), if set.
+    read_timeout: Option<std::time::Duration>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
@@ -70,7 +73,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
         HttpIo {
             io,
             buf: Vec::new(),
+            read_timeout: None,
         }
+    }
+
+    pub fn set_read_timeout(&mut self, timeout: std::time::Duration) {
+        self.read_timeout = Some(timeout);
+    }
+
+    /// The stream and the bytes read from it but not consumed.
+    pub fn into_parts(self) -> (S, Vec<u8>) {
+        (self.io, self.buf)
     }
 
     pub fn has_buffered(&self) -> bool {
@@ -81,7 +94,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
     async fn fill(&mut self) -> Result<usize, HttpError> {
         let start = self.buf.len();
         self.buf.resize(start + READ_CHUNK, 0);
-        let n = self.io.read(&mut self.buf[start..]).await;
+        let read = self.io.read(&mut self.buf[start..]);
+        let n = match self.read_timeout {
+            None => read.await,
+            Some(t) => tokio::time::timeout(t, read).await.unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "read timed out",
+                ))
+            }),
+        };
         self.buf.truncate(start + *n.as_ref().unwrap_or(&0));
         Ok(n?)
     }

@@ -144,12 +144,23 @@ impl Policy {
         })
     }
 
+    /// Is `host:port` the host of some allowlisted URL?
+    pub fn url_host_is_allowlisted(&self, host: &str, port: u16) -> bool {
+        self.allow_urls
+            .iter()
+            .any(|u| u.port == port && u.host.eq_ignore_ascii_case(host))
+    }
+
     pub fn endpoint(&self, method: &str, path: &str) -> Option<Endpoint> {
         self.endpoints.lookup(method, path)
     }
 }
 
 impl Policy {
+    pub fn allowlist_is_empty(&self) -> bool {
+        self.allow_urls.is_empty() && self.allow_domains.is_empty()
+    }
+
     pub fn allow_urls_len(&self) -> usize {
         self.allow_urls.len()
     }

@@ -1,0 +1,269 @@
+//! From an accepted socket to a bound [`Target`]: recover where the client
+//! was going, decide at connection time (before any byte is forwarded or a
+//! TLS handshake is made), terminate TLS with a certificate chosen by SNI,
+//! then hand over to the exchange loop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::exchange::{self, Target, MAX_HEAD};
+use super::respond;
+use super::state::Shared;
+use super::stream::{BoxIo, Prefixed};
+use crate::config::formats::split_host_port;
+use crate::engine::{self, Block, Destination};
+use crate::http::io::HttpIo;
+use crate::net::{self, ClientAddr, OrigDstAddr};
+use crate::policy::{InstanceId, ListenMode};
+use crate::tls::TlsError;
+
+/// TLS records start with 0x16 (handshake); HTTP methods with a letter.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+pub async fn handle(
+    shared: Arc<Shared>,
+    mode: ListenMode,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let client = ClientAddr::new(peer);
+    let result = match mode {
+        ListenMode::Redirect | ListenMode::Tproxy => {
+            transparent(&shared, mode, tcp, client, shutdown).await
+        }
+        ListenMode::Explicit => explicit(&shared, tcp, client, shutdown).await,
+    };
+    if let Err(why) = result {
+        tracing::warn!(client = %client.ip(), mode = mode.as_str(), "connection refused: {why}");
+    }
+}
+
+fn refused(b: Block, what: &str) -> String {
+    format!("{what} - {}", b.reason)
+}
+
+async fn transparent(
+    shared: &Arc<Shared>,
+    mode: ListenMode,
+    tcp: TcpStream,
+    client: ClientAddr,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let orig: OrigDstAddr = match mode {
+        ListenMode::Tproxy => net::original_dst_tproxy(&tcp),
+        _ => net::original_dst_redirect(&tcp),
+    }
+    .map_err(|e| e.to_string())?;
+    if shared.listeners.is_self(orig, &shared.local_ips) {
+        return Err(format!(
+            "original destination {orig} is the gateway itself (loop)"
+        ));
+    }
+    let policy = shared.policy();
+    // An instance address is decided now; any other address can only be an
+    // allowlisted host, known once SNI or Host is read.
+    let early = engine::connection(&policy, client.ip(), Some(orig.ip()), None, orig.port());
+    let instance = match early {
+        Ok(Destination::Instance(id)) => Some(id),
+        Ok(Destination::Allowlisted) => None,
+        Err(b) if policy.instance_by_ip(orig.ip()).is_some() || !has_allowlist(&policy) => {
+            return Err(refused(b, &format!("{orig}")));
+        }
+        Err(_) => None,
+    };
+    let mut first = [0u8; 1];
+    let timeouts = policy.gateway.timeouts;
+    match tokio::time::timeout(timeouts.handshake, tcp.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        _ => return Ok(()),
+    }
+    let target = Target {
+        mode,
+        client_ip: client.ip(),
+        orig_dst: Some(orig.addr()),
+        port: orig.port(),
+        bound_host: None,
+        client_tls: first[0] == TLS_HANDSHAKE,
+        absolute_form: false,
+    };
+    let io: BoxIo = Box::new(Prefixed::new(Vec::new(), tcp));
+    start(shared, target, io, instance, None, shutdown).await
+}
+
+fn has_allowlist(policy: &crate::policy::Policy) -> bool {
+    !policy.allowlist_is_empty()
+}
+
+async fn explicit(
+    shared: &Arc<Shared>,
+    tcp: TcpStream,
+    client: ClientAddr,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let policy = shared.policy();
+    let timeouts = policy.gateway.timeouts;
+    let mut io = HttpIo::new(tcp);
+    let head =
+        match tokio::time::timeout(timeouts.request_head, io.read_request_head(MAX_HEAD)).await {
+            Ok(Ok(Some(h))) => h,
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(e)) => {
+                let _ = io.write_all(&respond::plain(e.status())).await;
+                return Err(format!("bad request: {e}"));
+            }
+            Err(_) => {
+                let _ = io.write_all(&respond::plain(408)).await;
+                return Err("request head timed out".into());
+            }
+        };
+    if head.method != "CONNECT" {
+        // Absolute-form plain HTTP, as MISP sends through Proxy.host.
+        let target = Target {
+            mode: ListenMode::Explicit,
+            client_ip: client.ip(),
+            orig_dst: None,
+            port: 80,
+            bound_host: None,
+            client_tls: false,
+            absolute_form: true,
+        };
+        let (tcp, rest) = io.into_parts();
+        let io: BoxIo = Box::new(Prefixed::new(rest, tcp));
+        exchange::serve(shared.clone(), target, io, Some(head), shutdown).await;
+        return Ok(());
+    }
+    let (host, port) = split_host_port(&head.target)
+        .and_then(|(h, p)| p.map(|p| (h, p)))
+        .ok_or_else(|| format!("invalid CONNECT authority {:?}", head.target))?;
+    let instance = match engine::connection(&policy, client.ip(), None, Some(&host), port) {
+        Ok(Destination::Instance(id)) => Some(id),
+        Ok(Destination::Allowlisted) => None,
+        Err(b) => {
+            let line = b.log_line("CONNECT", &head.target);
+            // MISP's fallback client ignores the status and starts TLS
+            // anyway, so answer and close.
+            let _ = io.write_all(&respond::plain(403)).await;
+            return Err(line);
+        }
+    };
+    io.write_all(respond::CONNECT_OK)
+        .await
+        .map_err(|e| e.to_string())?;
+    // Bytes the client sent right behind its CONNECT are replayed.
+    let (tcp, rest) = io.into_parts();
+    let first = match rest.first() {
+        Some(b) => *b,
+        None => {
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(timeouts.handshake, tcp.peek(&mut first)).await {
+                Ok(Ok(1)) => first[0],
+                _ => return Ok(()),
+            }
+        }
+    };
+    let target = tunnel_target(client, &host, port, first == TLS_HANDSHAKE);
+    start(
+        shared,
+        target,
+        Box::new(Prefixed::new(rest, tcp)),
+        instance,
+        Some(host),
+        shutdown,
+    )
+    .await
+}
+
+fn tunnel_target(client: ClientAddr, host: &str, port: u16, tls: bool) -> Target {
+    Target {
+        mode: ListenMode::Explicit,
+        client_ip: client.ip(),
+        orig_dst: None,
+        port,
+        bound_host: Some(host.to_string()),
+        client_tls: tls,
+        absolute_form: false,
+    }
+}
+
+/// TLS (when the client speaks it) then the exchange loop.
+async fn start(
+    shared: &Arc<Shared>,
+    mut target: Target,
+    io: BoxIo,
+    instance: Option<InstanceId>,
+    connect_host: Option<String>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), String> {
+    if !target.client_tls {
+        exchange::serve(shared.clone(), target, io, None, shutdown).await;
+        return Ok(());
+    }
+    let policy = shared.policy();
+    let tls_state = shared.tls();
+    let client_ip = target.client_ip;
+    let orig = target.orig_dst;
+    let port = target.port;
+    let choose = |sni: Option<String>| {
+        let policy = policy.clone();
+        let tls_state = tls_state.clone();
+        let connect_host = connect_host.clone();
+        async move {
+            // The name the client believes it talks to must be the
+            // destination already decided (POLICY.md §4 consistent
+            // destination); without SNI, the destination's own name.
+            let name = match (&sni, &connect_host, instance) {
+                (Some(s), Some(c), _) if s != c => {
+                    return Err(TlsError::refused(
+                        Some(s),
+                        format!("SNI does not match CONNECT host {c}"),
+                    ));
+                }
+                (Some(s), _, _) => s.clone(),
+                (None, Some(c), _) => c.clone(),
+                (None, None, Some(id)) => policy.instance(id).host.clone(),
+                (None, None, None) => {
+                    return Err(TlsError::refused(None, "no SNI and no known destination"))
+                }
+            };
+            let decided =
+                engine::connection(&policy, client_ip, orig.map(|o| o.ip()), Some(&name), port)
+                    .map_err(|b| TlsError::refused(Some(&name), b.reason))?;
+            let inst = match decided {
+                Destination::Instance(id) => Some(id),
+                Destination::Allowlisted => None,
+            };
+            tls_state
+                .server_config(inst, &name)
+                .await
+                .map(|c| (c, name))
+        }
+    };
+    // accept_with_sni_io wants the config only; keep the chosen name aside.
+    let chosen = Arc::new(std::sync::Mutex::new(None::<String>));
+    let chosen2 = chosen.clone();
+    let choose_cfg = move |sni: Option<String>| {
+        let fut = choose(sni);
+        let chosen = chosen2.clone();
+        async move {
+            let (cfg, name) = fut.await?;
+            *chosen.lock().unwrap_or_else(|e| e.into_inner()) = Some(name);
+            Ok(cfg)
+        }
+    };
+    let peer = client_ip.to_string();
+    let timeouts = policy.gateway.timeouts;
+    let (tls, _sni) = crate::tls::accept_with_sni_io(io, &peer, choose_cfg, timeouts.handshake)
+        .await
+        .map_err(|e| e.to_string())?;
+    target.bound_host = chosen.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let mut tls: BoxIo = Box::new(tls);
+    let _ = tls.flush().await;
+    exchange::serve(shared.clone(), target, tls, None, shutdown).await;
+    Ok(())
+}

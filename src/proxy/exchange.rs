@@ -1,0 +1,617 @@
+//! One client connection after capture and TLS: read each request, decide
+//! it with the engine, forward it, decide the response, answer — in order,
+//! one exchange at a time (pipelined requests wait in the read buffer).
+//!
+//! The phases, pingora-style, each with one obvious place for the filter:
+//! 1. request head  → `engine::request_head` (nothing sent upstream yet)
+//! 2. request body  → buffered and `engine::request_body` when the policy
+//!    reads it, else streamed; a blocked push never reaches the server,
+//!    not even its head
+//! 3. response head → read from upstream
+//! 4. response body → buffered and `engine::response` when the policy reads
+//!    it (a block answers 403 with none of the upstream body), else streamed
+//!
+//! Bodies are forwarded as the original bytes (Content-Encoding intact) with
+//! framing the gateway writes itself.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
+
+use super::respond;
+use super::state::Shared;
+use super::stream::BoxIo;
+use crate::config::formats::{split_host_port, Scheme};
+use crate::engine::{self, Block, Exchange, RequestHead as EngineHead, Response};
+use crate::http::head::{write_head, Headers, RequestHead, Version};
+use crate::http::io::{HttpError, HttpIo};
+use crate::http::{request_framing, response_framing, Framing};
+use crate::policy::{InstanceId, ListenMode, Policy};
+
+/// Largest request or response head.
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// What the connection is bound to, fixed before the first request.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub mode: ListenMode,
+    pub client_ip: IpAddr,
+    /// Original destination (transparent capture).
+    pub orig_dst: Option<SocketAddr>,
+    /// Port the client connected to (original destination or CONNECT port).
+    pub port: u16,
+    /// Host the connection is bound to: TLS SNI or CONNECT authority. Every
+    /// request's Host must name it.
+    pub bound_host: Option<String>,
+    pub client_tls: bool,
+    /// Explicit proxy without CONNECT: absolute-form plain-HTTP requests.
+    pub absolute_form: bool,
+}
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus
+/// the framing and expectation headers the gateway rewrites itself.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "expect",
+];
+
+fn strip_hop_by_hop(h: &Headers) -> Headers {
+    let listed: Vec<String> = h
+        .get_all("connection")
+        .flat_map(|v| v.split(|b| *b == b','))
+        .map(|t| String::from_utf8_lossy(t.trim_ascii()).to_ascii_lowercase())
+        .collect();
+    Headers(
+        h.0.iter()
+            .filter(|(n, _)| {
+                let n = n.to_ascii_lowercase();
+                !HOP_BY_HOP.contains(&n.as_str()) && !listed.contains(&n)
+            })
+            .cloned()
+            .collect(),
+    )
+}
+
+/// Does the client want the connection kept after this exchange?
+fn client_keeps_alive(h: &RequestHead) -> bool {
+    match h.version {
+        Version::Http11 => !h.headers.has_token("connection", "close"),
+        Version::Http10 => h.headers.has_token("connection", "keep-alive"),
+    }
+}
+
+/// Where a request goes upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct UpstreamKey {
+    host: String,
+    port: u16,
+    instance: Option<InstanceId>,
+}
+
+struct Upstream {
+    key: UpstreamKey,
+    io: HttpIo<BoxIo>,
+}
+
+/// Why an exchange ended the connection.
+enum End {
+    /// Close quietly (client gone, shutdown, or an answer was already sent).
+    Close,
+}
+
+pub async fn serve(
+    shared: Arc<Shared>,
+    target: Target,
+    client: BoxIo,
+    mut first: Option<RequestHead>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut client = HttpIo::new(client);
+    let mut upstream: Option<Upstream> = None;
+    let mut served = 0u64;
+    loop {
+        let policy = shared.policy();
+        let t = policy.gateway.timeouts;
+        client.set_read_timeout(t.body);
+        let head = match first.take() {
+            Some(h) => h,
+            None => {
+                // The first head must come promptly; later ones may wait
+                // for the idle timeout (keep-alive).
+                let wait = if served == 0 { t.request_head } else { t.idle };
+                let read = tokio::time::timeout(wait, client.read_request_head(MAX_HEAD));
+                tokio::select! {
+                    r = read => match r {
+                        Ok(Ok(Some(h))) => h,
+                        Ok(Ok(None)) => return,
+                        Ok(Err(e)) => {
+                            tracing::warn!(client = %target.client_ip, "bad request: {e}");
+                            let _ = client.write_all(&respond::plain(e.status())).await;
+                            return;
+                        }
+                        Err(_) => {
+                            if served == 0 || client.has_buffered() {
+                                let _ = client.write_all(&respond::plain(408)).await;
+                            }
+                            return;
+                        }
+                    },
+                    _ = shutdown.changed() => return,
+                }
+            }
+        };
+        served += 1;
+        match exchange(&shared, &policy, &target, &mut client, &mut upstream, head).await {
+            Ok(true) => continue,
+            Ok(false) | Err(End::Close) => {
+                let _ = client.io.shutdown().await;
+                return;
+            }
+        }
+    }
+}
+
+/// Request fields once the target form and Host are understood.
+struct Parsed {
+    /// Host the engine decides on.
+    host: String,
+    port: u16,
+    path: String,
+    scheme: Scheme,
+}
+
+fn parse_target(target: &Target, head: &RequestHead) -> Result<Parsed, (u16, String)> {
+    let bad = |why: &str| (400, why.to_string());
+    let hosts: Vec<&[u8]> = head.headers.get_all("host").collect();
+    let host_header = match hosts.as_slice() {
+        [] if head.version == Version::Http10 => None,
+        [h] => Some(
+            std::str::from_utf8(h)
+                .ok()
+                .and_then(split_host_port)
+                .ok_or_else(|| bad("invalid Host header"))?
+                .0,
+        ),
+        [] => return Err(bad("missing Host header")),
+        _ => return Err(bad("several Host headers")),
+    };
+    let scheme = if target.client_tls {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
+    if target.absolute_form {
+        let rest = head.target.strip_prefix("http://").ok_or_else(|| {
+            bad("explicit proxy requests must be CONNECT or absolute-form http://")
+        })?;
+        let split = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(split);
+        let (host, port) =
+            split_host_port(authority).ok_or_else(|| bad("invalid request target"))?;
+        if host_header.as_ref().is_some_and(|h| *h != host) {
+            return Err(bad("Host header does not match the request target"));
+        }
+        let path = if path.starts_with('/') {
+            path.to_string()
+        } else {
+            format!("/{path}")
+        };
+        return Ok(Parsed {
+            host,
+            port: port.unwrap_or(80),
+            path,
+            scheme: Scheme::Http,
+        });
+    }
+    if !head.target.starts_with('/') {
+        return Err(bad("request target must be origin-form"));
+    }
+    let host = match (&target.bound_host, host_header) {
+        (Some(bound), Some(h)) if *bound != h => {
+            return Err((
+                403,
+                format!("Host {h} does not match the connection's destination {bound}"),
+            ));
+        }
+        (Some(bound), _) => bound.clone(),
+        (None, Some(h)) => h,
+        (None, None) => match target.orig_dst {
+            Some(dst) => dst.ip().to_string(),
+            None => return Err(bad("missing Host header")),
+        },
+    };
+    Ok(Parsed {
+        host,
+        port: target.port,
+        path: head.target.clone(),
+        scheme,
+    })
+}
+
+/// One request/response exchange. Ok(true): keep the connection.
+async fn exchange(
+    shared: &Shared,
+    policy: &Policy,
+    target: &Target,
+    client: &mut HttpIo<BoxIo>,
+    upstream: &mut Option<Upstream>,
+    head: RequestHead,
+) -> Result<bool, End> {
+    let t = policy.gateway.timeouts;
+    let method = head.method.clone();
+    let refuse = |status: u16, reason: &str, path: &str| {
+        let b = Block::with_status(status, reason);
+        tracing::warn!(client = %target.client_ip, "{}", b.log_line(&method, path));
+        respond::plain(status)
+    };
+
+    // Phase 1: request head.
+    let p = match parse_target(target, &head) {
+        Ok(p) => p,
+        Err((status, why)) => {
+            let _ = client.write_all(&refuse(status, &why, &head.target)).await;
+            return Err(End::Close);
+        }
+    };
+    if head.headers.contains("upgrade") || method == "CONNECT" {
+        let _ = client
+            .write_all(&refuse(
+                403,
+                "protocol upgrades and nested CONNECT are not allowed",
+                &p.path,
+            ))
+            .await;
+        return Err(End::Close);
+    }
+    let expect = head.headers.get("expect").map(<[u8]>::to_ascii_lowercase);
+    if expect.as_deref().is_some_and(|e| e != b"100-continue") {
+        let _ = client
+            .write_all(&refuse(417, "unsupported Expect", &p.path))
+            .await;
+        return Err(End::Close);
+    }
+    let engine_head = EngineHead {
+        client_ip: target.client_ip,
+        host: &p.host,
+        port: p.port,
+        scheme: p.scheme.clone(),
+        dst_ip: target.orig_dst.map(|d| d.ip()),
+        method: &method,
+        path: &p.path,
+        headers: head.headers.as_slice(),
+    };
+    let exchange = match engine::request_head(policy, &engine_head) {
+        Ok(x) => x,
+        Err(b) => {
+            log_block(target, &b, &method, &p.path);
+            let _ = client.write_all(&respond::plain(b.status)).await;
+            return Err(End::Close);
+        }
+    };
+    if let Some(note) = exchange.note() {
+        tracing::info!(client = %target.client_ip, "{note}");
+    }
+    let framing = match request_framing(&head) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = client
+                .write_all(&refuse(e.status(), &e.to_string(), &p.path))
+                .await;
+            return Err(End::Close);
+        }
+    };
+    if expect.is_some() && framing != Framing::None {
+        // Answer the expectation ourselves: the server never sees it.
+        if client.write_all(respond::CONTINUE).await.is_err() {
+            return Err(End::Close);
+        }
+    }
+
+    // Phase 2: request body.
+    let max_body = policy.limits.max_body_bytes;
+    let inspected_body = if exchange.inspects_request_body() {
+        let body = match client.read_body(framing, max_body).await {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = client
+                    .write_all(&refuse(e.status(), &e.to_string(), &p.path))
+                    .await;
+                return Err(End::Close);
+            }
+        };
+        if let Err(b) = engine::request_body(policy, &exchange, head.headers.as_slice(), &body) {
+            log_block(target, &b, &method, &p.path);
+            let _ = client.write_all(&respond::plain(b.status)).await;
+            return Err(End::Close);
+        }
+        Some(body)
+    } else {
+        None
+    };
+
+    // Upstream: the instance's configured address, never a DNS answer
+    // (allowlisted hosts excepted).
+    let key = UpstreamKey {
+        host: p.host.clone(),
+        port: p.port,
+        instance: match &exchange {
+            Exchange::Sync { dst, .. } => Some(*dst),
+            Exchange::Allowlisted { .. } => None,
+        },
+    };
+    if upstream.as_ref().is_some_and(|u| u.key != key) {
+        *upstream = None;
+    }
+    if upstream.is_none() {
+        match connect(shared, policy, target, &key).await {
+            Ok(io) => {
+                *upstream = Some(Upstream {
+                    key: key.clone(),
+                    io,
+                })
+            }
+            Err((status, why)) => {
+                tracing::warn!(client = %target.client_ip, "upstream {}:{} failed: {why}", key.host, key.port);
+                let _ = client.write_all(&respond::plain(status)).await;
+                return Err(End::Close);
+            }
+        }
+    }
+    let Some(up) = upstream.as_mut() else {
+        return Err(End::Close);
+    };
+    up.io.set_read_timeout(t.upstream_response);
+
+    // Forward the request with framing written here.
+    let mut fwd = strip_hop_by_hop(&head.headers);
+    if target.absolute_form {
+        fwd.remove("host");
+        let authority = if p.port == 80 {
+            p.host.clone()
+        } else {
+            format!("{}:{}", p.host, p.port)
+        };
+        fwd.0.insert(0, ("Host".into(), authority.into_bytes()));
+    }
+    match (&inspected_body, framing) {
+        (Some(body), _) if framing != Framing::None || !body.is_empty() => {
+            fwd.push("Content-Length", body.len().to_string())
+        }
+        (None, Framing::Length(n)) => fwd.push("Content-Length", n.to_string()),
+        (None, Framing::Chunked) => fwd.push("Transfer-Encoding", "chunked"),
+        _ => {}
+    }
+    let mut wire = Vec::new();
+    write_head(&format!("{} {} HTTP/1.1", method, p.path), &fwd, &mut wire);
+    let sent = async {
+        up.io.io.write_all(&wire).await?;
+        match &inspected_body {
+            Some(body) => {
+                up.io.io.write_all(body).await?;
+                up.io.io.flush().await?;
+            }
+            None => {
+                client
+                    .copy_body(
+                        framing,
+                        max_body,
+                        &mut up.io.io,
+                        framing == Framing::Chunked,
+                    )
+                    .await
+                    .map_err(|e| match e {
+                        HttpError::Io(io) => io,
+                        other => std::io::Error::other(other.to_string()),
+                    })?;
+            }
+        }
+        Ok::<(), std::io::Error>(())
+    }
+    .await;
+    if let Err(e) = sent {
+        tracing::warn!(client = %target.client_ip, "forwarding request failed: {e}");
+        let _ = client.write_all(&respond::plain(502)).await;
+        return Err(End::Close);
+    }
+
+    // Phase 3: response head (interim 1xx answers are dropped; we sent our
+    // own 100 Continue, and upgrades are refused).
+    let resp = loop {
+        let r = tokio::time::timeout(t.upstream_response, up.io.read_response_head(MAX_HEAD)).await;
+        match r {
+            Ok(Ok(h)) if h.status == 101 => {
+                let _ = client
+                    .write_all(&refuse(502, "upstream switched protocols", &p.path))
+                    .await;
+                return Err(End::Close);
+            }
+            Ok(Ok(h)) if (100..200).contains(&h.status) => continue,
+            Ok(Ok(h)) => break h,
+            Ok(Err(e)) => {
+                let status = if matches!(&e, HttpError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut)
+                {
+                    504
+                } else {
+                    502
+                };
+                tracing::warn!(client = %target.client_ip, "upstream response: {e}");
+                let _ = client.write_all(&respond::plain(status)).await;
+                return Err(End::Close);
+            }
+            Err(_) => {
+                tracing::warn!(client = %target.client_ip, "upstream response timed out");
+                let _ = client.write_all(&respond::plain(504)).await;
+                return Err(End::Close);
+            }
+        }
+    };
+    let resp_framing = match response_framing(&method, &resp) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(client = %target.client_ip, "upstream response: {e}");
+            let _ = client.write_all(&respond::plain(502)).await;
+            return Err(End::Close);
+        }
+    };
+    let upstream_closes = resp_framing == Framing::Close
+        || resp.headers.has_token("connection", "close")
+        || resp.version == Version::Http10;
+    let keep = client_keeps_alive(&head) && !upstream_closes;
+
+    // Phase 4: response body.
+    let mut out = strip_hop_by_hop(&resp.headers);
+    if resp_framing == Framing::None {
+        // HEAD and 304 answers keep their length header as information.
+        if let Some(cl) = resp.headers.get("content-length") {
+            out.push("Content-Length", cl.to_vec());
+        }
+    }
+    if !keep {
+        out.push("Connection", "close");
+    }
+    let status_line = format!("HTTP/1.1 {} {}", resp.status, resp.reason);
+    if exchange.inspects_response_body() {
+        let body = match up.io.read_body(resp_framing, max_body).await {
+            Ok(b) => b,
+            Err(e) => {
+                // Fail closed: a response that cannot be read whole is not
+                // passed on uninspected.
+                let b = Block::forbidden(format!("response body could not be inspected: {e}"));
+                log_block(target, &b, &method, &p.path);
+                let _ = client.write_all(&respond::plain(403)).await;
+                return Err(End::Close);
+            }
+        };
+        let r = Response {
+            status: resp.status,
+            headers: resp.headers.as_slice(),
+            body: &body,
+        };
+        if let Err(b) = engine::response(policy, &exchange, &r) {
+            log_block(target, &b, &method, &p.path);
+            let _ = client.write_all(&respond::plain(403)).await;
+            return Err(End::Close);
+        }
+        if resp_framing != Framing::None {
+            out.push("Content-Length", body.len().to_string());
+        }
+        let mut wire = Vec::new();
+        write_head(&status_line, &out, &mut wire);
+        wire.extend_from_slice(&body);
+        if client.write_all(&wire).await.is_err() {
+            return Err(End::Close);
+        }
+    } else {
+        let chunked_out = matches!(resp_framing, Framing::Chunked | Framing::Close)
+            && head.version == Version::Http11;
+        match resp_framing {
+            Framing::Length(n) => out.push("Content-Length", n.to_string()),
+            Framing::Chunked | Framing::Close if chunked_out => {
+                out.push("Transfer-Encoding", "chunked")
+            }
+            _ => {}
+        }
+        let mut wire = Vec::new();
+        write_head(&status_line, &out, &mut wire);
+        if client.write_all(&wire).await.is_err() {
+            return Err(End::Close);
+        }
+        if let Err(e) = up
+            .io
+            .copy_body(resp_framing, u64::MAX, &mut client.io, chunked_out)
+            .await
+        {
+            tracing::warn!(client = %target.client_ip, "streaming response failed: {e}");
+            return Err(End::Close);
+        }
+        if resp_framing == Framing::Close && !chunked_out {
+            return Ok(false);
+        }
+    }
+    if upstream_closes {
+        *upstream = None;
+    }
+    Ok(keep)
+}
+
+fn log_block(target: &Target, b: &Block, method: &str, path: &str) {
+    if let Some(detail) = &b.detail {
+        tracing::warn!(client = %target.client_ip, "{detail}");
+    }
+    tracing::warn!(client = %target.client_ip, "{}", b.log_line(method, path));
+}
+
+/// Opens the upstream leg: TCP to the instance's configured address (or,
+/// for allowlisted hosts, the original destination / a DNS answer), then
+/// TLS when the client spoke TLS.
+async fn connect(
+    shared: &Shared,
+    policy: &Policy,
+    target: &Target,
+    key: &UpstreamKey,
+) -> Result<HttpIo<BoxIo>, (u16, String)> {
+    let t = policy.gateway.timeouts;
+    let addr = match (key.instance, target.orig_dst) {
+        (Some(id), _) => {
+            let inst = policy.instance(id);
+            SocketAddr::new(inst.ip, inst.port)
+        }
+        (None, Some(dst)) => dst,
+        (None, None) => {
+            let lookup = tokio::time::timeout(
+                t.upstream_connect,
+                tokio::net::lookup_host((key.host.as_str(), key.port)),
+            );
+            match lookup.await {
+                Ok(Ok(mut addrs)) => addrs
+                    .next()
+                    .ok_or((502, format!("{} has no address", key.host)))?,
+                Ok(Err(e)) => return Err((502, format!("resolving {}: {e}", key.host))),
+                Err(_) => return Err((504, format!("resolving {} timed out", key.host))),
+            }
+        }
+    };
+    if shared
+        .listeners
+        .is_self(crate::net::OrigDstAddr::new(addr), &shared.local_ips)
+    {
+        return Err((502, format!("{addr} is the gateway itself")));
+    }
+    let source = (policy.gateway.transparent_source && target.mode == ListenMode::Tproxy)
+        .then_some(target.client_ip);
+    let tcp = crate::net::connect_upstream(addr, source, t.upstream_connect)
+        .await
+        .map_err(|e| {
+            (
+                if e.kind() == std::io::ErrorKind::TimedOut {
+                    504
+                } else {
+                    502
+                },
+                e.to_string(),
+            )
+        })?;
+    if !target.client_tls {
+        return Ok(HttpIo::new(Box::new(tcp)));
+    }
+    let name = match key.instance {
+        Some(id) => policy.instance(id).host.clone(),
+        None => key.host.clone(),
+    };
+    let config = shared.tls().upstream_config(key.instance);
+    let tls = crate::tls::connect(config, &name, tcp, t.handshake)
+        .await
+        .map_err(|e| (502, e.to_string()))?;
+    Ok(HttpIo::new(Box::new(tls)))
+}

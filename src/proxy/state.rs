@@ -1,0 +1,152 @@
+//! What every connection task shares: the policy (swappable on reload), the
+//! TLS material built from it, and the gateway's own addresses (loop guard).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use rustls::{ClientConfig, ServerConfig};
+
+use crate::net::LocalListeners;
+use crate::policy::{InstanceId, Policy};
+use crate::tls::{self, CertSource, CertificateAuthority, LeafCache, TlsError, UpstreamTlsOptions};
+
+/// TLS material derived from the policy's `gateway` section.
+pub struct TlsState {
+    /// Leaves minted from the gateway CA, for any name without its own cert.
+    pub minted: Option<CertSource>,
+    /// Per-instance certificates (indexed like `Policy::instances`).
+    pub per_instance: Vec<Option<CertSource>>,
+    /// Client configs towards each instance (pins, CAs, insecure).
+    pub upstream: Vec<Arc<ClientConfig>>,
+    /// Client config towards allowlisted hosts.
+    pub upstream_default: Arc<ClientConfig>,
+}
+
+/// Overrides given on the command line (they win over the config file).
+#[derive(Debug, Clone, Default)]
+pub struct TlsOverrides {
+    pub ca_cert: Option<PathBuf>,
+    pub ca_key: Option<PathBuf>,
+    pub upstream_ca: Option<PathBuf>,
+    pub insecure_upstream: bool,
+}
+
+impl TlsState {
+    pub fn build(policy: &Policy, o: &TlsOverrides) -> Result<TlsState, TlsError> {
+        let s = &policy.gateway.tls;
+        let ca_cert = o.ca_cert.clone().or_else(|| s.ca_cert.clone());
+        let ca_key = o.ca_key.clone().or_else(|| s.ca_key.clone());
+        let minted = match (ca_cert, ca_key) {
+            (Some(c), Some(k)) => {
+                let ca = Arc::new(CertificateAuthority::from_pem_files(&c, &k)?);
+                let cache = LeafCache::new(ca, LeafCache::DEFAULT_CAPACITY)
+                    .with_extra_ips(policy.instances.iter().map(|i| i.ip).collect());
+                Some(CertSource::Minted(Arc::new(cache)))
+            }
+            _ => None,
+        };
+        let mut per_instance = Vec::new();
+        let mut upstream = Vec::new();
+        let global_ca = o.upstream_ca.clone().or_else(|| s.upstream_ca.clone());
+        for (i, inst) in policy.gateway.instances.iter().enumerate() {
+            per_instance.push(match (&inst.cert, &inst.key) {
+                (Some(c), Some(k)) => Some(CertSource::from_pem_files(c, k)?),
+                _ => None,
+            });
+            let insecure = o.insecure_upstream || s.insecure_upstream || inst.insecure_upstream;
+            if insecure {
+                tracing::warn!(
+                    "upstream TLS verification is OFF for instance {}",
+                    policy.instances.get(i).map_or("?", |x| x.id.as_str())
+                );
+            }
+            upstream.push(tls::build_client_config(&UpstreamTlsOptions {
+                extra_ca_pem: inst.upstream_ca.clone().or_else(|| global_ca.clone()),
+                pin_sha256: inst.upstream_pin_sha256,
+                insecure,
+                use_system_roots: s.use_system_roots,
+            })?);
+        }
+        let upstream_default = tls::build_client_config(&UpstreamTlsOptions {
+            extra_ca_pem: global_ca,
+            pin_sha256: None,
+            insecure: o.insecure_upstream || s.insecure_upstream,
+            use_system_roots: s.use_system_roots,
+        })?;
+        Ok(TlsState {
+            minted,
+            per_instance,
+            upstream,
+            upstream_default,
+        })
+    }
+
+    /// The certificate to present for `name` (SNI or destination host).
+    pub async fn server_config(
+        &self,
+        instance: Option<InstanceId>,
+        name: &str,
+    ) -> Result<Arc<ServerConfig>, TlsError> {
+        if let Some(Some(source)) = instance.map(|i| &self.per_instance[i.0 as usize]) {
+            return source.server_config(Some(name)).await;
+        }
+        match &self.minted {
+            Some(source) => source.server_config(Some(name)).await,
+            None => Err(TlsError::refused(
+                Some(name),
+                "no certificate: configure gateway.tls.ca_cert/ca_key or a per-instance cert",
+            )),
+        }
+    }
+
+    pub fn upstream_config(&self, instance: Option<InstanceId>) -> Arc<ClientConfig> {
+        match instance {
+            Some(i) => self.upstream[i.0 as usize].clone(),
+            None => self.upstream_default.clone(),
+        }
+    }
+}
+
+/// The state every connection task reads.
+pub struct Shared {
+    policy: RwLock<Arc<Policy>>,
+    tls: RwLock<Arc<TlsState>>,
+    pub listeners: LocalListeners,
+    pub local_ips: Vec<IpAddr>,
+}
+
+impl Shared {
+    pub fn new(
+        policy: Arc<Policy>,
+        tls: Arc<TlsState>,
+        listeners: LocalListeners,
+        local_ips: Vec<IpAddr>,
+    ) -> Self {
+        Shared {
+            policy: RwLock::new(policy),
+            tls: RwLock::new(tls),
+            listeners,
+            local_ips,
+        }
+    }
+
+    /// The current policy; a connection keeps the one it started with for
+    /// each exchange, so a reload never changes a decision half-way.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn tls(&self) -> Arc<TlsState> {
+        self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Swaps in a new policy and its TLS material (SIGHUP).
+    pub fn replace(&self, policy: Arc<Policy>, tls: Arc<TlsState>) {
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
+        *self.tls.write().unwrap_or_else(|e| e.into_inner()) = tls;
+    }
+}

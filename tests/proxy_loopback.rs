@@ -1,0 +1,272 @@
+//! The data path end to end on loopback (no root needed): the real binary in
+//! explicit-proxy mode, TLS on both legs, a MISP-like upstream that records
+//! what it received. Pushes and pulls allowed and blocked, gzip and chunked
+//! bodies, keep-alive and pipelining, refused CONNECTs, graceful shutdown.
+
+mod support;
+
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+use support::*;
+
+const UUID: &str = "385283a1-b5e0-4e10-a532-dce11c365a56";
+
+fn event(tags: &[&str]) -> Vec<u8> {
+    let tags: Vec<_> = tags.iter().map(|t| json!({"name": t})).collect();
+    json!({"Event": {"info": "loopback test", "distribution": "1", "Tag": tags,
+        "Attribute": [{"type": "domain", "category": "Network activity", "value": "caf\u{e9}.example", "distribution": "5"}],
+        "Object": []}})
+    .to_string()
+    .into_bytes()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn request(method: &str, path: &str, extra: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "{method} {path} HTTP/1.1\r\nHost: b.test\r\nAuthorization: secret-auth-key\r\nAccept: application/json\r\n{extra}"
+    );
+    if !body.is_empty() && !extra.contains("Transfer-Encoding") {
+        r.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    r.push_str("\r\n");
+    let mut r = r.into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_proxy_end_to_end() {
+    let dir = TempDir::new("loopback");
+    let pull_body = Arc::new(Mutex::new(event(&["tlp:green"])));
+    let (server, received) = misp_upstream(
+        "127.0.0.2:0".parse().unwrap(),
+        "b.test",
+        &dir.0,
+        pull_body.clone(),
+    )
+    .await;
+
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_misp-guard-gw"))
+        .args(["ca", "--out"])
+        .arg(dir.0.join("ca"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let gw_port = free_port("127.0.0.1");
+    let config = json!({
+        "allowlist": {"urls": [], "domains": []},
+        "compartments_rules": {"can_reach": {"c1": ["c1", "c2"], "c2": ["c1", "c2"], "c3": ["c3"]}},
+        "instances": {
+            "a": inst("127.0.0.1", "a.test", 443, "c1"),
+            "b": inst("127.0.0.2", "b.test", server.port(), "c2"),
+            "c": inst("127.0.0.3", "c.test", 443, "c3"),
+        },
+        "gateway": {"tls": {"ca_cert": "ca/ca.crt", "ca_key": "ca/ca.key", "upstream_ca": "server-ca.crt", "use_system_roots": false}}
+    });
+    let cfg = dir.0.join("config.json");
+    std::fs::write(&cfg, config.to_string()).unwrap();
+    let proxy: std::net::SocketAddr = format!("127.0.0.1:{gw_port}").parse().unwrap();
+    let mut gw = Gateway::start(
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--explicit",
+            &proxy.to_string(),
+        ],
+        dir.0.join("gw.log"),
+        proxy,
+    );
+    let ca = dir.0.join("ca/ca.crt");
+    let tunnel = || async {
+        connect_tunnel(proxy, "b.test", server.port(), &ca)
+            .await
+            .expect("tunnel")
+    };
+    let seen = |path: &str| {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+
+    // 1. An allowed push arrives byte-exact, reframed with Content-Length,
+    //    and the sync credential still reaches the server.
+    let mut c = tunnel().await;
+    let ok = event(&["tlp:green"]);
+    c.write_all(&request(
+        "POST",
+        "/events/add/metadata:1",
+        "Content-Type: application/json\r\n",
+        &ok,
+    ))
+    .await
+    .unwrap();
+    let a = read_answer(&mut c, "POST").await.expect("answer");
+    assert_eq!(a.status, 200, "{}", gw.logs());
+    let got = seen("/events/add/metadata:1");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, ok);
+    assert_eq!(
+        got[0].headers.get("authorization"),
+        Some(&b"secret-auth-key"[..])
+    );
+
+    // 2. A blocked push is answered 403 and never reaches the server.
+    let red = event(&["tlp:green", "tlp:red"]);
+    let mut c = tunnel().await;
+    c.write_all(&request(
+        "POST",
+        &format!("/events/edit/{UUID}"),
+        "Content-Type: application/json\r\n",
+        &red,
+    ))
+    .await
+    .unwrap();
+    let a = read_answer(&mut c, "POST").await.expect("answer");
+    assert_eq!((a.status, a.body.as_slice()), (403, &b"Forbidden"[..]));
+    assert!(
+        seen(&format!("/events/edit/{UUID}")).is_empty(),
+        "blocked push reached the server"
+    );
+    assert!(
+        gw.logs().contains(&format!(
+            "request blocked: [POST]/events/edit/{UUID} - event has blocked tag: tlp:red"
+        )),
+        "{}",
+        gw.logs()
+    );
+    assert!(
+        !gw.logs().contains("secret-auth-key"),
+        "credentials in the log"
+    );
+
+    // 3. gzip bodies: inspected decoded, forwarded as sent.
+    let mut c = tunnel().await;
+    let gz_red = gzip(&red);
+    c.write_all(&request(
+        "POST",
+        "/events/add",
+        "Content-Type: application/json\r\nContent-Encoding: gzip\r\n",
+        &gz_red,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(read_answer(&mut c, "POST").await.unwrap().status, 403);
+    assert!(seen("/events/add").is_empty());
+    let mut c = tunnel().await;
+    let gz_ok = gzip(&ok);
+    c.write_all(&request(
+        "POST",
+        "/events/add",
+        "Content-Type: application/json\r\nContent-Encoding: gzip\r\n",
+        &gz_ok,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(read_answer(&mut c, "POST").await.unwrap().status, 200);
+    assert_eq!(seen("/events/add")[0].body, gz_ok);
+
+    // 4. A chunked push with Expect: 100-continue.
+    let mut c = tunnel().await;
+    let mut chunked = Vec::new();
+    for part in ok.chunks(100) {
+        chunked.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        chunked.extend_from_slice(part);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    c.write_all(&request(
+        "POST",
+        "/events/add/chunked",
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n",
+        &chunked,
+    ))
+    .await
+    .unwrap();
+    let cont = read_answer(&mut c, "POST").await.unwrap();
+    let a = if cont.status == 100 {
+        read_answer(&mut c, "POST").await.unwrap()
+    } else {
+        cont
+    };
+    assert_eq!(a.status, 200, "{}", gw.logs());
+    let got = seen("/events/add/chunked");
+    assert_eq!(got[0].body, ok);
+    assert!(
+        got[0].headers.get("expect").is_none(),
+        "Expect must not be forwarded"
+    );
+
+    // 5. Pulls: allowed passes through, blocked becomes 403 with nothing of
+    //    the upstream body.
+    let mut c = tunnel().await;
+    c.write_all(&request("GET", &format!("/events/view/{UUID}"), "", b""))
+        .await
+        .unwrap();
+    let a = read_answer(&mut c, "GET").await.unwrap();
+    assert_eq!((a.status, a.body.clone()), (200, event(&["tlp:green"])));
+    *pull_body.lock().unwrap() = red.clone();
+    c.write_all(&request("GET", &format!("/events/view/{UUID}"), "", b""))
+        .await
+        .unwrap();
+    let a = read_answer(&mut c, "GET").await.unwrap();
+    assert_eq!((a.status, a.body.as_slice()), (403, &b"Forbidden"[..]));
+
+    // 6. Keep-alive and pipelining: two requests in one write, answered in order.
+    let mut c = tunnel().await;
+    let mut two = request("GET", "/servers/getVersion", "", b"");
+    two.extend(request("HEAD", &format!("/events/view/{UUID}"), "", b""));
+    c.write_all(&two).await.unwrap();
+    assert_eq!(read_answer(&mut c, "GET").await.unwrap().status, 200);
+    assert_eq!(read_answer(&mut c, "HEAD").await.unwrap().status, 200);
+    let n = received.lock().unwrap().len();
+    c.write_all(&request("GET", "/servers/getVersion", "", b""))
+        .await
+        .unwrap();
+    assert_eq!(read_answer(&mut c, "GET").await.unwrap().status, 200);
+    assert_eq!(received.lock().unwrap().len(), n + 1);
+
+    // 7. Not a sync endpoint, smuggling-shaped framing, and refused CONNECTs.
+    c.write_all(&request("GET", "/users", "", b""))
+        .await
+        .unwrap();
+    assert_eq!(read_answer(&mut c, "GET").await.unwrap().status, 403);
+    let mut c = tunnel().await;
+    c.write_all(b"POST /events/add HTTP/1.1\r\nHost: b.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").await.unwrap();
+    assert_eq!(read_answer(&mut c, "POST").await.unwrap().status, 400);
+    assert_eq!(
+        connect_tunnel(proxy, "evil.test", 443, &ca).await.err(),
+        Some(403)
+    );
+    assert_eq!(
+        connect_tunnel(proxy, "b.test", server.port() ^ 1, &ca)
+            .await
+            .err(),
+        Some(403)
+    );
+    assert_eq!(
+        connect_tunnel(proxy, "c.test", 443, &ca).await.err(),
+        Some(403)
+    );
+
+    // 8. SIGTERM: clean exit.
+    assert_eq!(gw.terminate(), Some(0), "{}", gw.logs());
+}
+
+fn inst(ip: &str, host: &str, port: u16, comp: &str) -> serde_json::Value {
+    json!({"ip": ip, "host": host, "port": port, "compartment_id": comp, "affiliation": "",
+        "taxonomies_rules": {"required_taxonomies": [], "allowed_tags": {}, "blocked_tags": ["tlp:red"]},
+        "blocked_distribution_levels": ["0"], "blocked_sharing_groups_uuids": [],
+        "blocked_attribute_types": [], "blocked_attribute_categories": [], "blocked_object_types": []})
+}

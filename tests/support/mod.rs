@@ -1,0 +1,265 @@
+//! Test fixtures for the data-path tests: a MISP-like HTTPS upstream that
+//! records what it received, a gateway process, and a small client.
+#![allow(dead_code)]
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use misp_guard_gw::http::head::Headers;
+use misp_guard_gw::http::io::HttpIo;
+use misp_guard_gw::http::{request_framing, response_framing};
+use misp_guard_gw::tls::{self, CertificateAuthority, UpstreamTlsOptions};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the upstream saw.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    pub headers: Headers,
+    pub body: Vec<u8>,
+}
+
+pub type Log = Arc<Mutex<Vec<Received>>>;
+
+/// A temp directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("mgw-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes a PEM file.
+pub fn write_pem(path: &Path, pem: &str) {
+    std::fs::File::create(path)
+        .unwrap()
+        .write_all(pem.as_bytes())
+        .unwrap();
+}
+
+/// A MISP-like HTTPS server for `name`, certificate from its own CA
+/// (written to `dir/server-ca.crt`). Answers: `GET /events/view/...` with
+/// `pull_body` (+ `pull_headers`), everything else 200 `{}`; records every
+/// request.
+pub async fn misp_upstream(
+    addr: SocketAddr,
+    name: &str,
+    dir: &Path,
+    pull_body: Arc<Mutex<Vec<u8>>>,
+) -> (SocketAddr, Log) {
+    let ca = CertificateAuthority::generate("test server CA").unwrap();
+    write_pem(&dir.join("server-ca.crt"), &ca.cert_pem());
+    let leaf = tls::mint_leaf(&ca, name, &[addr.ip()]).unwrap();
+    let config = tls::build_server_config(
+        vec![leaf.cert_der.clone()],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            leaf.key_der.secret_pkcs8_der().to_vec(),
+        )),
+    )
+    .unwrap();
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let bound = listener.local_addr().unwrap();
+    let log: Log = Arc::default();
+    let log2 = log.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+            let log = log2.clone();
+            let pull_body = pull_body.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut io = HttpIo::new(tls);
+                while let Ok(Some(head)) = io.read_request_head(65536).await {
+                    let framing = request_framing(&head).unwrap();
+                    let body = io.read_body(framing, 1 << 30).await.unwrap();
+                    log.lock().unwrap().push(Received {
+                        method: head.method.clone(),
+                        path: head.target.clone(),
+                        headers: head.headers.clone(),
+                        body,
+                    });
+                    let answer: Vec<u8> =
+                        if head.target.starts_with("/events/view/") && head.method == "GET" {
+                            pull_body.lock().unwrap().clone()
+                        } else {
+                            b"{}".to_vec()
+                        };
+                    let mut out = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                        answer.len()
+                    )
+                    .into_bytes();
+                    if head.method != "HEAD" {
+                        out.extend_from_slice(&answer);
+                    }
+                    if io.write_all(&out).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (bound, log)
+}
+
+/// A free TCP port on `ip` (bound then released).
+pub fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The gateway binary running with `args`; SIGTERM and reaped on drop.
+pub struct Gateway {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Gateway {
+    pub fn start(args: &[&str], log: PathBuf, wait_for: SocketAddr) -> Gateway {
+        let err = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_misp-guard-gw"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        let g = Gateway { child, log };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect_timeout(&wait_for, Duration::from_millis(100)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not listen: {}",
+                g.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        g
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit status (bounded wait).
+    pub fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// An HTTP response as the client saw it.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Headers,
+    pub body: Vec<u8>,
+}
+
+/// Reads one response for a request with `method`.
+pub async fn read_answer<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    io: &mut HttpIo<S>,
+    method: &str,
+) -> Option<Answer> {
+    let head = io.read_response_head(65536).await.ok()?;
+    let framing = response_framing(method, &head).ok()?;
+    let body = io.read_body(framing, 1 << 30).await.ok()?;
+    Some(Answer {
+        status: head.status,
+        headers: head.headers,
+        body,
+    })
+}
+
+/// Opens a CONNECT tunnel through the explicit proxy at `proxy` to
+/// `host:port` and completes TLS trusting `ca_file`. Err(status) if the
+/// CONNECT is refused.
+pub async fn connect_tunnel(
+    proxy: SocketAddr,
+    host: &str,
+    port: u16,
+    ca_file: &Path,
+) -> Result<HttpIo<tokio_rustls::client::TlsStream<TcpStream>>, u16> {
+    let mut tcp = TcpStream::connect(proxy).await.unwrap();
+    tcp.write_all(
+        format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        if tcp.read(&mut b).await.unwrap_or(0) == 0 {
+            break;
+        }
+        head.push(b[0]);
+    }
+    let status: u16 = String::from_utf8_lossy(&head)
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    if status != 200 {
+        return Err(status);
+    }
+    let config = tls::build_client_config(&UpstreamTlsOptions {
+        extra_ca_pem: Some(ca_file.to_path_buf()),
+        pin_sha256: None,
+        insecure: false,
+        use_system_roots: false,
+    })
+    .unwrap();
+    let tls = tls::connect(config, host, tcp, Duration::from_secs(5))
+        .await
+        .map_err(|_| 0u16)?;
+    Ok(HttpIo::new(tls))
+}
