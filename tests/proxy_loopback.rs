@@ -48,7 +48,7 @@ async fn explicit_proxy_end_to_end() {
     let (server, received) = misp_upstream(
         "127.0.0.2:0".parse().unwrap(),
         "b.test",
-        &dir.0,
+        &dir.0.join("server-ca.crt"),
         pull_body.clone(),
     )
     .await;

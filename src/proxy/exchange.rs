@@ -609,7 +609,10 @@ async fn connect(
         Some(id) => policy.instance(id).host.clone(),
         None => key.host.clone(),
     };
-    let config = shared.tls().upstream_config(key.instance);
+    let config = shared
+        .tls()
+        .upstream_config(key.instance)
+        .ok_or((502, "no upstream TLS configuration".to_string()))?;
     let tls = crate::tls::connect(config, &name, tcp, t.handshake)
         .await
         .map_err(|e| (502, e.to_string()))?;

@@ -17,10 +17,11 @@ pub struct TlsState {
     pub minted: Option<CertSource>,
     /// Per-instance certificates (indexed like `Policy::instances`).
     pub per_instance: Vec<Option<CertSource>>,
-    /// Client configs towards each instance (pins, CAs, insecure).
-    pub upstream: Vec<Arc<ClientConfig>>,
-    /// Client config towards allowlisted hosts.
-    pub upstream_default: Arc<ClientConfig>,
+    /// Client configs towards each instance (pins, CAs, insecure); None for
+    /// an instance no trust could be built for (only ever a source).
+    pub upstream: Vec<Option<Arc<ClientConfig>>>,
+    /// Client config towards allowlisted hosts (only when there are any).
+    pub upstream_default: Option<Arc<ClientConfig>>,
 }
 
 /// Overrides given on the command line (they win over the config file).
@@ -61,19 +62,37 @@ impl TlsState {
                     policy.instances.get(i).map_or("?", |x| x.id.as_str())
                 );
             }
-            upstream.push(tls::build_client_config(&UpstreamTlsOptions {
+            let built = tls::build_client_config(&UpstreamTlsOptions {
                 extra_ca_pem: inst.upstream_ca.clone().or_else(|| global_ca.clone()),
                 pin_sha256: inst.upstream_pin_sha256,
                 insecure,
                 use_system_roots: s.use_system_roots,
-            })?);
+            });
+            upstream.push(match built {
+                Ok(c) => Some(c),
+                // No trust anchors at all: fine for an instance that is only
+                // ever a source; connections to it answer 502. A broken
+                // file, on the other hand, stops the start.
+                Err(TlsError::NoTrustAnchors { .. }) => {
+                    tracing::warn!(
+                        "no upstream trust for instance {}: connections to it will fail",
+                        policy.instances.get(i).map_or("?", |x| x.id.as_str())
+                    );
+                    None
+                }
+                Err(e) => return Err(e),
+            });
         }
-        let upstream_default = tls::build_client_config(&UpstreamTlsOptions {
-            extra_ca_pem: global_ca,
-            pin_sha256: None,
-            insecure: o.insecure_upstream || s.insecure_upstream,
-            use_system_roots: s.use_system_roots,
-        })?;
+        let upstream_default = if policy.allowlist_is_empty() {
+            None
+        } else {
+            Some(tls::build_client_config(&UpstreamTlsOptions {
+                extra_ca_pem: global_ca,
+                pin_sha256: None,
+                insecure: o.insecure_upstream || s.insecure_upstream,
+                use_system_roots: s.use_system_roots,
+            })?)
+        };
         Ok(TlsState {
             minted,
             per_instance,
@@ -100,9 +119,9 @@ impl TlsState {
         }
     }
 
-    pub fn upstream_config(&self, instance: Option<InstanceId>) -> Arc<ClientConfig> {
+    pub fn upstream_config(&self, instance: Option<InstanceId>) -> Option<Arc<ClientConfig>> {
         match instance {
-            Some(i) => self.upstream[i.0 as usize].clone(),
+            Some(i) => self.upstream.get(i.0 as usize).cloned().flatten(),
             None => self.upstream_default.clone(),
         }
     }

@@ -2,6 +2,8 @@
 //! records what it received, a gateway process, and a small client.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -57,17 +59,17 @@ pub fn write_pem(path: &Path, pem: &str) {
 }
 
 /// A MISP-like HTTPS server for `name`, certificate from its own CA
-/// (written to `dir/server-ca.crt`). Answers: `GET /events/view/...` with
+/// (written to `ca_file`). Answers: `GET /events/view/...` with
 /// `pull_body` (+ `pull_headers`), everything else 200 `{}`; records every
 /// request.
 pub async fn misp_upstream(
     addr: SocketAddr,
     name: &str,
-    dir: &Path,
+    ca_file: &Path,
     pull_body: Arc<Mutex<Vec<u8>>>,
 ) -> (SocketAddr, Log) {
     let ca = CertificateAuthority::generate("test server CA").unwrap();
-    write_pem(&dir.join("server-ca.crt"), &ca.cert_pem());
+    write_pem(ca_file, &ca.cert_pem());
     let leaf = tls::mint_leaf(&ca, name, &[addr.ip()]).unwrap();
     let config = tls::build_server_config(
         vec![leaf.cert_der.clone()],
@@ -159,6 +161,31 @@ impl Gateway {
                 "gateway did not listen: {}",
                 g.logs()
             );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        g
+    }
+
+    /// Starts the gateway with a command prefix (e.g. `ip netns exec NS`)
+    /// and waits until it logs that it is ready.
+    pub fn start_wrapped(prefix: &[&str], args: &[&str], log: PathBuf) -> Gateway {
+        let err = std::fs::File::create(&log).unwrap();
+        let child = Command::new(prefix[0])
+            .args(&prefix[1..])
+            .arg(env!("CARGO_BIN_EXE_misp-guard-gw"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        let mut g = Gateway { child, log };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !g.logs().contains(" ready") {
+            if let Ok(Some(st)) = g.child.try_wait() {
+                panic!("gateway exited ({st}): {}", g.logs());
+            }
+            assert!(Instant::now() < deadline, "gateway not ready: {}", g.logs());
             std::thread::sleep(Duration::from_millis(50));
         }
         g

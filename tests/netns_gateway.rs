@@ -1,0 +1,240 @@
+//! The transparent gateway end to end in network namespaces (root): a curl
+//! client with no proxy settings in `cli`, the gateway binary in `gw` behind
+//! nftables REDIRECT or TPROXY rules loaded only there, MISP-like HTTPS
+//! servers in `srv` (IPv4 and IPv6). Allowed pushes and pulls arrive
+//! byte-exact; a push carrying `tlp:red` is answered 403 and the server
+//! receives nothing.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{mpsc, Arc, Mutex};
+
+use serde_json::json;
+use support::netns::{in_netns, prerequisites_met, tproxy_ruleset, Topology, SYNC_PORT, WAIT};
+use support::{misp_upstream, Gateway, Log, TempDir};
+
+const GW_PORT: u16 = 15001;
+const UUID: &str = "385283a1-b5e0-4e10-a532-dce11c365a56";
+
+fn event(tags: &[&str]) -> String {
+    let tags: Vec<_> = tags.iter().map(|t| json!({"name": t})).collect();
+    json!({"Event": {"info": "netns", "distribution": "1", "Tag": tags,
+        "Attribute": [{"type": "ip-dst", "category": "Network activity", "value": "192.0.2.1"}], "Object": []}})
+    .to_string()
+}
+
+fn instance(ip: &str, host: &str, port: u16, comp: &str) -> serde_json::Value {
+    json!({"ip": ip, "host": host, "port": port, "compartment_id": comp, "affiliation": "",
+        "taxonomies_rules": {"required_taxonomies": [], "allowed_tags": {}, "blocked_tags": ["tlp:red"]},
+        "blocked_distribution_levels": ["0"], "blocked_sharing_groups_uuids": [],
+        "blocked_attribute_types": [], "blocked_attribute_categories": [], "blocked_object_types": []})
+}
+
+/// curl in `ns` with no proxy settings; returns (HTTP status, body).
+#[allow(clippy::too_many_arguments)]
+fn curl(
+    ns: &str,
+    host: &str,
+    ip: &str,
+    ca: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&Path>,
+    out: &Path,
+) -> (u16, Vec<u8>) {
+    let bracketed = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    };
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        ns,
+        "curl",
+        "-sS",
+        "--noproxy",
+        "*",
+        "--max-time",
+        "10",
+    ])
+    .arg("--cacert")
+    .arg(ca)
+    .args(["--resolve", &format!("{host}:{SYNC_PORT}:{bracketed}")])
+    .args(["-X", method, "-o"])
+    .arg(out)
+    .args(["-w", "%{http_code}", "-H", "Content-Type: application/json"]);
+    if let Some(b) = body {
+        cmd.arg("--data-binary").arg(format!("@{}", b.display()));
+    }
+    cmd.arg(format!("https://{host}:{SYNC_PORT}{path}"));
+    let o = cmd.output().expect("curl");
+    let code = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    (code, std::fs::read(out).unwrap_or_default())
+}
+
+fn transparent(test: &str, mode: &str) {
+    if !prerequisites_met(test) {
+        return;
+    }
+    let topo = Topology::new();
+    let dir = TempDir::new("netns-gw");
+    let d = &dir.0;
+    assert!(Command::new(env!("CARGO_BIN_EXE_misp-guard-gw"))
+        .args(["ca", "--out"])
+        .arg(d.join("ca"))
+        .output()
+        .unwrap()
+        .status
+        .success());
+
+    // MISP-like servers in `srv`, one per address family.
+    let pull = Arc::new(Mutex::new(event(&["tlp:green"]).into_bytes()));
+    let (logs_tx, logs_rx) = mpsc::channel::<(Log, Log)>();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ca4, ca6, pull2) = (d.join("srv4-ca.crt"), d.join("srv6-ca.crt"), pull.clone());
+    let srv = in_netns(&topo.srv, move || async move {
+        let a4: SocketAddr = format!("10.231.3.2:{SYNC_PORT}").parse().unwrap();
+        let a6: SocketAddr = format!("[fd00:231:3::2]:{SYNC_PORT}").parse().unwrap();
+        let (_, l4) = misp_upstream(a4, "srv.test", &ca4, pull2.clone()).await;
+        let (_, l6) = misp_upstream(a6, "srv6.test", &ca6, pull2).await;
+        logs_tx.send((l4, l6)).unwrap();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(120), stop_rx).await;
+    });
+    let (log4, log6) = logs_rx.recv_timeout(WAIT).expect("servers up");
+
+    // Capture rules only inside `gw`.
+    let ruleset = match mode {
+        "redirect" => format!(
+            "table inet mgw_test {{
+                chain pre {{
+                    type nat hook prerouting priority dstnat; policy accept;
+                    iifname \"g0\" tcp dport {SYNC_PORT} redirect to :{GW_PORT}
+                }}
+            }}"
+        ),
+        _ => {
+            topo.tproxy_routing();
+            tproxy_ruleset(GW_PORT)
+        }
+    };
+    topo.nft(&ruleset)
+        .unwrap_or_else(|e| panic!("load {mode} ruleset: {e}"));
+
+    let config = json!({
+        "allowlist": {"urls": [], "domains": []},
+        "compartments_rules": {"can_reach": {"low": ["low", "high"], "high": ["high"]}},
+        "instances": {
+            "cli": instance("10.231.1.2", "cli.test", 443, "low"),
+            "cli6": instance("fd00:231:1::2", "cli6.test", 443, "low"),
+            "srv": instance("10.231.3.2", "srv.test", SYNC_PORT, "high"),
+            "srv6": instance("fd00:231:3::2", "srv6.test", SYNC_PORT, "high"),
+        },
+        "gateway": {
+            "tls": {"ca_cert": "ca/ca.crt", "ca_key": "ca/ca.key", "use_system_roots": false},
+            "instances": {"srv": {"upstream_ca": "srv4-ca.crt"}, "srv6": {"upstream_ca": "srv6-ca.crt"}}
+        }
+    });
+    let cfg = d.join("config.json");
+    std::fs::write(&cfg, config.to_string()).unwrap();
+    let listen = format!("[::]:{GW_PORT}");
+    let mut gw = Gateway::start_wrapped(
+        &["ip", "netns", "exec", &topo.gw],
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            &format!("--{mode}"),
+            &listen,
+        ],
+        d.join("gw.log"),
+    );
+
+    let ca = d.join("ca/ca.crt");
+    let (ok_file, red_file, out) = (d.join("ok.json"), d.join("red.json"), d.join("out"));
+    std::fs::write(&ok_file, event(&["tlp:green"])).unwrap();
+    std::fs::write(&red_file, event(&["tlp:red"])).unwrap();
+    for (host, ip, log) in [
+        ("srv.test", "10.231.3.2", &log4),
+        ("srv6.test", "fd00:231:3::2", &log6),
+    ] {
+        let push = |file: &Path, path: &str| {
+            curl(&topo.cli, host, ip, &ca, "POST", path, Some(file), &out)
+        };
+        let (code, _) = push(&ok_file, "/events/add/metadata:1");
+        assert_eq!(
+            code,
+            200,
+            "{host} allowed push; gateway log:\n{}",
+            gw.logs()
+        );
+        let got: Vec<_> = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == "/events/add/metadata:1")
+            .cloned()
+            .collect();
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0].body,
+            std::fs::read(&ok_file).unwrap(),
+            "{host}: body must arrive byte-exact"
+        );
+
+        let (code, body) = push(&red_file, &format!("/events/edit/{UUID}"));
+        assert_eq!(
+            (code, body.as_slice()),
+            (403, &b"Forbidden"[..]),
+            "{host} tlp:red push"
+        );
+        assert!(
+            !log.lock()
+                .unwrap()
+                .iter()
+                .any(|r| r.path.starts_with("/events/edit/")),
+            "{host}: the blocked push reached the server"
+        );
+
+        let (code, body) = curl(
+            &topo.cli,
+            host,
+            ip,
+            &ca,
+            "GET",
+            &format!("/events/view/{UUID}"),
+            None,
+            &out,
+        );
+        assert_eq!(
+            (code, body),
+            (200, pull.lock().unwrap().clone()),
+            "{host} pull"
+        );
+    }
+    assert!(
+        gw.logs().contains("event has blocked tag: tlp:red"),
+        "{}",
+        gw.logs()
+    );
+    assert_eq!(gw.terminate(), Some(0), "{}", gw.logs());
+    let _ = stop_tx.send(());
+    let _ = srv.join();
+}
+
+#[test]
+fn transparent_redirect_with_curl_v4_and_v6() {
+    transparent("transparent_redirect_with_curl_v4_and_v6", "redirect");
+}
+
+#[test]
+fn transparent_tproxy_with_curl_v4_and_v6() {
+    transparent("transparent_tproxy_with_curl_v4_and_v6", "tproxy");
+}
