@@ -92,20 +92,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
 
     /// Reads more bytes into the buffer; Ok(0) at EOF.
     async fn fill(&mut self) -> Result<usize, HttpError> {
-        let start = self.buf.len();
-        self.buf.resize(start + READ_CHUNK, 0);
-        let read = self.io.read(&mut self.buf[start..]);
-        let n = match self.read_timeout {
-            None => read.await,
-            Some(t) => tokio::time::timeout(t, read).await.unwrap_or_else(|_| {
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "read timed out",
-                ))
-            }),
-        };
-        self.buf.truncate(start + *n.as_ref().unwrap_or(&0));
-        Ok(n?)
+        self.buf.reserve(READ_CHUNK);
+        let timeout = self.read_timeout;
+        Ok(read_with_timeout(&mut self.io, &mut self.buf, timeout).await?)
     }
 
     /// The next request head; Ok(None) on a clean close before any byte.
@@ -142,6 +131,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
 
     /// Reads a whole body (transfer coding removed) of at most `max` bytes.
     pub async fn read_body(&mut self, framing: Framing, max: u64) -> Result<Vec<u8>, HttpError> {
+        if let Framing::Length(n) = framing {
+            // Known length: one allocation, bytes read straight into it.
+            if n > max {
+                return Err(HttpError::BodyTooLarge(max));
+            }
+            let n = n as usize;
+            let mut out = Vec::with_capacity(n);
+            let buffered = self.buf.len().min(n);
+            out.extend(self.buf.drain(..buffered));
+            while out.len() < n {
+                let mut limited = (&mut self.io).take((n - out.len()) as u64);
+                if read_with_timeout(&mut limited, &mut out, self.read_timeout).await? == 0 {
+                    return Err(HttpError::UnexpectedEof);
+                }
+            }
+            return Ok(out);
+        }
         let mut out = Vec::new();
         self.body(framing, max, |chunk| {
             out.extend_from_slice(chunk);
@@ -150,18 +156,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
         Ok(out)
     }
 
-    /// Streams a body to `dst`, re-framed: Length bodies as they are (the
-    /// caller sent Content-Length), chunked and close-delimited bodies as
-    /// fresh chunks when `chunked_out`, else raw until close.
+    /// Streams a body to `dst` behind `head` (written in the same first
+    /// write, so a small message leaves in one segment), re-framed: Length
+    /// bodies as they are (the head carries Content-Length), chunked and
+    /// close-delimited bodies as fresh chunks when `chunked_out`, else raw
+    /// until close.
     pub async fn copy_body<W: AsyncWrite + Unpin>(
         &mut self,
+        head: &[u8],
         framing: Framing,
         max: u64,
         dst: &mut W,
         chunked_out: bool,
     ) -> Result<u64, HttpError> {
         let mut total = 0u64;
-        let mut pending = Vec::with_capacity(READ_CHUNK + 32);
+        let mut pending = Vec::with_capacity(READ_CHUNK + head.len() + 32);
+        pending.extend_from_slice(head);
         let mut write_err = None;
         // Gather in `pending` and flush as it fills; writes happen between
         // reads so a slow writer applies back-pressure to the reader.
@@ -280,6 +290,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
     }
 }
 
+/// One read appended to `out` (no zeroing), bounded by `timeout`.
+async fn read_with_timeout<R: AsyncRead + Unpin>(
+    r: &mut R,
+    out: &mut Vec<u8>,
+    timeout: Option<std::time::Duration>,
+) -> std::io::Result<usize> {
+    if out.capacity() == out.len() {
+        out.reserve(READ_CHUNK);
+    }
+    let read = r.read_buf(out);
+    match timeout {
+        None => read.await,
+        Some(t) => tokio::time::timeout(t, read).await.unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "read timed out",
+            ))
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,7 +372,7 @@ mod tests {
         let mut io = reader(b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nT: x\r\n\r\n").await;
         let mut out = Vec::new();
         assert_eq!(
-            io.copy_body(Framing::Chunked, 100, &mut out, true)
+            io.copy_body(b"", Framing::Chunked, 100, &mut out, true)
                 .await
                 .unwrap(),
             5
@@ -356,9 +387,9 @@ mod tests {
         assert!(!out.windows(3).any(|w| w == b"ext") && !out.windows(2).any(|w| w == b"T:"));
         let mut io = reader(b"hello").await;
         let mut out = Vec::new();
-        io.copy_body(Framing::Length(5), 100, &mut out, false)
+        io.copy_body(b"HEAD ", Framing::Length(5), 100, &mut out, false)
             .await
             .unwrap();
-        assert_eq!(out, b"hello");
+        assert_eq!(out, b"HEAD hello");
     }
 }

@@ -395,15 +395,22 @@ async fn exchange(
     let mut wire = Vec::new();
     write_head(&format!("{} {} HTTP/1.1", method, p.path), &fwd, &mut wire);
     let sent = async {
-        up.io.io.write_all(&wire).await?;
         match &inspected_body {
             Some(body) => {
-                up.io.io.write_all(body).await?;
+                // Small bodies go out with their head in one write.
+                if body.len() <= 64 * 1024 {
+                    wire.extend_from_slice(body);
+                    up.io.io.write_all(&wire).await?;
+                } else {
+                    up.io.io.write_all(&wire).await?;
+                    up.io.io.write_all(body).await?;
+                }
                 up.io.io.flush().await?;
             }
             None => {
                 client
                     .copy_body(
+                        &wire,
                         framing,
                         max_body,
                         &mut up.io.io,
@@ -524,12 +531,9 @@ async fn exchange(
         }
         let mut wire = Vec::new();
         write_head(&status_line, &out, &mut wire);
-        if client.write_all(&wire).await.is_err() {
-            return Err(End::Close);
-        }
         if let Err(e) = up
             .io
-            .copy_body(resp_framing, u64::MAX, &mut client.io, chunked_out)
+            .copy_body(&wire, resp_framing, u64::MAX, &mut client.io, chunked_out)
             .await
         {
             tracing::warn!(client = %target.client_ip, "streaming response failed: {e}");

@@ -257,6 +257,7 @@ pub async fn connect_tunnel(
     ca_file: &Path,
 ) -> Result<HttpIo<tokio_rustls::client::TlsStream<TcpStream>>, u16> {
     let mut tcp = TcpStream::connect(proxy).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
     tcp.write_all(
         format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n").as_bytes(),
     )

@@ -1,0 +1,281 @@
+//! Data-path benchmark (`cargo bench --bench datapath`): the gateway binary
+//! in explicit-proxy mode on loopback, TLS on both legs, side by side with a
+//! direct client→server TLS connection in the same run.
+//!
+//! Rows: small keep-alive requests (`GET /servers/getVersion`) with 1, 8 and
+//! 64 concurrent clients (requests/s, p50/p99 latency), and event pushes of
+//! 1, 10 and 50 MB (time per push, MB/s, gateway peak RSS). Every loop is
+//! bounded in count and time. Writes `target/bench/datapath.json`.
+//! `--quick`: fewer requests, pushes up to 10 MB.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use misp_guard_gw::http::io::HttpIo;
+use misp_guard_gw::tls::{self, UpstreamTlsOptions};
+use serde_json::json;
+use support::*;
+use tokio::net::TcpStream;
+
+type Client = HttpIo<tokio_rustls::client::TlsStream<TcpStream>>;
+
+async fn direct(server: SocketAddr, ca: &Path) -> Client {
+    let config = tls::build_client_config(&UpstreamTlsOptions {
+        extra_ca_pem: Some(ca.to_path_buf()),
+        pin_sha256: None,
+        insecure: false,
+        use_system_roots: false,
+    })
+    .unwrap();
+    let tcp = TcpStream::connect(server).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    HttpIo::new(
+        tls::connect(config, "b.test", tcp, Duration::from_secs(5))
+            .await
+            .unwrap(),
+    )
+}
+
+fn get() -> Vec<u8> {
+    b"GET /servers/getVersion HTTP/1.1\r\nHost: b.test\r\nAuthorization: k\r\nAccept: application/json\r\n\r\n".to_vec()
+}
+
+fn push(body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "POST /events/add/metadata:1 HTTP/1.1\r\nHost: b.test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+/// A MISP-shaped event of about `size` bytes that the policy allows.
+fn event(size: usize) -> Vec<u8> {
+    let mut attrs = Vec::new();
+    let mut len = 0;
+    let mut i = 0;
+    while len < size {
+        let a = json!({"id": i.to_string(), "type": "ip-dst", "category": "Network activity", "to_ids": true,
+            "uuid": format!("{:08x}-0000-4000-8000-{:012x}", i, i), "distribution": "5", "comment": "bench \"x\"",
+            "value": format!("198.51.{}.{}", (i / 250) % 250, i % 250), "timestamp": "1700000000",
+            "Tag": [{"name": "tlp:green"}]});
+        len += a.to_string().len() + 1;
+        attrs.push(a);
+        i += 1;
+    }
+    json!({"Event": {"info": "bench", "distribution": "1", "Tag": [{"name": "tlp:green"}], "Attribute": attrs, "Object": []}})
+        .to_string()
+        .into_bytes()
+}
+
+struct Latency {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+/// `clients` keep-alive connections issuing GETs for `per_client` requests
+/// or `budget`, whichever ends first.
+async fn small_requests<F, Fut>(
+    connect: F,
+    clients: usize,
+    per_client: usize,
+    budget: Duration,
+) -> Latency
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Client>,
+{
+    let mut conns = Vec::new();
+    for _ in 0..clients {
+        conns.push(connect().await);
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for mut c in conns {
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per_client);
+            let req = get();
+            for _ in 0..per_client {
+                if started.elapsed() > budget {
+                    break;
+                }
+                let t = Instant::now();
+                c.write_all(&req).await.unwrap();
+                let a = read_answer(&mut c, "GET").await.expect("answer");
+                assert_eq!(a.status, 200);
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    all.sort();
+    let pct =
+        |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)].as_secs_f64() * 1e6;
+    Latency {
+        rps: all.len() as f64 / secs,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+    }
+}
+
+fn vm_hwm_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn timed_push(c: &mut Client, body: &[u8]) -> Duration {
+    let req = push(body);
+    let t = Instant::now();
+    c.write_all(&req).await.unwrap();
+    let a = read_answer(c, "POST").await.expect("answer");
+    assert_eq!(a.status, 200);
+    t.elapsed()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let dir = TempDir::new("bench");
+    let pull = Arc::new(Mutex::new(Vec::new()));
+    let server_ca = dir.0.join("server-ca.crt");
+    let (server, received) =
+        misp_upstream("127.0.0.2:0".parse().unwrap(), "b.test", &server_ca, pull).await;
+    let bin = env!("CARGO_BIN_EXE_misp-guard-gw");
+    assert!(std::process::Command::new(bin)
+        .args(["ca", "--out"])
+        .arg(dir.0.join("ca"))
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let inst = |ip: &str, host: &str, port: u16, comp: &str| {
+        json!({"ip": ip, "host": host, "port": port, "compartment_id": comp, "affiliation": "",
+            "taxonomies_rules": {"required_taxonomies": [], "allowed_tags": {}, "blocked_tags": ["tlp:red"]},
+            "blocked_distribution_levels": ["0"], "blocked_sharing_groups_uuids": [],
+            "blocked_attribute_types": ["passport-number"], "blocked_attribute_categories": ["Person"], "blocked_object_types": ["person"]})
+    };
+    let cfg = json!({
+        "allowlist": {"urls": [], "domains": []},
+        "compartments_rules": {"can_reach": {"c1": ["c1", "c2"], "c2": ["c1", "c2"]}},
+        "instances": {"a": inst("127.0.0.1", "a.test", 443, "c1"), "b": inst("127.0.0.2", "b.test", server.port(), "c2")},
+        "gateway": {"tls": {"ca_cert": "ca/ca.crt", "ca_key": "ca/ca.key", "upstream_ca": "server-ca.crt", "use_system_roots": false}}
+    });
+    std::fs::write(dir.0.join("config.json"), cfg.to_string()).unwrap();
+    let proxy: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
+        .parse()
+        .unwrap();
+    let mut gw = Gateway::start(
+        &[
+            "run",
+            "--config",
+            dir.0.join("config.json").to_str().unwrap(),
+            "--explicit",
+            &proxy.to_string(),
+        ],
+        dir.0.join("gw.log"),
+        proxy,
+    );
+    let gw_pid = gw.child.id();
+    let gw_ca = dir.0.join("ca/ca.crt");
+    let port = server.port();
+    let via = || {
+        let gw_ca = gw_ca.clone();
+        async move {
+            let c = connect_tunnel(proxy, "b.test", port, &gw_ca)
+                .await
+                .expect("tunnel");
+            c
+        }
+    };
+    let dir_conn = || {
+        let ca = server_ca.clone();
+        async move { direct(server, &ca).await }
+    };
+
+    let mut rows = Vec::new();
+    println!(
+        "{:<34} {:>12} {:>12} {:>9}",
+        "small requests (GET getVersion)", "direct", "gateway", "ratio"
+    );
+    let per = if quick { 300 } else { 3000 };
+    for clients in [1usize, 8, 64] {
+        let per_client = (per / clients).max(50);
+        let budget = Duration::from_secs(if quick { 3 } else { 10 });
+        let d = small_requests(dir_conn, clients, per_client, budget).await;
+        let g = small_requests(via, clients, per_client, budget).await;
+        for (what, dv, gv) in [
+            ("req/s", d.rps, g.rps),
+            ("p50 µs", d.p50_us, g.p50_us),
+            ("p99 µs", d.p99_us, g.p99_us),
+        ] {
+            println!(
+                "{:<34} {:>12.0} {:>12.0} {:>9.2}",
+                format!("{clients} client(s) {what}"),
+                dv,
+                gv,
+                gv / dv
+            );
+            rows.push(json!({"row": format!("{clients} clients {what}"), "direct": dv, "gateway": gv, "ratio": gv / dv}));
+        }
+    }
+    println!(
+        "{:<34} {:>12} {:>12} {:>9} {:>14}",
+        "push (allowed, TLS both legs)", "direct ms", "gateway ms", "ratio", "gw peak RSS MB"
+    );
+    let sizes: &[usize] = if quick {
+        &[1 << 20, 10 << 20]
+    } else {
+        &[1 << 20, 10 << 20, 50 << 20]
+    };
+    for &size in sizes {
+        let body = event(size);
+        let mb = body.len() as f64 / 1e6;
+        let mut c = dir_conn().await;
+        let mut d = Duration::MAX;
+        for _ in 0..3 {
+            d = d.min(timed_push(&mut c, &body).await);
+        }
+        let mut c = via().await;
+        let mut g = Duration::MAX;
+        for _ in 0..3 {
+            g = g.min(timed_push(&mut c, &body).await);
+        }
+        received.lock().unwrap().clear();
+        let rss = vm_hwm_kb(gw_pid) as f64 / 1024.0;
+        println!(
+            "{:<34} {:>12.1} {:>12.1} {:>9.2} {:>14.1}",
+            format!("{mb:.1} MB ({:.0} MB/s via gateway)", mb / g.as_secs_f64()),
+            d.as_secs_f64() * 1e3,
+            g.as_secs_f64() * 1e3,
+            g.as_secs_f64() / d.as_secs_f64(),
+            rss
+        );
+        rows.push(json!({"row": format!("push {mb:.1} MB"), "direct_ms": d.as_secs_f64() * 1e3, "gateway_ms": g.as_secs_f64() * 1e3,
+            "added_ms": (g.as_secs_f64() - d.as_secs_f64()) * 1e3, "gateway_peak_rss_mb": rss}));
+    }
+    assert_eq!(gw.terminate(), Some(0));
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    let _ = std::fs::create_dir_all(&out);
+    std::fs::write(
+        out.join("datapath.json"),
+        serde_json::to_string_pretty(&rows).unwrap(),
+    )
+    .unwrap();
+    println!("results: {}", out.join("datapath.json").display());
+}
