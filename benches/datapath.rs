@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use misp_guard_gw::http::io::HttpIo;
-use misp_guard_gw::tls::{self, UpstreamTlsOptions};
+use misp_guard_gw::tls;
 use serde_json::json;
 use support::*;
 use tokio::net::TcpStream;
@@ -25,13 +25,7 @@ use tokio::net::TcpStream;
 type Client = HttpIo<tokio_rustls::client::TlsStream<TcpStream>>;
 
 async fn direct(server: SocketAddr, ca: &Path) -> Client {
-    let config = tls::build_client_config(&UpstreamTlsOptions {
-        extra_ca_pem: Some(ca.to_path_buf()),
-        pin_sha256: None,
-        insecure: false,
-        use_system_roots: false,
-    })
-    .unwrap();
+    let config = client_config(ca);
     let tcp = TcpStream::connect(server).await.unwrap();
     tcp.set_nodelay(true).unwrap();
     HttpIo::new(
@@ -189,7 +183,6 @@ async fn main() {
             &proxy.to_string(),
         ],
         dir.0.join("gw.log"),
-        proxy,
     );
     let gw_pid = gw.child.id();
     let gw_ca = dir.0.join("ca/ca.crt");

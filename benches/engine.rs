@@ -241,41 +241,44 @@ fn measure(
     }
 }
 
-fn push(policy: &Policy, body: &[u8], expect_block: Option<&str>) -> Result<(), String> {
-    let headers = vec![("Content-Type", "application/json")];
+/// The head stage for `method path` from the source to the destination
+/// instance (the same for every iteration, as in the gateway).
+fn head<'a>(
+    policy: &Policy,
+    method: &'a str,
+    path: &'a str,
+    headers: &'a [(&'a str, &'a str)],
+) -> Result<engine::Exchange, String> {
     let head = RequestHead {
         client_ip: "10.1.0.1".parse().unwrap(),
         host: "dst.example",
         port: 443,
         scheme: Scheme::Https,
         dst_ip: None,
-        method: "POST",
-        path: "/events/add/metadata:1",
-        headers: headers.as_slice(),
+        method,
+        path,
+        headers,
     };
-    let x = engine::request_head(policy, &head).map_err(|b| b.reason)?;
-    outcome(
-        engine::request_body(policy, &x, headers.as_slice(), body),
-        expect_block,
-    )
+    engine::request_head(policy, &head).map_err(|b| b.reason)
+}
+
+const JSON: &[(&str, &str)] = &[("Content-Type", "application/json")];
+
+fn push(policy: &Policy, body: &[u8], expect_block: Option<&str>) -> Result<(), String> {
+    let x = head(policy, "POST", "/events/add/metadata:1", JSON)?;
+    outcome(engine::request_body(policy, &x, JSON, body), expect_block)
 }
 
 fn pull(policy: &Policy, body: &[u8], expect_block: Option<&str>) -> Result<(), String> {
-    let headers = vec![("Content-Type", "application/json")];
-    let head = RequestHead {
-        client_ip: "10.1.0.1".parse().unwrap(),
-        host: "dst.example",
-        port: 443,
-        scheme: Scheme::Https,
-        dst_ip: None,
-        method: "GET",
-        path: "/events/view/385283a1-b5e0-4e10-a532-dce11c365a56",
-        headers: headers.as_slice(),
-    };
-    let x = engine::request_head(policy, &head).map_err(|b| b.reason)?;
+    let x = head(
+        policy,
+        "GET",
+        "/events/view/385283a1-b5e0-4e10-a532-dce11c365a56",
+        JSON,
+    )?;
     let resp = Response {
         status: 200,
-        headers: headers.as_slice(),
+        headers: JSON,
         body,
     };
     outcome(engine::response(policy, &x, &resp), expect_block)

@@ -82,7 +82,6 @@ async fn explicit_proxy_end_to_end() {
             &proxy.to_string(),
         ],
         dir.0.join("gw.log"),
-        proxy,
     );
     let ca = dir.0.join("ca/ca.crt");
     let tunnel = || async {

@@ -144,35 +144,24 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn start(args: &[&str], log: PathBuf, wait_for: SocketAddr) -> Gateway {
-        let err = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_misp-guard-gw"))
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .unwrap();
-        let g = Gateway { child, log };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect_timeout(&wait_for, Duration::from_millis(100)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "gateway did not listen: {}",
-                g.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        g
+    pub fn start(args: &[&str], log: PathBuf) -> Gateway {
+        Gateway::start_wrapped(&[], args, log)
     }
 
-    /// Starts the gateway with a command prefix (e.g. `ip netns exec NS`)
-    /// and waits until it logs that it is ready.
+    /// Starts the gateway behind a command prefix (e.g. `ip netns exec NS`,
+    /// or none) and waits until it logs that every listener is bound.
     pub fn start_wrapped(prefix: &[&str], args: &[&str], log: PathBuf) -> Gateway {
         let err = std::fs::File::create(&log).unwrap();
-        let child = Command::new(prefix[0])
-            .args(&prefix[1..])
-            .arg(env!("CARGO_BIN_EXE_misp-guard-gw"))
+        let bin = env!("CARGO_BIN_EXE_misp-guard-gw");
+        let (program, rest) = prefix
+            .split_first()
+            .map_or((bin, &[][..]), |(p, r)| (*p, r));
+        let mut cmd = Command::new(program);
+        cmd.args(rest);
+        if !prefix.is_empty() {
+            cmd.arg(bin);
+        }
+        let child = cmd
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -247,6 +236,17 @@ pub async fn read_answer<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin
     })
 }
 
+/// A TLS client config trusting only `ca_file`.
+pub fn client_config(ca_file: &Path) -> Arc<rustls::ClientConfig> {
+    tls::build_client_config(&UpstreamTlsOptions {
+        extra_ca_pem: Some(ca_file.to_path_buf()),
+        pin_sha256: None,
+        insecure: false,
+        use_system_roots: false,
+    })
+    .unwrap()
+}
+
 /// Opens a CONNECT tunnel through the explicit proxy at `proxy` to
 /// `host:port` and completes TLS trusting `ca_file`. Err(status) if the
 /// CONNECT is refused.
@@ -279,14 +279,7 @@ pub async fn connect_tunnel(
     if status != 200 {
         return Err(status);
     }
-    let config = tls::build_client_config(&UpstreamTlsOptions {
-        extra_ca_pem: Some(ca_file.to_path_buf()),
-        pin_sha256: None,
-        insecure: false,
-        use_system_roots: false,
-    })
-    .unwrap();
-    let tls = tls::connect(config, host, tcp, Duration::from_secs(5))
+    let tls = tls::connect(client_config(ca_file), host, tcp, Duration::from_secs(5))
         .await
         .map_err(|_| 0u16)?;
     Ok(HttpIo::new(tls))
