@@ -60,6 +60,7 @@ async fn explicit_proxy_end_to_end() {
         .unwrap();
     assert!(status.success());
     let gw_port = free_port("127.0.0.1");
+    let dead_port = free_port("127.0.0.4");
     let config = json!({
         "allowlist": {"urls": [], "domains": []},
         "compartments_rules": {"can_reach": {"c1": ["c1", "c2"], "c2": ["c1", "c2"], "c3": ["c3"]}},
@@ -67,8 +68,11 @@ async fn explicit_proxy_end_to_end() {
             "a": inst("127.0.0.1", "a.test", 443, "c1"),
             "b": inst("127.0.0.2", "b.test", server.port(), "c2"),
             "c": inst("127.0.0.3", "c.test", 443, "c3"),
+            // Reachable by policy, but nothing listens there.
+            "d": inst("127.0.0.4", "d.test", dead_port, "c2"),
         },
-        "gateway": {"tls": {"ca_cert": "ca/ca.crt", "ca_key": "ca/ca.key", "upstream_ca": "server-ca.crt", "use_system_roots": false}}
+        "gateway": {"tls": {"ca_cert": "ca/ca.crt", "ca_key": "ca/ca.key", "upstream_ca": "server-ca.crt", "use_system_roots": false},
+                    "limits": {"max_body_bytes": 1_000_000}}
     });
     let cfg = dir.0.join("config.json");
     std::fs::write(&cfg, config.to_string()).unwrap();
@@ -259,8 +263,62 @@ async fn explicit_proxy_end_to_end() {
         Some(403)
     );
 
-    // 8. SIGTERM: clean exit.
+    // 8. Limits and upstream failures get clear answers.
+    let mut c = tunnel().await;
+    // Declared too large: 413 at once, no 100 Continue, body never asked for.
+    c.write_all(
+        b"POST /events/add HTTP/1.1\r\nHost: b.test\r\nContent-Type: application/json\r\nContent-Length: 1500000\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(read_answer(&mut c, "POST").await.unwrap().status, 413);
+    // Chunked, so the size shows only while reading: 413 as well.
+    let mut c = tunnel().await;
+    let mut chunked = b"POST /events/add HTTP/1.1\r\nHost: b.test\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..20 {
+        chunked.extend_from_slice(format!("{:x}\r\n", 60_000).as_bytes());
+        chunked.extend(std::iter::repeat_n(b' ', 60_000));
+        chunked.extend_from_slice(b"\r\n");
+    }
+    let _ = c.write_all(&chunked).await;
+    assert_eq!(
+        read_answer(&mut c, "POST").await.map(|a| a.status),
+        Some(413)
+    );
+    let mut c = tunnel().await;
+    let huge_header = format!("X-Big: {}\r\n", "a".repeat(70_000));
+    c.write_all(&request("GET", "/servers/getVersion", &huge_header, b""))
+        .await
+        .unwrap();
+    assert_eq!(read_answer(&mut c, "GET").await.unwrap().status, 431);
+    let mut c = connect_tunnel(proxy, "d.test", dead_port, &ca)
+        .await
+        .expect("tunnel to d");
+    c.write_all(&request("GET", "/servers/getVersion", "", b"").replace_host("d.test"))
+        .await
+        .unwrap();
+    assert_eq!(
+        read_answer(&mut c, "GET").await.unwrap().status,
+        502,
+        "{}",
+        gw.logs()
+    );
+
+    // 9. SIGTERM: clean exit.
     assert_eq!(gw.terminate(), Some(0), "{}", gw.logs());
+}
+
+trait ReplaceHost {
+    fn replace_host(self, host: &str) -> Vec<u8>;
+}
+
+impl ReplaceHost for Vec<u8> {
+    fn replace_host(self, host: &str) -> Vec<u8> {
+        String::from_utf8(self)
+            .unwrap()
+            .replace("Host: b.test", &format!("Host: {host}"))
+            .into_bytes()
+    }
 }
 
 fn inst(ip: &str, host: &str, port: u16, comp: &str) -> serde_json::Value {

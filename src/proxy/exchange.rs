@@ -156,10 +156,29 @@ pub async fn serve(
             Ok(true) => continue,
             Ok(false) | Err(End::Close) => {
                 let _ = client.io.shutdown().await;
+                linger(&mut client.io).await;
                 return;
             }
         }
     }
+}
+
+/// Lingering close: after answering (often an error sent before the request
+/// body was read) drain what the client still sends for a moment, so the
+/// kernel does not reset the connection and destroy the answer in flight.
+async fn linger(io: &mut BoxIo) {
+    use tokio::io::AsyncReadExt;
+    let drain = async {
+        let mut buf = [0u8; 16 * 1024];
+        let mut total = 0usize;
+        while total < 4 << 20 {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
 }
 
 /// Request fields once the target form and Host are understood.
@@ -311,6 +330,20 @@ async fn exchange(
             return Err(End::Close);
         }
     };
+    let max_body = policy.limits.max_body_bytes;
+    if let Framing::Length(n) = framing {
+        // Refuse a declared oversize body before asking for it.
+        if n > max_body {
+            let _ = client
+                .write_all(&refuse(
+                    413,
+                    &format!("request body exceeds {max_body} bytes"),
+                    &p.path,
+                ))
+                .await;
+            return Err(End::Close);
+        }
+    }
     if expect.is_some() && framing != Framing::None {
         // Answer the expectation ourselves: the server never sees it.
         if client.write_all(respond::CONTINUE).await.is_err() {
@@ -319,7 +352,6 @@ async fn exchange(
     }
 
     // Phase 2: request body.
-    let max_body = policy.limits.max_body_bytes;
     let inspected_body = if exchange.inspects_request_body() {
         let body = match client.read_body(framing, max_body).await {
             Ok(b) => b,
