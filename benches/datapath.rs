@@ -124,6 +124,22 @@ where
     }
 }
 
+/// User + system CPU time of a process (Linux `/proc/PID/stat`).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 12th and 13th of those, in clock ticks (100 per second on Linux).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    match (f.get(11), f.get(12)) {
+        (Some(u), Some(s)) => (u + s) as f64 / 100.0,
+        _ => 0.0,
+    }
+}
+
 fn vm_hwm_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -211,7 +227,16 @@ async fn main() {
         let per_client = (per / clients).max(50);
         let budget = Duration::from_secs(if quick { 3 } else { 10 });
         let d = small_requests(dir_conn, clients, per_client, budget).await;
+        let (cpu0, t0) = (cpu_seconds(gw_pid), Instant::now());
         let g = small_requests(via, clients, per_client, budget).await;
+        let gw_cpu = (cpu_seconds(gw_pid) - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
+        println!(
+            "{:<34} {:>12} {:>12.0}",
+            format!("{clients} client(s) gateway CPU %"),
+            "",
+            gw_cpu
+        );
+        rows.push(json!({"row": format!("{clients} clients gateway CPU %"), "gateway": gw_cpu}));
         for (what, dv, gv) in [
             ("req/s", d.rps, g.rps),
             ("p50 µs", d.p50_us, g.p50_us),

@@ -42,6 +42,7 @@ pub(super) fn check_request<H: HeaderList + ?Sized>(
     let side = Side::Request;
     json_content_type(headers)?;
     let decoded = decode(policy, headers, body, side)?;
+    let decoded = utf8(&decoded)?;
     let ctx = Ctx {
         rules,
         user_org: None,
@@ -51,7 +52,7 @@ pub(super) fn check_request<H: HeaderList + ?Sized>(
         RequestBody::Event => event(&ctx, &decoded),
         RequestBody::MinimalPublished(label) => minimal_published(&decoded, label),
         RequestBody::GalaxyClusters => galaxy_clusters(&ctx, &decoded),
-        RequestBody::AnalystData => serde_json::from_slice::<AnalystEntry>(&decoded)
+        RequestBody::AnalystData => serde_json::from_str::<AnalystEntry>(&decoded)
             .map_err(Violation::from)
             .and_then(|e| analyst_entry(&ctx, &e)),
         RequestBody::Proposals => proposals(&ctx, &decoded),
@@ -70,6 +71,7 @@ pub(super) fn check_response<H: HeaderList + ?Sized>(
     // a plain 403 whatever the cause.
     let forbid = |b: Block| Block { status: 403, ..b };
     let decoded = decode(policy, resp.headers, resp.body, side).map_err(forbid)?;
+    let decoded = utf8(&decoded)?;
     let user_org = user_org_uuid(resp.headers).map_err(forbid)?;
     let ctx = Ctx {
         rules,
@@ -78,25 +80,30 @@ pub(super) fn check_response<H: HeaderList + ?Sized>(
     let outcome = match kind {
         ResponseBody::Uninspected => Ok(()),
         ResponseBody::Event => event(&ctx, &decoded),
-        ResponseBody::ShadowAttributes => {
-            serde_json::from_slice::<Vec<ShadowAttributeDoc>>(&decoded)
-                .map_err(Violation::from)
-                .and_then(|list| {
-                    list.iter()
-                        .try_for_each(|sa| checks::attribute(&ctx, &sa.ShadowAttribute))
-                })
-        }
-        ResponseBody::GalaxyCluster => serde_json::from_slice::<GalaxyClusterDoc>(&decoded)
+        ResponseBody::ShadowAttributes => serde_json::from_str::<Vec<ShadowAttributeDoc>>(&decoded)
+            .map_err(Violation::from)
+            .and_then(|list| {
+                list.iter()
+                    .try_for_each(|sa| checks::attribute(&ctx, &sa.ShadowAttribute))
+            }),
+        ResponseBody::GalaxyCluster => serde_json::from_str::<GalaxyClusterDoc>(&decoded)
             .map_err(Violation::from)
             .and_then(|c| checks::galaxy_cluster(&ctx, &c)),
-        ResponseBody::AnyJson => serde_json::from_slice::<IgnoredAny>(&decoded)
+        ResponseBody::AnyJson => serde_json::from_str::<IgnoredAny>(&decoded)
             .map(drop)
             .map_err(Violation::from),
-        ResponseBody::AnalystDataList => serde_json::from_slice::<Vec<AnalystEntry>>(&decoded)
+        ResponseBody::AnalystDataList => serde_json::from_str::<Vec<AnalystEntry>>(&decoded)
             .map_err(Violation::from)
             .and_then(|list| list.iter().try_for_each(|e| analyst_entry(&ctx, e))),
     };
     outcome.map_err(|v| forbid(violation_block(v, side)))
+}
+
+/// JSON text is UTF-8 (RFC 8259 §8.1) and PHP's json_decode rejects
+/// anything else, so the whole body is validated once, up front; the
+/// parser then reads strings without re-checking each one.
+fn utf8(body: &[u8]) -> Result<&str, Block> {
+    std::str::from_utf8(body).map_err(|_| Block::forbidden("invalid JSON body"))
 }
 
 /// Undoes Content-Encoding within the policy's limits.
@@ -190,12 +197,12 @@ fn user_org_uuid<H: HeaderList + ?Sized>(headers: &H) -> Result<Option<String>, 
     }
 }
 
-fn event(ctx: &Ctx, body: &[u8]) -> Result<(), Violation> {
+fn event(ctx: &Ctx, body: &str) -> Result<(), Violation> {
     super::stream::check_event_body(ctx, body)
 }
 
-fn minimal_published(body: &[u8], label: &str) -> Result<(), Violation> {
-    let f: SearchFilters = serde_json::from_slice(body)?;
+fn minimal_published(body: &str, label: &str) -> Result<(), Violation> {
+    let f: SearchFilters = serde_json::from_str(body)?;
     if SearchFilters::is_one(f.minimal) && SearchFilters::is_one(f.published) {
         Ok(())
     } else {
@@ -205,8 +212,8 @@ fn minimal_published(body: &[u8], label: &str) -> Result<(), Violation> {
     }
 }
 
-fn galaxy_clusters(ctx: &Ctx, body: &[u8]) -> Result<(), Violation> {
-    let list: Vec<GalaxyClusterDoc> = serde_json::from_slice(body)?;
+fn galaxy_clusters(ctx: &Ctx, body: &str) -> Result<(), Violation> {
+    let list: Vec<GalaxyClusterDoc> = serde_json::from_str(body)?;
     list.iter().try_for_each(|c| checks::galaxy_cluster(ctx, c))
 }
 
@@ -230,8 +237,8 @@ fn analyst_entry(ctx: &Ctx, e: &AnalystEntry) -> Result<(), Violation> {
 
 /// `/events/pushProposals`: a list of proposals, each wrapped as
 /// `{"ShadowAttribute": {...}}` or given bare.
-fn proposals(ctx: &Ctx, body: &[u8]) -> Result<(), Violation> {
-    let entries: Vec<&RawValue> = serde_json::from_slice(body)?;
+fn proposals(ctx: &Ctx, body: &str) -> Result<(), Violation> {
+    let entries: Vec<&RawValue> = serde_json::from_str(body)?;
     for raw in entries {
         let probe: ProposalProbe = serde_json::from_str(raw.get())?;
         match probe.ShadowAttribute {

@@ -43,8 +43,8 @@ pub struct StreamedEvent<'a> {
 }
 
 /// Parses and checks an event body in one pass (see the module comment).
-pub fn check_event_body(ctx: &Ctx, body: &[u8]) -> Checked {
-    let mut de = serde_json::Deserializer::from_slice(body);
+pub fn check_event_body(ctx: &Ctx, body: &str) -> Checked {
+    let mut de = serde_json::Deserializer::from_str(body);
     let doc = DocSeed { ctx }.deserialize(&mut de)?;
     de.end()?;
     if doc.wrapped {

@@ -972,3 +972,18 @@ fn connection_time_decisions() {
     )
     .is_err());
 }
+
+#[test]
+fn non_utf8_bodies_are_invalid_json() {
+    let mut body = event().to_string().into_bytes();
+    let at = body.windows(2).position(|w| w == b"ok").unwrap();
+    body[at] = 0xff;
+    assert_eq!(
+        reason(push_with("/events/add", json_ct(), &body)),
+        "invalid JSON body"
+    );
+    assert_eq!(
+        reason(pull_with(&format!("/events/view/{UUID}"), json_ct(), &body)),
+        "invalid JSON body"
+    );
+}
