@@ -49,13 +49,13 @@ pub(super) fn check_request<H: HeaderList + ?Sized>(
     };
     let outcome = match kind {
         RequestBody::Uninspected => Ok(()),
-        RequestBody::Event => event(&ctx, &decoded),
-        RequestBody::MinimalPublished(label) => minimal_published(&decoded, label),
-        RequestBody::GalaxyClusters => galaxy_clusters(&ctx, &decoded),
-        RequestBody::AnalystData => serde_json::from_str::<AnalystEntry>(&decoded)
+        RequestBody::Event => event(&ctx, decoded),
+        RequestBody::MinimalPublished(label) => minimal_published(decoded, label),
+        RequestBody::GalaxyClusters => galaxy_clusters(&ctx, decoded),
+        RequestBody::AnalystData => serde_json::from_str::<AnalystEntry>(decoded)
             .map_err(Violation::from)
             .and_then(|e| analyst_entry(&ctx, &e)),
-        RequestBody::Proposals => proposals(&ctx, &decoded),
+        RequestBody::Proposals => proposals(&ctx, decoded),
     };
     outcome.map_err(|v| violation_block(v, side))
 }
@@ -79,20 +79,20 @@ pub(super) fn check_response<H: HeaderList + ?Sized>(
     };
     let outcome = match kind {
         ResponseBody::Uninspected => Ok(()),
-        ResponseBody::Event => event(&ctx, &decoded),
-        ResponseBody::ShadowAttributes => serde_json::from_str::<Vec<ShadowAttributeDoc>>(&decoded)
+        ResponseBody::Event => event(&ctx, decoded),
+        ResponseBody::ShadowAttributes => serde_json::from_str::<Vec<ShadowAttributeDoc>>(decoded)
             .map_err(Violation::from)
             .and_then(|list| {
                 list.iter()
                     .try_for_each(|sa| checks::attribute(&ctx, &sa.ShadowAttribute))
             }),
-        ResponseBody::GalaxyCluster => serde_json::from_str::<GalaxyClusterDoc>(&decoded)
+        ResponseBody::GalaxyCluster => serde_json::from_str::<GalaxyClusterDoc>(decoded)
             .map_err(Violation::from)
             .and_then(|c| checks::galaxy_cluster(&ctx, &c)),
-        ResponseBody::AnyJson => serde_json::from_str::<IgnoredAny>(&decoded)
+        ResponseBody::AnyJson => serde_json::from_str::<IgnoredAny>(decoded)
             .map(drop)
             .map_err(Violation::from),
-        ResponseBody::AnalystDataList => serde_json::from_str::<Vec<AnalystEntry>>(&decoded)
+        ResponseBody::AnalystDataList => serde_json::from_str::<Vec<AnalystEntry>>(decoded)
             .map_err(Violation::from)
             .and_then(|list| list.iter().try_for_each(|e| analyst_entry(&ctx, e))),
     };
