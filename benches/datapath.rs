@@ -127,17 +127,13 @@ where
 /// User + system CPU time of a process (Linux `/proc/PID/stat`).
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the
-    // 12th and 13th of those, in clock ticks (100 per second on Linux).
+    // Fields after the parenthesised command name start with the state;
+    // utime and stime are the 12th and 13th of them, in clock ticks (100
+    // per second on Linux).
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    match (f.get(11), f.get(12)) {
-        (Some(u), Some(s)) => (u + s) as f64 / 100.0,
-        _ => 0.0,
-    }
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    (tick(11) + tick(12)) as f64 / 100.0
 }
 
 fn vm_hwm_kb(pid: u32) -> u64 {
