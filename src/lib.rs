@@ -8,6 +8,7 @@
 //! - [`http`]: strict HTTP/1.1 heads, framing and re-framing.
 //! - [`net`]: capture — typed addresses, original destination, listeners.
 //! - [`tls`]: the gateway CA, minted leaves, TLS towards client and server.
+//! - [`deploy`]: the nftables capture ruleset rendered from the policy.
 //! - [`cli`]: the `misp-guard-gw` subcommands.
 
 #![forbid(unsafe_code)]
@@ -15,6 +16,7 @@
 pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod deploy;
 pub mod engine;
 pub mod http;
 pub mod net;

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::{mpsc, Arc, Mutex};
 
 use serde_json::json;
-use support::netns::{in_netns, prerequisites_met, tproxy_ruleset, Topology, SYNC_PORT, WAIT};
+use support::netns::{in_netns, prerequisites_met, Topology, SYNC_PORT, WAIT};
 use support::{misp_upstream, Gateway, Log, TempDir};
 
 const GW_PORT: u16 = 15001;
@@ -110,24 +110,6 @@ fn transparent(test: &str, mode: &str) {
     });
     let (log4, log6) = logs_rx.recv_timeout(WAIT).expect("servers up");
 
-    // Capture rules only inside `gw`.
-    let ruleset = match mode {
-        "redirect" => format!(
-            "table inet mgw_test {{
-                chain pre {{
-                    type nat hook prerouting priority dstnat; policy accept;
-                    iifname \"g0\" tcp dport {SYNC_PORT} redirect to :{GW_PORT}
-                }}
-            }}"
-        ),
-        _ => {
-            topo.tproxy_routing();
-            tproxy_ruleset(GW_PORT)
-        }
-    };
-    topo.nft(&ruleset)
-        .unwrap_or_else(|e| panic!("load {mode} ruleset: {e}"));
-
     let config = json!({
         "allowlist": {"urls": [], "domains": []},
         "compartments_rules": {"can_reach": {"low": ["low", "high"], "high": ["high"]}},
@@ -138,22 +120,46 @@ fn transparent(test: &str, mode: &str) {
             "srv6": instance("fd00:231:3::2", "srv6.test", SYNC_PORT, "high"),
         },
         "gateway": {
+            "listeners": [{"mode": mode, "listen": format!("[::]:{GW_PORT}")}],
+            "capture_interfaces": ["g0"],
             "tls": {"ca_cert": "ca/ca.crt", "ca_key": "ca/ca.key", "use_system_roots": false},
             "instances": {"srv": {"upstream_ca": "srv4-ca.crt"}, "srv6": {"upstream_ca": "srv6-ca.crt"}}
         }
     });
     let cfg = d.join("config.json");
     std::fs::write(&cfg, config.to_string()).unwrap();
-    let listen = format!("[::]:{GW_PORT}");
+    // Capture rules only inside `gw`, rendered from this policy by the
+    // gateway and applied with the shipped script (as on a router).
+    let rules = d.join("rules.nft");
+    let rendered = Command::new(env!("CARGO_BIN_EXE_misp-guard-gw"))
+        .args(["nft", "--config", cfg.to_str().unwrap(), "--mode", mode])
+        .output()
+        .unwrap();
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    std::fs::write(&rules, &rendered.stdout).unwrap();
+    let apply = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/apply-nftables.sh");
+    support::netns::run(
+        &[
+            "ip",
+            "netns",
+            "exec",
+            &topo.gw,
+            apply,
+            "--mode",
+            mode,
+            "--rules",
+            rules.to_str().unwrap(),
+        ],
+        None,
+    )
+    .unwrap_or_else(|e| panic!("apply {mode} rules: {e}"));
     let mut gw = Gateway::start_wrapped(
         &["ip", "netns", "exec", &topo.gw],
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            &format!("--{mode}"),
-            &listen,
-        ],
+        &["run", "--config", cfg.to_str().unwrap()],
         d.join("gw.log"),
     );
 

@@ -56,6 +56,14 @@ enum Command {
         #[arg(long)]
         insecure_upstream: bool,
     },
+    /// Print the nftables capture ruleset for the policy (sets rendered from
+    /// the instances, listener port, capture interfaces).
+    Nft {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value = "redirect")]
+        mode: NftMode,
+    },
     /// Write a new gateway CA certificate and key (mode 0600) into DIR.
     Ca {
         #[arg(long, value_name = "DIR")]
@@ -69,6 +77,12 @@ enum Command {
         #[arg(value_name = "FLOWS.jsonl")]
         flows: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum NftMode {
+    Redirect,
+    Tproxy,
 }
 
 pub fn main() -> ExitCode {
@@ -113,6 +127,29 @@ pub fn main() -> ExitCode {
                 },
             };
             run_gateway(&config, opts)
+        }
+        Command::Nft { config, mode } => {
+            let mode = match mode {
+                NftMode::Redirect => ListenMode::Redirect,
+                NftMode::Tproxy => ListenMode::Tproxy,
+            };
+            let label = config.file_name().map_or_else(
+                || config.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            match crate::config::load(&config)
+                .map_err(|e| e.to_string())
+                .and_then(|p| crate::deploy::nftables::render(&p, mode, &label))
+            {
+                Ok(ruleset) => {
+                    print!("{ruleset}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Ca { out } => match proxy::write_ca(&out) {
             Ok((cert, key)) => {

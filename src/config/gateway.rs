@@ -5,23 +5,27 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::schema::{RawInstanceGateway, RawListener, RawTimeouts, RawTls, UniqueMap};
+use super::schema::{RawGateway, RawTimeouts, RawTls};
 use super::CompileError;
 use crate::policy::{
     GatewaySettings, InstanceGateway, ListenMode, Listener, Timeouts, TlsSettings,
 };
 
-#[allow(clippy::too_many_arguments)]
 pub fn compile(
-    listeners: Vec<RawListener>,
-    tls: Option<RawTls>,
-    timeouts: Option<RawTimeouts>,
-    instances: UniqueMap<RawInstanceGateway>,
-    transparent_source: bool,
+    raw: RawGateway,
     instance_ids: &[&str],
     base: &Path,
     warnings: &mut Vec<String>,
 ) -> Result<GatewaySettings, CompileError> {
+    let RawGateway {
+        listeners,
+        tls,
+        timeouts,
+        instances,
+        transparent_source,
+        capture_interfaces,
+        limits: _,
+    } = raw;
     let mut out = Vec::new();
     for (i, l) in listeners.iter().enumerate() {
         let at = |f: &str| format!("gateway.listeners[{i}].{f}");
@@ -90,7 +94,24 @@ pub fn compile(
         per_instance[idx] = ig;
     }
 
+    for (i, name) in capture_interfaces.iter().enumerate() {
+        // Linux interface names: 1-15 bytes, no '/', whitespace or quotes
+        // (they are written into nftables sets verbatim).
+        let ok = !name.is_empty()
+            && name.len() <= 15
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-@:".contains(&b));
+        if !ok {
+            return Err((
+                format!("gateway.capture_interfaces[{i}]"),
+                format!("{name:?} is not an interface name"),
+            ));
+        }
+    }
+
     Ok(GatewaySettings {
+        capture_interfaces,
         listeners: out,
         tls: tls_settings,
         timeouts: compile_timeouts(timeouts.unwrap_or_default())?,

@@ -201,19 +201,10 @@ fn compile(raw: RawConfig, base: &Path) -> Result<Policy, CompileError> {
         allow_urls.push(url);
     }
 
-    let raw_gateway = raw.gateway.unwrap_or_default();
+    let mut raw_gateway = raw.gateway.unwrap_or_default();
     let ids: Vec<&str> = raw.instances.0.keys().map(String::as_str).collect();
-    let limits = compile_limits(raw_gateway.limits.unwrap_or_default())?;
-    let gateway = gateway::compile(
-        raw_gateway.listeners,
-        raw_gateway.tls,
-        raw_gateway.timeouts,
-        raw_gateway.instances,
-        raw_gateway.transparent_source,
-        &ids,
-        base,
-        &mut warnings,
-    )?;
+    let limits = compile_limits(raw_gateway.limits.take().unwrap_or_default())?;
+    let gateway = gateway::compile(raw_gateway, &ids, base, &mut warnings)?;
 
     Ok(Policy {
         instances,

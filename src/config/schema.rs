@@ -86,6 +86,10 @@ pub struct RawGateway {
     /// Connect upstream from the client's own address (TPROXY only).
     #[serde(default)]
     pub transparent_source: bool,
+    /// Compartment-facing interfaces (e.g. VLAN sub-interfaces) whose MISP
+    /// traffic the shipped nftables rules capture.
+    #[serde(default)]
+    pub capture_interfaces: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -99,4 +99,6 @@ pub struct GatewaySettings {
     /// Indexed like `Policy::instances`.
     pub instances: Vec<InstanceGateway>,
     pub transparent_source: bool,
+    /// Interfaces whose MISP traffic nftables captures (`nft` subcommand).
+    pub capture_interfaces: Vec<String>,
 }

@@ -1,0 +1,127 @@
+//! Router deployment artefacts: the shipped nftables files are exactly what
+//! `misp-guard-gw nft` renders for `config.sample.json`, nftables accepts
+//! them, and the apply/remove scripts are idempotent — all checked inside a
+//! throw-away network namespace (root), never on the host's own ruleset.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::netns::{must, prerequisites_met, run};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn render(mode: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_misp-guard-gw"))
+        .args(["nft", "--config"])
+        .arg(root().join("config.sample.json"))
+        .args(["--mode", mode])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn shipped_rulesets_match_the_sample_policy() {
+    for mode in ["redirect", "tproxy"] {
+        let shipped = std::fs::read_to_string(root().join(format!("nftables/{mode}.nft"))).unwrap();
+        assert_eq!(
+            shipped,
+            render(mode),
+            "nftables/{mode}.nft is stale: regenerate with `misp-guard-gw nft --config config.sample.json --mode {mode}`"
+        );
+    }
+}
+
+/// A single namespace for this test, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("mgw-{}-{tag}", std::process::id());
+        must(&["ip", "netns", "add", &name]);
+        // A router's loopback is up; TPROXY's local route needs it.
+        must(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        Netns(name)
+    }
+
+    fn exec(&self, args: &[&str]) -> Result<(), String> {
+        let mut full = vec!["ip", "netns", "exec", &self.0];
+        full.extend_from_slice(args);
+        run(&full, None)
+    }
+
+    fn output(&self, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run(&["ip", "netns", "del", &self.0], None);
+    }
+}
+
+#[test]
+fn scripts_apply_and_remove_idempotently_in_a_namespace() {
+    if !prerequisites_met("scripts_apply_and_remove_idempotently_in_a_namespace") {
+        return;
+    }
+    let ns = Netns::new("deploy");
+    let apply = root().join("scripts/apply-nftables.sh");
+    let remove = root().join("scripts/remove-nftables.sh");
+    let (apply, remove) = (apply.to_str().unwrap(), remove.to_str().unwrap());
+    for mode in ["redirect", "tproxy"] {
+        let file = root().join(format!("nftables/{mode}.nft"));
+        ns.exec(&["nft", "-c", "-f", file.to_str().unwrap()])
+            .unwrap_or_else(|e| panic!("{mode}: {e}"));
+        // Twice: applying is idempotent.
+        for _ in 0..2 {
+            ns.exec(&[apply, "--mode", mode])
+                .unwrap_or_else(|e| panic!("{mode}: {e}"));
+        }
+        let table = ns.output(&["nft", "list", "table", "inet", "misp_guard_gw"]);
+        assert!(table.contains("192.0.2.10 . 443"), "{mode}: {table}");
+        let rules = ns.output(&["ip", "-4", "rule", "show"]);
+        assert_eq!(
+            rules.matches("fwmark 0x1/0x1 lookup 100").count(),
+            usize::from(mode == "tproxy"),
+            "{rules}"
+        );
+        for _ in 0..2 {
+            ns.exec(&[remove]).unwrap();
+        }
+        assert!(
+            ns.exec(&["nft", "list", "table", "inet", "misp_guard_gw"])
+                .is_err(),
+            "{mode}: table left behind"
+        );
+        assert!(!ns
+            .output(&["ip", "-6", "rule", "show"])
+            .contains("lookup 100"));
+    }
+    // A broken ruleset is refused before anything changes.
+    let ns = Netns::new("deploy-bad");
+    let bad = std::env::temp_dir().join(format!("mgw-bad-{}.nft", std::process::id()));
+    std::fs::write(&bad, "table inet misp_guard_gw { chain x { nonsense } }\n").unwrap();
+    assert!(ns.exec(&[apply, "--rules", bad.to_str().unwrap()]).is_err());
+    let _ = std::fs::remove_file(&bad);
+    assert_eq!(
+        ns.output(&["sysctl", "-n", "net.ipv4.ip_forward"]).trim(),
+        "0",
+        "nothing applied"
+    );
+}
