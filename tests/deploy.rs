@@ -125,3 +125,53 @@ fn scripts_apply_and_remove_idempotently_in_a_namespace() {
         "nothing applied"
     );
 }
+
+/// `systemd-analyze verify` accepts the shipped unit (paths pointed at this
+/// build), and its offline security exposure stays below 2.5.
+#[test]
+fn systemd_unit_verifies_and_is_sandboxed() {
+    let Ok(v) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("SKIP systemd_unit_verifies_and_is_sandboxed: systemd-analyze not installed");
+        return;
+    };
+    assert!(v.status.success());
+    let dir = support::TempDir::new("unit");
+    let unit = std::fs::read_to_string(root().join("systemd/misp-guard-gw.service"))
+        .unwrap()
+        .replace(
+            "/usr/bin/misp-guard-gw",
+            env!("CARGO_BIN_EXE_misp-guard-gw"),
+        )
+        .replace(
+            "/usr/share/misp-guard-gw/scripts",
+            root().join("scripts").to_str().unwrap(),
+        );
+    let path = dir.0.join("misp-guard-gw.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let exposure: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for misp-guard-gw.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure in: {text}"));
+    assert!(exposure < 2.5, "exposure {exposure}: {text}");
+}

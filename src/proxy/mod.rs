@@ -3,6 +3,7 @@
 
 pub mod conn;
 pub mod exchange;
+pub mod notify;
 pub mod respond;
 pub mod state;
 pub mod stream;
@@ -115,9 +116,27 @@ pub async fn run(config_path: &Path, policy: Policy, opts: RunOptions) -> Result
             }
         }));
     }
-    tracing::info!("misp-guard-gw {} ready", env!("CARGO_PKG_VERSION"));
+    let notifier = Arc::new(notify::Notifier::from_env());
+    let status = status_line(&shared.policy(), &listeners);
+    tracing::info!(
+        "misp-guard-gw {} ready: {status}",
+        env!("CARGO_PKG_VERSION")
+    );
+    notifier.send(&format!("READY=1\nSTATUS={status}"));
+    if let Some(every) = notifier.watchdog_interval() {
+        let n = notifier.clone();
+        // Pings come from the runtime itself: a wedged runtime stops them
+        // and systemd restarts the service.
+        tokio::spawn(async move {
+            loop {
+                n.send("WATCHDOG=1");
+                tokio::time::sleep(every).await;
+            }
+        });
+    }
 
-    signals(config_path, &shared, &opts).await;
+    signals(config_path, &shared, &opts, &notifier, &listeners).await;
+    notifier.send("STOPPING=1\nSTATUS=shutting down");
 
     tracing::info!(
         "shutting down: no new connections, {} in flight",
@@ -145,8 +164,28 @@ pub async fn run(config_path: &Path, policy: Policy, opts: RunOptions) -> Result
     Ok(())
 }
 
+/// One line for logs and `systemctl status`.
+fn status_line(policy: &Policy, listeners: &[Listener]) -> String {
+    let l: Vec<String> = listeners
+        .iter()
+        .map(|l| format!("{} {}", l.mode.as_str(), l.addr))
+        .collect();
+    format!(
+        "{} instances in {} compartments; listening: {}",
+        policy.instances.len(),
+        policy.compartments.len(),
+        l.join(", ")
+    )
+}
+
 /// Waits for SIGTERM/SIGINT; handles SIGHUP (reload) meanwhile.
-async fn signals(config_path: &Path, shared: &Shared, opts: &RunOptions) {
+async fn signals(
+    config_path: &Path,
+    shared: &Shared,
+    opts: &RunOptions,
+    notifier: &notify::Notifier,
+    listeners: &[Listener],
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -160,13 +199,20 @@ async fn signals(config_path: &Path, shared: &Shared, opts: &RunOptions) {
         tokio::select! {
             _ = term.recv() => return,
             _ = int.recv() => return,
-            _ = hup.recv() => reload(config_path, shared, opts),
+            _ = hup.recv() => {
+                notifier.send("RELOADING=1");
+                let status = match reload(config_path, shared, opts) {
+                    Ok(()) => format!("reloaded; {}", status_line(&shared.policy(), listeners)),
+                    Err(e) => format!("reload failed, old policy kept: {e}"),
+                };
+                notifier.send(&format!("READY=1\nSTATUS={status}"));
+            }
         }
     }
 }
 
 /// Loads the config again; on any error the running policy stays.
-pub fn reload(config_path: &Path, shared: &Shared, opts: &RunOptions) {
+pub fn reload(config_path: &Path, shared: &Shared, opts: &RunOptions) -> Result<(), String> {
     let loaded = config::load(config_path)
         .map_err(|e| e.to_string())
         .and_then(|p| {
@@ -177,8 +223,12 @@ pub fn reload(config_path: &Path, shared: &Shared, opts: &RunOptions) {
         Ok((p, tls)) => {
             shared.replace(Arc::new(p), Arc::new(tls));
             tracing::info!("policy reloaded from {}", config_path.display());
+            Ok(())
         }
-        Err(e) => tracing::error!("reload failed, keeping the running policy: {e}"),
+        Err(e) => {
+            tracing::error!("reload failed, keeping the running policy: {e}");
+            Err(e)
+        }
     }
 }
 
