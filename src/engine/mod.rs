@@ -230,10 +230,13 @@ pub fn connection(
     port: u16,
 ) -> Result<Destination, Block> {
     let src = source(policy, unmap_ip(client_ip))?;
-    let by_ip = dst_ip
-        .map(unmap_ip)
-        .and_then(|ip| policy.instance_by_ip(ip));
-    let dst = match (by_ip, host) {
+    // In transparent mode the original destination decides; a host name
+    // (SNI) may then only confirm it. Without one, the host decides.
+    let dst = match dst_ip.map(unmap_ip) {
+        Some(ip) => policy.instance_by_ip(ip),
+        None => host.and_then(|h| policy.instance_by_host(h)),
+    };
+    let dst = match (dst, host) {
         (Some(dst), Some(h)) if policy.instance_by_host(h) != Some(dst) => {
             return Err(Block::forbidden(format!(
                 "destination host {} does not match the original destination {}",
@@ -242,9 +245,6 @@ pub fn connection(
             )))
         }
         (Some(dst), _) => dst,
-        (None, Some(h)) if dst_ip.is_none() && policy.instance_by_host(h).is_some() => {
-            policy.instance_by_host(h).unwrap_or(src)
-        }
         (None, Some(h))
             if policy.domain_is_allowlisted(h) || policy.url_host_is_allowlisted(h, port) =>
         {
