@@ -145,6 +145,29 @@ fn vm_hwm_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Best of three pushes (`push`) or pulls of `body` over one connection.
+async fn measure_transfer(mut c: Client, push: bool, body: &[u8]) -> Duration {
+    let mut best = Duration::MAX;
+    for _ in 0..3 {
+        let t = if push {
+            timed_push(&mut c, body).await
+        } else {
+            timed_pull(&mut c, body.len()).await
+        };
+        best = best.min(t);
+    }
+    best
+}
+
+async fn timed_pull(c: &mut Client, len: usize) -> Duration {
+    let req = b"GET /events/view/385283a1-b5e0-4e10-a532-dce11c365a56 HTTP/1.1\r\nHost: b.test\r\nAccept: application/json\r\n\r\n";
+    let t = Instant::now();
+    c.write_all(req).await.unwrap();
+    let a = read_answer(c, "GET").await.expect("answer");
+    assert_eq!((a.status, a.body.len()), (200, len));
+    t.elapsed()
+}
+
 async fn timed_push(c: &mut Client, body: &[u8]) -> Duration {
     let req = push(body);
     let t = Instant::now();
@@ -159,6 +182,7 @@ async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let dir = TempDir::new("bench");
     let pull = Arc::new(Mutex::new(Vec::new()));
+    let pull_body = pull.clone();
     let server_ca = dir.0.join("server-ca.crt");
     let (server, received) =
         misp_upstream("127.0.0.2:0".parse().unwrap(), "b.test", &server_ca, pull).await;
@@ -250,7 +274,7 @@ async fn main() {
     }
     println!(
         "{:<34} {:>12} {:>12} {:>9} {:>14}",
-        "push (allowed, TLS both legs)", "direct ms", "gateway ms", "ratio", "gw peak RSS MB"
+        "push/pull (allowed, TLS both legs)", "direct ms", "gateway ms", "ratio", "gw peak RSS MB"
     );
     let sizes: &[usize] = if quick {
         &[1 << 20, 10 << 20]
@@ -260,28 +284,28 @@ async fn main() {
     for &size in sizes {
         let body = event(size);
         let mb = body.len() as f64 / 1e6;
-        let mut c = dir_conn().await;
-        let mut d = Duration::MAX;
-        for _ in 0..3 {
-            d = d.min(timed_push(&mut c, &body).await);
+        *pull_body.lock().unwrap() = body.clone();
+        for (what, push) in [("push", true), ("pull", false)] {
+            // Reset the gateway's peak-RSS mark so each row reports its own.
+            let _ = std::fs::write(format!("/proc/{gw_pid}/clear_refs"), "5");
+            let d = measure_transfer(dir_conn().await, push, &body).await;
+            let g = measure_transfer(via().await, push, &body).await;
+            received.lock().unwrap().clear();
+            let rss = vm_hwm_kb(gw_pid) as f64 / 1024.0;
+            println!(
+                "{:<34} {:>12.1} {:>12.1} {:>9.2} {:>14.1}",
+                format!(
+                    "{what} {mb:.1} MB ({:.0} MB/s via gw)",
+                    mb / g.as_secs_f64()
+                ),
+                d.as_secs_f64() * 1e3,
+                g.as_secs_f64() * 1e3,
+                g.as_secs_f64() / d.as_secs_f64(),
+                rss
+            );
+            rows.push(json!({"row": format!("{what} {mb:.1} MB"), "direct_ms": d.as_secs_f64() * 1e3, "gateway_ms": g.as_secs_f64() * 1e3,
+                "added_ms": (g.as_secs_f64() - d.as_secs_f64()) * 1e3, "gateway_peak_rss_mb": rss}));
         }
-        let mut c = via().await;
-        let mut g = Duration::MAX;
-        for _ in 0..3 {
-            g = g.min(timed_push(&mut c, &body).await);
-        }
-        received.lock().unwrap().clear();
-        let rss = vm_hwm_kb(gw_pid) as f64 / 1024.0;
-        println!(
-            "{:<34} {:>12.1} {:>12.1} {:>9.2} {:>14.1}",
-            format!("{mb:.1} MB ({:.0} MB/s via gateway)", mb / g.as_secs_f64()),
-            d.as_secs_f64() * 1e3,
-            g.as_secs_f64() * 1e3,
-            g.as_secs_f64() / d.as_secs_f64(),
-            rss
-        );
-        rows.push(json!({"row": format!("push {mb:.1} MB"), "direct_ms": d.as_secs_f64() * 1e3, "gateway_ms": g.as_secs_f64() * 1e3,
-            "added_ms": (g.as_secs_f64() - d.as_secs_f64()) * 1e3, "gateway_peak_rss_mb": rss}));
     }
     assert_eq!(gw.terminate(), Some(0));
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");

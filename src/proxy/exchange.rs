@@ -428,17 +428,7 @@ async fn exchange(
     write_head(&format!("{} {} HTTP/1.1", method, p.path), &fwd, &mut wire);
     let sent = async {
         match &inspected_body {
-            Some(body) => {
-                // Small bodies go out with their head in one write.
-                if body.len() <= 64 * 1024 {
-                    wire.extend_from_slice(body);
-                    up.io.io.write_all(&wire).await?;
-                } else {
-                    up.io.io.write_all(&wire).await?;
-                    up.io.io.write_all(body).await?;
-                }
-                up.io.io.flush().await?;
-            }
+            Some(body) => write_message(&mut up.io.io, std::mem::take(&mut wire), body).await?,
             None => {
                 client
                     .copy_body(
@@ -547,8 +537,7 @@ async fn exchange(
         }
         let mut wire = Vec::new();
         write_head(&status_line, &out, &mut wire);
-        wire.extend_from_slice(&body);
-        if client.write_all(&wire).await.is_err() {
+        if write_message(&mut client.io, wire, &body).await.is_err() {
             return Err(End::Close);
         }
     } else {
@@ -579,6 +568,20 @@ async fn exchange(
         *upstream = None;
     }
     Ok(keep)
+}
+
+/// Writes a head and a buffered body: small bodies in the same write (one
+/// segment), large ones after it without copying them into the head's
+/// buffer (a 50 MB body must not be held twice).
+async fn write_message(io: &mut BoxIo, mut head: Vec<u8>, body: &[u8]) -> std::io::Result<()> {
+    if body.len() <= 64 * 1024 {
+        head.extend_from_slice(body);
+        io.write_all(&head).await?;
+    } else {
+        io.write_all(&head).await?;
+        io.write_all(body).await?;
+    }
+    io.flush().await
 }
 
 fn log_block(target: &Target, b: &Block, method: &str, path: &str) {
