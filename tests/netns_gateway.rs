@@ -122,6 +122,8 @@ fn transparent(test: &str, mode: &str) {
         "gateway": {
             "listeners": [{"mode": mode, "listen": format!("[::]:{GW_PORT}")}],
             "capture_interfaces": ["g0"],
+            // TPROXY: the server sees the real MISP peer, not the gateway.
+            "transparent_source": mode == "tproxy",
             "tls": {"ca_cert": "ca/ca.crt", "ca_key": "ca/ca.key", "use_system_roots": false},
             "instances": {"srv": {"upstream_ca": "srv4-ca.crt"}, "srv6": {"upstream_ca": "srv6-ca.crt"}}
         }
@@ -167,9 +169,9 @@ fn transparent(test: &str, mode: &str) {
     let (ok_file, red_file, out) = (d.join("ok.json"), d.join("red.json"), d.join("out"));
     std::fs::write(&ok_file, event(&["tlp:green"])).unwrap();
     std::fs::write(&red_file, event(&["tlp:red"])).unwrap();
-    for (host, ip, log) in [
-        ("srv.test", "10.231.3.2", &log4),
-        ("srv6.test", "fd00:231:3::2", &log6),
+    for (host, ip, client_ip, log) in [
+        ("srv.test", "10.231.3.2", "10.231.1.2", &log4),
+        ("srv6.test", "fd00:231:3::2", "fd00:231:1::2", &log6),
     ] {
         let push = |file: &Path, path: &str| {
             curl(&topo.cli, host, ip, &ca, "POST", path, Some(file), &out)
@@ -194,6 +196,15 @@ fn transparent(test: &str, mode: &str) {
             std::fs::read(&ok_file).unwrap(),
             "{host}: body must arrive byte-exact"
         );
+        let peer = got[0].peer.ip().to_string();
+        if mode == "tproxy" {
+            assert_eq!(peer, client_ip, "{host}: transparent source");
+        } else {
+            assert_ne!(
+                peer, client_ip,
+                "{host}: redirect connects from the gateway"
+            );
+        }
 
         let (code, body) = push(&red_file, &format!("/events/edit/{UUID}"));
         assert_eq!(

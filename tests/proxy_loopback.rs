@@ -61,7 +61,7 @@ async fn explicit_proxy_end_to_end() {
     assert!(status.success());
     let gw_port = free_port("127.0.0.1");
     let dead_port = free_port("127.0.0.4");
-    let config = json!({
+    let mut config = json!({
         "allowlist": {"urls": [], "domains": []},
         "compartments_rules": {"can_reach": {"c1": ["c1", "c2"], "c2": ["c1", "c2"], "c3": ["c3"]}},
         "instances": {
@@ -304,7 +304,48 @@ async fn explicit_proxy_end_to_end() {
         gw.logs()
     );
 
-    // 9. SIGTERM: clean exit.
+    // 9. Upstream pins, switched by SIGHUP reloads: a wrong pin is a 502,
+    //    the right one passes.
+    let right_pin = {
+        let tcp = tokio::net::TcpStream::connect(server).await.unwrap();
+        let config = client_config(&dir.0.join("server-ca.crt"));
+        let tls =
+            misp_guard_gw::tls::connect(config, "b.test", tcp, std::time::Duration::from_secs(5))
+                .await
+                .unwrap();
+        let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+        misp_guard_gw::tls::format_pin(&misp_guard_gw::tls::certificate_pin(&leaf))
+    };
+    for (pin, want) in [("00".repeat(32), 502), (right_pin, 200)] {
+        config["gateway"]["instances"] = json!({"b": {"upstream_pin_sha256": pin}});
+        std::fs::write(&cfg, config.to_string()).unwrap();
+        let reloads = gw.logs().matches("policy reloaded").count();
+        std::process::Command::new("kill")
+            .args(["-HUP", &gw.child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while gw.logs().matches("policy reloaded").count() == reloads {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no reload: {}",
+                gw.logs()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let mut c = tunnel().await;
+        c.write_all(&request("GET", "/servers/getVersion", "", b""))
+            .await
+            .unwrap();
+        assert_eq!(
+            read_answer(&mut c, "GET").await.unwrap().status,
+            want,
+            "pin {pin}: {}",
+            gw.logs()
+        );
+    }
+
+    // 10. SIGTERM: clean exit.
     assert_eq!(gw.terminate(), Some(0), "{}", gw.logs());
 }
 

@@ -22,6 +22,8 @@ use tokio::net::{TcpListener, TcpStream};
 /// What the upstream saw.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// The TCP peer the server saw.
+    pub peer: SocketAddr,
     pub method: String,
     pub path: String,
     pub headers: Headers,
@@ -84,7 +86,7 @@ pub async fn misp_upstream(
     let log2 = log.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else {
+            let Ok((tcp, peer)) = listener.accept().await else {
                 return;
             };
             let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
@@ -99,6 +101,7 @@ pub async fn misp_upstream(
                     let framing = request_framing(&head).unwrap();
                     let body = io.read_body(framing, 1 << 30).await.unwrap();
                     log.lock().unwrap().push(Received {
+                        peer,
                         method: head.method.clone(),
                         path: head.target.clone(),
                         headers: head.headers.clone(),
