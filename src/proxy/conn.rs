@@ -18,7 +18,7 @@ use crate::config::formats::split_host_port;
 use crate::engine::{self, Block, Destination};
 use crate::http::io::HttpIo;
 use crate::net::{self, ClientAddr, OrigDstAddr};
-use crate::policy::{InstanceId, ListenMode};
+use crate::policy::ListenMode;
 use crate::tls::TlsError;
 
 /// TLS records start with 0x16 (handshake); HTTP methods with a letter.
@@ -69,8 +69,9 @@ async fn transparent(
     // An instance address is decided now; any other address can only be an
     // allowlisted host, known once SNI or Host is read.
     let early = engine::connection(&policy, client.ip(), Some(orig.ip()), None, orig.port());
-    let instance = match early {
-        Ok(Destination::Instance(id)) => Some(id),
+    // The instance's own name, for a client that sends no SNI.
+    let default_name = match early {
+        Ok(Destination::Instance(id)) => Some(policy.instance(id).host.clone()),
         Ok(Destination::Allowlisted) => None,
         Err(b) if policy.instance_by_ip(orig.ip()).is_some() || !has_allowlist(&policy) => {
             return Err(refused(b, &format!("{orig}")));
@@ -93,7 +94,7 @@ async fn transparent(
         absolute_form: false,
     };
     let io: BoxIo = Box::new(Prefixed::new(Vec::new(), tcp));
-    start(shared, target, io, instance, None, shutdown).await
+    start(shared, target, io, default_name, None, shutdown).await
 }
 
 fn has_allowlist(policy: &crate::policy::Policy) -> bool {
@@ -141,17 +142,13 @@ async fn explicit(
     let (host, port) = split_host_port(&head.target)
         .and_then(|(h, p)| p.map(|p| (h, p)))
         .ok_or_else(|| format!("invalid CONNECT authority {:?}", head.target))?;
-    let instance = match engine::connection(&policy, client.ip(), None, Some(&host), port) {
-        Ok(Destination::Instance(id)) => Some(id),
-        Ok(Destination::Allowlisted) => None,
-        Err(b) => {
-            let line = b.log_line("CONNECT", &head.target);
-            // MISP's fallback client ignores the status and starts TLS
-            // anyway, so answer and close.
-            let _ = io.write_all(&respond::plain(403)).await;
-            return Err(line);
-        }
-    };
+    if let Err(b) = engine::connection(&policy, client.ip(), None, Some(&host), port) {
+        let line = b.log_line("CONNECT", &head.target);
+        // MISP's fallback client ignores the status and starts TLS anyway,
+        // so answer and close.
+        let _ = io.write_all(&respond::plain(403)).await;
+        return Err(line);
+    }
     io.write_all(respond::CONNECT_OK)
         .await
         .map_err(|e| e.to_string())?;
@@ -172,7 +169,7 @@ async fn explicit(
         shared,
         target,
         Box::new(Prefixed::new(rest, tcp)),
-        instance,
+        None,
         Some(host),
         shutdown,
     )
@@ -196,7 +193,7 @@ async fn start(
     shared: &Arc<Shared>,
     mut target: Target,
     io: BoxIo,
-    instance: Option<InstanceId>,
+    default_name: Option<String>,
     connect_host: Option<String>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), String> {
@@ -204,8 +201,10 @@ async fn start(
         exchange::serve(shared.clone(), target, io, None, shutdown).await;
         return Ok(());
     }
-    let policy = shared.policy();
-    let tls_state = shared.tls();
+    // One snapshot: the policy that decides and the TLS material built
+    // from it (a reload may swap both at any time).
+    let snap = shared.snapshot();
+    let (policy, tls_state) = (snap.policy, snap.tls);
     let client_ip = target.client_ip;
     let orig = target.orig_dst;
     let port = target.port;
@@ -217,7 +216,7 @@ async fn start(
             // The name the client believes it talks to must be the
             // destination already decided (POLICY.md §4 consistent
             // destination); without SNI, the destination's own name.
-            let name = match (&sni, &connect_host, instance) {
+            let name = match (&sni, &connect_host, &default_name) {
                 (Some(s), Some(c), _) if s != c => {
                     return Err(TlsError::refused(
                         Some(s),
@@ -226,7 +225,7 @@ async fn start(
                 }
                 (Some(s), _, _) => s.clone(),
                 (None, Some(c), _) => c.clone(),
-                (None, None, Some(id)) => policy.instance(id).host.clone(),
+                (None, None, Some(d)) => d.clone(),
                 (None, None, None) => {
                     return Err(TlsError::refused(None, "no SNI and no known destination"))
                 }

@@ -21,7 +21,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 use super::respond;
-use super::state::Shared;
+use super::state::{Shared, TlsState};
 use super::stream::BoxIo;
 use crate::config::formats::{split_host_port, Scheme};
 use crate::engine::{self, Block, Exchange, RequestHead as EngineHead, Response};
@@ -121,7 +121,9 @@ pub async fn serve(
     let mut upstream: Option<Upstream> = None;
     let mut served = 0u64;
     loop {
-        let policy = shared.policy();
+        // Each exchange is decided under one snapshot of policy and TLS.
+        let snap = shared.snapshot();
+        let policy = &snap.policy;
         let t = policy.gateway.timeouts;
         client.set_read_timeout(t.body);
         let head = match first.take() {
@@ -152,7 +154,17 @@ pub async fn serve(
             }
         };
         served += 1;
-        match exchange(&shared, &policy, &target, &mut client, &mut upstream, head).await {
+        match exchange(
+            &shared,
+            policy,
+            &snap.tls,
+            &target,
+            &mut client,
+            &mut upstream,
+            head,
+        )
+        .await
+        {
             Ok(true) => continue,
             Ok(false) | Err(End::Close) => {
                 let _ = client.io.shutdown().await;
@@ -259,9 +271,11 @@ fn parse_target(target: &Target, head: &RequestHead) -> Result<Parsed, (u16, Str
 }
 
 /// One request/response exchange. Ok(true): keep the connection.
+#[allow(clippy::too_many_arguments)]
 async fn exchange(
     shared: &Shared,
     policy: &Policy,
+    tls: &TlsState,
     target: &Target,
     client: &mut HttpIo<BoxIo>,
     upstream: &mut Option<Upstream>,
@@ -386,7 +400,7 @@ async fn exchange(
         *upstream = None;
     }
     if upstream.is_none() {
-        match connect(shared, policy, target, &key).await {
+        match connect(shared, policy, tls, target, &key).await {
             Ok(io) => {
                 *upstream = Some(Upstream {
                     key: key.clone(),
@@ -597,6 +611,7 @@ fn log_block(target: &Target, b: &Block, method: &str, path: &str) {
 async fn connect(
     shared: &Shared,
     policy: &Policy,
+    tls: &TlsState,
     target: &Target,
     key: &UpstreamKey,
 ) -> Result<HttpIo<BoxIo>, (u16, String)> {
@@ -648,8 +663,7 @@ async fn connect(
         Some(id) => policy.instance(id).host.clone(),
         None => key.host.clone(),
     };
-    let config = shared
-        .tls()
+    let config = tls
         .upstream_config(key.instance)
         .ok_or((502, "no upstream TLS configuration".to_string()))?;
     let tls = crate::tls::connect(config, &name, tcp, t.handshake)

@@ -107,7 +107,9 @@ impl TlsState {
         instance: Option<InstanceId>,
         name: &str,
     ) -> Result<Arc<ServerConfig>, TlsError> {
-        if let Some(Some(source)) = instance.map(|i| &self.per_instance[i.0 as usize]) {
+        // `get`: a reload may swap the TLS state between a connection's
+        // policy lookup and this call; a stale id must not panic.
+        if let Some(Some(source)) = instance.and_then(|i| self.per_instance.get(i.0 as usize)) {
             return source.server_config(Some(name)).await;
         }
         match &self.minted {
@@ -127,10 +129,16 @@ impl TlsState {
     }
 }
 
+/// A policy and the TLS material built from it, swapped together.
+#[derive(Clone)]
+pub struct Snapshot {
+    pub policy: Arc<Policy>,
+    pub tls: Arc<TlsState>,
+}
+
 /// The state every connection task reads.
 pub struct Shared {
-    policy: RwLock<Arc<Policy>>,
-    tls: RwLock<Arc<TlsState>>,
+    current: RwLock<Snapshot>,
     pub listeners: LocalListeners,
     pub local_ips: Vec<IpAddr>,
 }
@@ -143,8 +151,7 @@ impl Shared {
         local_ips: Vec<IpAddr>,
     ) -> Self {
         Shared {
-            policy: RwLock::new(policy),
-            tls: RwLock::new(tls),
+            current: RwLock::new(Snapshot { policy, tls }),
             listeners,
             local_ips,
         }
@@ -153,19 +160,20 @@ impl Shared {
     /// The current policy; a connection keeps the one it started with for
     /// each exchange, so a reload never changes a decision half-way.
     pub fn policy(&self) -> Arc<Policy> {
-        self.policy
+        self.snapshot().policy
+    }
+
+    /// Policy and TLS material that belong together (instance ids of one
+    /// index the other).
+    pub fn snapshot(&self) -> Snapshot {
+        self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
 
-    pub fn tls(&self) -> Arc<TlsState> {
-        self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Swaps in a new policy and its TLS material (SIGHUP).
+    /// Swaps in a new policy and its TLS material (SIGHUP), in one step.
     pub fn replace(&self, policy: Arc<Policy>, tls: Arc<TlsState>) {
-        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
-        *self.tls.write().unwrap_or_else(|e| e.into_inner()) = tls;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Snapshot { policy, tls };
     }
 }
