@@ -177,66 +177,21 @@ async fn timed_push(c: &mut Client, body: &[u8]) -> Duration {
     t.elapsed()
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let dir = TempDir::new("bench");
-    let pull = Arc::new(Mutex::new(Vec::new()));
-    let pull_body = pull.clone();
-    let server_ca = dir.0.join("server-ca.crt");
-    let (server, received) =
-        misp_upstream("127.0.0.2:0".parse().unwrap(), "b.test", &server_ca, pull).await;
-    let bin = env!("CARGO_BIN_EXE_misp-guard-gw");
-    assert!(std::process::Command::new(bin)
-        .args(["ca", "--out"])
-        .arg(dir.0.join("ca"))
-        .output()
-        .unwrap()
-        .status
-        .success());
-    let inst = |ip: &str, host: &str, port: u16, comp: &str| {
-        json!({"ip": ip, "host": host, "port": port, "compartment_id": comp, "affiliation": "",
-            "taxonomies_rules": {"required_taxonomies": [], "allowed_tags": {}, "blocked_tags": ["tlp:red"]},
-            "blocked_distribution_levels": ["0"], "blocked_sharing_groups_uuids": [],
-            "blocked_attribute_types": ["passport-number"], "blocked_attribute_categories": ["Person"], "blocked_object_types": ["person"]})
-    };
-    let cfg = json!({
-        "allowlist": {"urls": [], "domains": []},
-        "compartments_rules": {"can_reach": {"c1": ["c1", "c2"], "c2": ["c1", "c2"]}},
-        "instances": {"a": inst("127.0.0.1", "a.test", 443, "c1"), "b": inst("127.0.0.2", "b.test", server.port(), "c2")},
-        "gateway": {"tls": {"ca_cert": "ca/ca.crt", "ca_key": "ca/ca.key", "upstream_ca": "server-ca.crt", "use_system_roots": false}}
-    });
-    std::fs::write(dir.0.join("config.json"), cfg.to_string()).unwrap();
-    let proxy: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
-        .parse()
-        .unwrap();
-    let mut gw = Gateway::start(
-        &[
-            "run",
-            "--config",
-            dir.0.join("config.json").to_str().unwrap(),
-            "--explicit",
-            &proxy.to_string(),
-        ],
-        dir.0.join("gw.log"),
-    );
-    let gw_pid = gw.child.id();
-    let gw_ca = dir.0.join("ca/ca.crt");
-    let port = server.port();
-    let via = || {
-        let gw_ca = gw_ca.clone();
-        async move {
-            let c = connect_tunnel(proxy, "b.test", port, &gw_ca)
-                .await
-                .expect("tunnel");
-            c
-        }
-    };
-    let dir_conn = || {
-        let ca = server_ca.clone();
-        async move { direct(server, &ca).await }
-    };
-
+/// All rows: small requests and transfers, direct vs via the gateway.
+async fn measure<D, DF, V, VF>(
+    dir_conn: D,
+    via: V,
+    gw_pid: u32,
+    quick: bool,
+    pull_body: &Mutex<Vec<u8>>,
+    received: &Log,
+) -> Vec<serde_json::Value>
+where
+    D: Fn() -> DF + Copy,
+    DF: std::future::Future<Output = Client>,
+    V: Fn() -> VF + Copy,
+    VF: std::future::Future<Output = Client>,
+{
     let mut rows = Vec::new();
     println!(
         "{:<34} {:>12} {:>12} {:>9}",
@@ -307,6 +262,190 @@ async fn main() {
                 "added_ms": (g.as_secs_f64() - d.as_secs_f64()) * 1e3, "gateway_peak_rss_mb": rss}));
         }
     }
+    rows
+}
+
+/// `--transparent` (root): the same rows with the gateway behind nftables
+/// REDIRECT in its own network namespace, client and server in theirs
+/// (topology of tests/support/netns.rs). Direct = the same server on a
+/// port the rules do not capture.
+fn transparent(quick: bool) -> Vec<serde_json::Value> {
+    use support::netns::{in_netns, prerequisites_met, run, Topology};
+    assert!(
+        prerequisites_met("datapath --transparent"),
+        "needs root, ip and nft"
+    );
+    let topo = Topology::new();
+    let dir = TempDir::new("bench-netns");
+    let d = dir.0.clone();
+    let bin = env!("CARGO_BIN_EXE_misp-guard-gw");
+    assert!(std::process::Command::new(bin)
+        .args(["ca", "--out"])
+        .arg(d.join("ca"))
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let pull = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel::<Log>();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ca_gw_leg, ca_direct, pull2) =
+        (d.join("srv-ca.crt"), d.join("direct-ca.crt"), pull.clone());
+    let srv = in_netns(&topo.srv, move || async move {
+        let (_, log) = misp_upstream(
+            "10.231.3.2:8443".parse().unwrap(),
+            "b.test",
+            &ca_gw_leg,
+            pull2.clone(),
+        )
+        .await;
+        let _direct = misp_upstream(
+            "10.231.3.2:9443".parse().unwrap(),
+            "b.test",
+            &ca_direct,
+            pull2,
+        )
+        .await;
+        tx.send(log).unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(900), stop_rx).await;
+    });
+    let received = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("servers up");
+    let inst = |ip: &str, host: &str, port: u16, comp: &str| {
+        json!({"ip": ip, "host": host, "port": port, "compartment_id": comp, "affiliation": "",
+            "taxonomies_rules": {"required_taxonomies": [], "allowed_tags": {}, "blocked_tags": ["tlp:red"]},
+            "blocked_distribution_levels": ["0"], "blocked_sharing_groups_uuids": [],
+            "blocked_attribute_types": ["passport-number"], "blocked_attribute_categories": ["Person"], "blocked_object_types": ["person"]})
+    };
+    let cfg = json!({
+        "allowlist": {"urls": [], "domains": []},
+        "compartments_rules": {"can_reach": {"c1": ["c1", "c2"], "c2": ["c1", "c2"]}},
+        "instances": {"a": inst("10.231.1.2", "a.test", 443, "c1"), "b": inst("10.231.3.2", "b.test", 8443, "c2")},
+        "gateway": {"listeners": [{"mode": "redirect", "listen": "[::]:15001"}], "capture_interfaces": ["g0"],
+                    "tls": {"ca_cert": "ca/ca.crt", "ca_key": "ca/ca.key", "upstream_ca": "srv-ca.crt", "use_system_roots": false}}
+    });
+    let cfg_path = d.join("config.json");
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let rules = std::process::Command::new(bin)
+        .args(["nft", "--config"])
+        .arg(&cfg_path)
+        .args(["--mode", "redirect"])
+        .output()
+        .unwrap();
+    assert!(rules.status.success());
+    std::fs::write(d.join("rules.nft"), &rules.stdout).unwrap();
+    let apply = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/apply-nftables.sh");
+    run(
+        &[
+            "ip",
+            "netns",
+            "exec",
+            &topo.gw,
+            apply,
+            "--rules",
+            d.join("rules.nft").to_str().unwrap(),
+        ],
+        None,
+    )
+    .unwrap();
+    let mut gw = Gateway::start_wrapped(
+        &["ip", "netns", "exec", &topo.gw],
+        &["run", "--config", cfg_path.to_str().unwrap()],
+        d.join("gw.log"),
+    );
+    let gw_pid = gw.child.id();
+    let (gw_ca, direct_ca) = (d.join("ca/ca.crt"), d.join("direct-ca.crt"));
+    let rows = support::netns::join(in_netns(&topo.cli, move || async move {
+        let via = || async { direct("10.231.3.2:8443".parse().unwrap(), &gw_ca).await };
+        let dir_conn = || async { direct("10.231.3.2:9443".parse().unwrap(), &direct_ca).await };
+        measure(dir_conn, via, gw_pid, quick, &pull, &received).await
+    }));
+    assert_eq!(gw.terminate(), Some(0));
+    let _ = stop_tx.send(());
+    let _ = srv.join();
+    rows
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    if std::env::args().any(|a| a == "--transparent") {
+        println!("== transparent REDIRECT, network namespaces");
+        let rows = tokio::task::spawn_blocking(move || transparent(quick))
+            .await
+            .unwrap();
+        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+        let _ = std::fs::create_dir_all(&out);
+        std::fs::write(
+            out.join("datapath-transparent.json"),
+            serde_json::to_string_pretty(&rows).unwrap(),
+        )
+        .unwrap();
+        println!(
+            "results: {}",
+            out.join("datapath-transparent.json").display()
+        );
+        return;
+    }
+    let dir = TempDir::new("bench");
+    let pull = Arc::new(Mutex::new(Vec::new()));
+    let pull_body = pull.clone();
+    let server_ca = dir.0.join("server-ca.crt");
+    let (server, received) =
+        misp_upstream("127.0.0.2:0".parse().unwrap(), "b.test", &server_ca, pull).await;
+    let bin = env!("CARGO_BIN_EXE_misp-guard-gw");
+    assert!(std::process::Command::new(bin)
+        .args(["ca", "--out"])
+        .arg(dir.0.join("ca"))
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let inst = |ip: &str, host: &str, port: u16, comp: &str| {
+        json!({"ip": ip, "host": host, "port": port, "compartment_id": comp, "affiliation": "",
+            "taxonomies_rules": {"required_taxonomies": [], "allowed_tags": {}, "blocked_tags": ["tlp:red"]},
+            "blocked_distribution_levels": ["0"], "blocked_sharing_groups_uuids": [],
+            "blocked_attribute_types": ["passport-number"], "blocked_attribute_categories": ["Person"], "blocked_object_types": ["person"]})
+    };
+    let cfg = json!({
+        "allowlist": {"urls": [], "domains": []},
+        "compartments_rules": {"can_reach": {"c1": ["c1", "c2"], "c2": ["c1", "c2"]}},
+        "instances": {"a": inst("127.0.0.1", "a.test", 443, "c1"), "b": inst("127.0.0.2", "b.test", server.port(), "c2")},
+        "gateway": {"tls": {"ca_cert": "ca/ca.crt", "ca_key": "ca/ca.key", "upstream_ca": "server-ca.crt", "use_system_roots": false}}
+    });
+    std::fs::write(dir.0.join("config.json"), cfg.to_string()).unwrap();
+    let proxy: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
+        .parse()
+        .unwrap();
+    let mut gw = Gateway::start(
+        &[
+            "run",
+            "--config",
+            dir.0.join("config.json").to_str().unwrap(),
+            "--explicit",
+            &proxy.to_string(),
+        ],
+        dir.0.join("gw.log"),
+    );
+    let gw_pid = gw.child.id();
+    let gw_ca = dir.0.join("ca/ca.crt");
+    let port = server.port();
+    let via = || {
+        let gw_ca = gw_ca.clone();
+        async move {
+            let c = connect_tunnel(proxy, "b.test", port, &gw_ca)
+                .await
+                .expect("tunnel");
+            c
+        }
+    };
+    let dir_conn = || {
+        let ca = server_ca.clone();
+        async move { direct(server, &ca).await }
+    };
+
+    let rows = measure(dir_conn, via, gw_pid, quick, &pull_body, &received).await;
     assert_eq!(gw.terminate(), Some(0));
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     let _ = std::fs::create_dir_all(&out);

@@ -4,15 +4,18 @@
 #   2. data path: the gateway binary (explicit mode, TLS both legs) vs a
 #      direct client->server TLS connection on loopback: small keep-alive
 #      requests with 1/8/64 clients (req/s, p50/p99, gateway CPU) and
-#      1/10/50 MB pushes (time, MB/s, gateway peak RSS)
+#      1/10/50 MB pushes and pulls (time, MB/s, gateway peak RSS)
+#   3. as root (ip, nft): the same with the gateway behind nftables
+#      REDIRECT in its own network namespace (client, gateway, server in
+#      three namespaces this script's bench creates and deletes)
 # Bounded: every loop has a count and a time budget; < 10 min on 2 cores.
-# Loopback only. Writes target/bench/results.json and prints the tables.
+# Loopback and own namespaces only. Writes target/bench/results.json.
 #
 # Usage: scripts/bench.sh [--quick]
 set -euo pipefail
 
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
 fi
 
@@ -26,11 +29,18 @@ cargo bench --quiet --bench engine -- "$@"
 echo
 echo "== data path (gateway vs direct, loopback)"
 cargo bench --quiet --bench datapath -- "$@"
+rm -f target/bench/datapath-transparent.json
+if [[ "$(id -u)" == 0 ]] && command -v ip >/dev/null && command -v nft >/dev/null; then
+    echo
+    cargo bench --quiet --bench datapath -- --transparent "$@"
+fi
 python3 - <<'PY'
 import json, platform, os
 out = {"machine": {"cpus": os.cpu_count(), "kernel": platform.release()},
        "engine": json.load(open("target/bench/engine.json")),
        "datapath": json.load(open("target/bench/datapath.json"))}
+if os.path.exists("target/bench/datapath-transparent.json"):
+    out["datapath_transparent"] = json.load(open("target/bench/datapath-transparent.json"))
 json.dump(out, open("target/bench/results.json", "w"), indent=2)
 print("\nresults: target/bench/results.json")
 PY
