@@ -30,8 +30,12 @@ for f in ./usr/bin/misp-guard-gw ./etc/misp-guard-gw/config.json \
          ./lib/systemd/system/misp-guard-gw.service; do
     grep -q " $f\$" <<<"$contents" || { echo "package lacks $f" >&2; exit 1; }
 done
-dpkg-deb -f "$deb" Depends | grep -q nftables || { echo "package must depend on nftables" >&2; exit 1; }
-dpkg-deb --ctrl-tarfile "$deb" | tar -t | grep -q conffiles || { echo "no conffiles" >&2; exit 1; }
+# Capture before matching: with pipefail, `producer | grep -q` fails at
+# random when grep exits early and the producer gets SIGPIPE.
+depends=$(dpkg-deb -f "$deb" Depends)
+grep -q nftables <<<"$depends" || { echo "package must depend on nftables" >&2; exit 1; }
+control=$(dpkg-deb --ctrl-tarfile "$deb" | tar -t)
+grep -q conffiles <<<"$control" || { echo "no conffiles" >&2; exit 1; }
 dpkg-deb -e "$deb" "$(mktemp -d)" >/dev/null
 echo "contents OK"
 
