@@ -1,110 +1,147 @@
 #!/usr/bin/env bash
-# A newcomer's first run: builds the gateway, starts it on loopback as an
-# explicit proxy with an embedded demo policy (two MISP instances in two
-# compartments), starts a tiny MISP-like HTTPS server, then pushes an
-# allowed event, pushes a tlp:red event and pulls an event through it,
-# printing what crossed, what was blocked and the gateway's log lines.
-# Everything runs on 127.0.0.1/127.0.0.2 and is cleaned up on exit.
+# A newcomer's first run (as root): builds the gateway, creates a throw-away
+# router in network namespaces (two compartments on VLANs 10 and 20 of a
+# trunk, one MISP-like HTTPS server in each; scripts/demo/topology.sh),
+# applies the shipped nftables rules with the shipped script inside the
+# router namespace and starts the gateway there on config.sample.json's
+# policy. The secret MISP then pushes an allowed event and a tlp:red event
+# to the restricted MISP and pulls one, with no proxy settings; the
+# restricted side tries to reach the secret side. It prints what crossed,
+# what was blocked and the gateway's log, then removes every namespace,
+# rule, process and file it made. Nothing touches the host's own network.
 #
-# Usage: scripts/demo.sh            (needs cargo, curl, python3, openssl)
+# Usage: sudo scripts/demo.sh   (needs cargo, curl, python3, openssl, iproute2, nftables)
 set -euo pipefail
 
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
 fi
-
+[[ "$(id -u)" == 0 ]] || { echo "demo: run as root (network namespaces): sudo $0" >&2; exit 1; }
 cd "$(dirname "$0")/.."
-for tool in cargo curl python3 openssl; do
+# Under sudo, build as the invoking user with their toolchain (rustup puts
+# cargo in ~/.cargo/bin, which sudo's PATH lacks) so target/ stays theirs.
+as_user=()
+if [[ -n "${SUDO_USER:-}" && "$SUDO_USER" != root ]]; then
+    user_home=$(getent passwd "$SUDO_USER" | cut -d: -f6)
+    as_user=(sudo -u "$SUDO_USER" env "PATH=$user_home/.cargo/bin:$PATH")
+fi
+"${as_user[@]}" cargo --version >/dev/null 2>&1 || { echo "demo: cargo is required" >&2; exit 1; }
+for tool in curl python3 openssl ip nft; do
     command -v "$tool" >/dev/null || { echo "demo: $tool is required" >&2; exit 1; }
 done
 
+prefix=mgw-demo-$$
+rtr=$prefix-rtr sec=$prefix-secret res=$prefix-restricted
 work=$(mktemp -d /tmp/misp-guard-gw-demo.XXXXXX)
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    scripts/demo/topology.sh down "$prefix"
     rm -rf "$work"
+    echo "== cleaned up: namespaces $prefix-*, their rules and processes, $work"
 }
 trap cleanup EXIT
 
 echo "== building"
-cargo build --release --quiet
-gw=target/release/misp-guard-gw
+"${as_user[@]}" cargo build --release --quiet
+gw=$PWD/target/release/misp-guard-gw
 
-echo "== gateway CA and a certificate for the demo MISP server"
+echo "== router topology in namespaces $prefix-{rtr,sw,secret,restricted}"
+kind=$(scripts/demo/topology.sh up "$prefix")
+echo "  VLAN 10 (secret, 192.0.2.0/24) and VLAN 20 (restricted, 198.51.100.0/24) on one trunk ($kind)"
+
+echo "== certificates: the gateway CA, and each MISP server's own"
 "$gw" ca --out "$work/ca" >/dev/null
-# The demo server's own CA (a real deployment trusts the MISP servers' CA).
-"$gw" ca --out "$work/server-ca" >/dev/null
-openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=misp-restricted.demo" \
-    -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
-printf 'subjectAltName=DNS:misp-restricted.demo,IP:127.0.0.2\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' \
-    > "$work/server.ext"
-openssl x509 -req -in "$work/server.csr" -CA "$work/server-ca/ca.crt" -CAkey "$work/server-ca/ca.key" \
-    -CAcreateserial -days 1 -extfile "$work/server.ext" -out "$work/server.crt" 2>/dev/null
-
-port=8443
-proxy_port=3128
-cat > "$work/config.json" <<JSON
-{
-  "allowlist": {"urls": [], "domains": []},
-  "compartments_rules": {"can_reach": {"secret": ["secret", "restricted"], "restricted": ["restricted"]}},
-  "instances": {
-    "misp_secret": {"ip": "127.0.0.1", "host": "misp-secret.demo", "port": 443, "compartment_id": "secret",
-      "affiliation": "demo", "taxonomies_rules": {"required_taxonomies": ["tlp"],
-      "allowed_tags": {"tlp": ["tlp:clear", "tlp:green"]}, "blocked_tags": ["tlp:red", "tlp:amber"]},
-      "blocked_distribution_levels": ["0"], "blocked_sharing_groups_uuids": [],
-      "blocked_attribute_types": ["passport-number"], "blocked_attribute_categories": ["Person"],
-      "blocked_object_types": ["person"]},
-    "misp_restricted": {"ip": "127.0.0.2", "host": "misp-restricted.demo", "port": $port,
-      "compartment_id": "restricted", "affiliation": "demo", "taxonomies_rules": {"required_taxonomies": [],
-      "allowed_tags": {}, "blocked_tags": ["tlp:red"]}, "blocked_distribution_levels": ["0"],
-      "blocked_sharing_groups_uuids": [], "blocked_attribute_types": [], "blocked_attribute_categories": [],
-      "blocked_object_types": []}
-  },
-  "gateway": {
-    "listeners": [{"mode": "explicit", "listen": "127.0.0.1:$proxy_port"}],
-    "tls": {"ca_cert": "ca/ca.crt", "ca_key": "ca/ca.key", "upstream_ca": "server-ca/ca.crt", "use_system_roots": false}
-  }
+server_cert() { # NAME IP
+    "$gw" ca --out "$work/$1-ca" >/dev/null
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$1" \
+        -keyout "$work/$1.key" -out "$work/$1.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:%s,IP:%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' "$1" "$2" \
+        >"$work/$1.ext"
+    openssl x509 -req -in "$work/$1.csr" -CA "$work/$1-ca/ca.crt" -CAkey "$work/$1-ca/ca.key" \
+        -CAcreateserial -days 1 -extfile "$work/$1.ext" -out "$work/$1.crt" 2>/dev/null
 }
-JSON
+server_cert misp.secret.example 192.0.2.10
+server_cert misp.restricted.example 198.51.100.10
 
-echo "== starting the demo MISP server (127.0.0.2:$port) and the gateway (127.0.0.1:$proxy_port)"
-python3 scripts/demo/misp_server.py 127.0.0.2 "$port" "$work/server.crt" "$work/server.key" &
+echo "== policy: config.sample.json, with this demo's certificate files"
+python3 - "$work" <<'PY'
+import json, sys
+work = sys.argv[1]
+config = json.load(open("config.sample.json"))
+config["gateway"]["tls"] = {"ca_cert": "ca/ca.crt", "ca_key": "ca/ca.key", "use_system_roots": False}
+config["gateway"]["instances"] = {
+    "misp_secret": {"upstream_ca": "misp.secret.example-ca/ca.crt"},
+    "misp_restricted": {"upstream_ca": "misp.restricted.example-ca/ca.crt"}}
+json.dump(config, open(f"{work}/config.sample.json", "w"), indent=2)
+PY
+config=$work/config.sample.json
+"$gw" check-config --config "$config" | sed 's/^/  /'
+# The shipped rules were generated from this very policy.
+if ! "$gw" nft --config "$config" --mode redirect | cmp -s - nftables/redirect.nft; then
+    echo "demo: nftables/redirect.nft does not match config.sample.json" >&2
+    exit 1
+fi
+
+echo "== router: shipped capture rules (nftables/redirect.nft) and the gateway"
+ip netns exec "$rtr" scripts/apply-nftables.sh --mode redirect | sed 's/^/  /'
+ip netns exec "$rtr" env RUST_LOG=info "$gw" run --config "$config" 2>"$work/gw.log" &
 pids+=($!)
-"$gw" check-config --config "$work/config.json"
-RUST_LOG=info "$gw" run --config "$work/config.json" 2>"$work/gw.log" &
+ip netns exec "$sec" python3 scripts/demo/misp_server.py misp.secret.example 192.0.2.10 443 \
+    "$work/misp.secret.example.crt" "$work/misp.secret.example.key" &
 pids+=($!)
+ip netns exec "$res" python3 scripts/demo/misp_server.py misp.restricted.example 198.51.100.10 443 \
+    "$work/misp.restricted.example.crt" "$work/misp.restricted.example.key" &
+pids+=($!)
+ready=
 for _ in $(seq 100); do
-    if grep -q " ready" "$work/gw.log" 2>/dev/null && (echo >"/dev/tcp/127.0.0.2/$port") 2>/dev/null; then
-        break
-    fi
+    if grep -q " ready" "$work/gw.log" 2>/dev/null; then ready=1; break; fi
     sleep 0.1
 done
+[[ -n "$ready" ]] || { cat "$work/gw.log" >&2; echo "demo: the gateway did not start" >&2; exit 1; }
+sleep 0.3 # the python servers bind
 
-event() {
-    printf '{"Event": {"info": "demo", "distribution": "1", "Tag": [{"name": "tlp:green"}%s],
+# A MISP server's request, as its sync client sends it: no proxy settings,
+# the remote's name resolved to its address; the gateway CA is trusted.
+misp() { # FROM-NS NAME IP CURL-ARGS...
+    local ns=$1 name=$2 ip=$3
+    shift 3
+    ip netns exec "$ns" curl -sS --noproxy '*' --max-time 10 --cacert "$work/ca/ca.crt" \
+        --resolve "$name:443:$ip" -H "Content-Type: application/json" -H "Authorization: demo-key" \
+        -o "$work/out" -w "%{http_code}" "$@" 2>"$work/curl.err" || echo " (no answer: $(cat "$work/curl.err"))"
+}
+event() { # UUID TAG
+    printf '{"Event": {"uuid": "%s", "info": "demo push %s", "distribution": "1", "Tag": [{"name": "%s"}],
       "Attribute": [{"type": "domain", "category": "Network activity", "value": "bad.example",
-                     "Tag": [{"name": "tlp:green"}]}], "Object": []}}' "$1"
+                     "Tag": [{"name": "tlp:green"}]}], "Object": []}}' "$1" "$2" "$2"
 }
-misp() {
-    curl -sS --max-time 10 --proxy "http://127.0.0.1:$proxy_port" --cacert "$work/ca/ca.crt" \
-        -H "Content-Type: application/json" -H "Authorization: demo-key" -o "$work/out" -w "%{http_code}" \
-        "$@"
-}
+to_restricted() { misp "$sec" misp.restricted.example 198.51.100.10 "$@"; }
 
 echo
-echo "== 1. push an allowed event (tlp:green)"
-echo "  gateway answered: $(misp --data-binary "$(event '')" "https://misp-restricted.demo:$port/events/add/metadata:1")"
+echo "== 1. secret MISP pushes an allowed event (tlp:green) to the restricted MISP"
+echo "  answer: $(to_restricted --data-binary "$(event 5f0c0001-0000-4000-8000-000000000001 tlp:green)" \
+    https://misp.restricted.example/events/add/metadata:1)"
 sleep 0.2
 echo
-echo "== 2. push an event tagged tlp:red"
-echo "  gateway answered: $(misp --data-binary "$(event ', {"name": "tlp:red"}')" "https://misp-restricted.demo:$port/events/add/metadata:1")"
+echo "== 2. secret MISP pushes an event tagged tlp:red"
+echo "  answer: $(to_restricted --data-binary "$(event 5f0c0002-0000-4000-8000-000000000002 tlp:red)" \
+    https://misp.restricted.example/events/add/metadata:1) $(cat "$work/out")"
 sleep 0.2
 echo
-echo "== 3. pull an event"
-echo "  gateway answered: $(misp "https://misp-restricted.demo:$port/events/view/385283a1-b5e0-4e10-a532-dce11c365a56")"
+echo "== 3. secret MISP pulls an event from the restricted MISP"
+echo "  answer: $(to_restricted https://misp.restricted.example/events/view/385283a1-b5e0-4e10-a532-dce11c365a56)"
+sleep 0.2
+echo
+echo "== 4. a request that is not MISP sync (GET /users/login)"
+echo "  answer: $(to_restricted https://misp.restricted.example/users/login) $(cat "$work/out")"
+sleep 0.2
+echo
+echo "== 5. restricted MISP tries to reach the secret MISP (its compartment may not)"
+echo "  answer: $(misp "$res" misp.secret.example 192.0.2.10 https://misp.secret.example/servers/getVersion)"
 sleep 0.2
 echo
 echo "== gateway log"
 sed 's/^/  /' "$work/gw.log"
+echo

@@ -13,8 +13,8 @@ use std::process::Command;
 use std::sync::{mpsc, Arc, Mutex};
 
 use serde_json::json;
-use support::netns::{in_netns, prerequisites_met, Topology, SYNC_PORT, WAIT};
-use support::{misp_upstream, Gateway, Log, TempDir};
+use support::netns::{curl, in_netns, prerequisites_met, Remote, Topology, SYNC_PORT, WAIT};
+use support::{gateway_ca, instance_json, misp_upstream, Gateway, Log, TempDir};
 
 const GW_PORT: u16 = 15001;
 const UUID: &str = "385283a1-b5e0-4e10-a532-dce11c365a56";
@@ -26,60 +26,6 @@ fn event(tags: &[&str]) -> String {
     .to_string()
 }
 
-fn instance(ip: &str, host: &str, port: u16, comp: &str) -> serde_json::Value {
-    json!({"ip": ip, "host": host, "port": port, "compartment_id": comp, "affiliation": "",
-        "taxonomies_rules": {"required_taxonomies": [], "allowed_tags": {}, "blocked_tags": ["tlp:red"]},
-        "blocked_distribution_levels": ["0"], "blocked_sharing_groups_uuids": [],
-        "blocked_attribute_types": [], "blocked_attribute_categories": [], "blocked_object_types": []})
-}
-
-/// curl in `ns` with no proxy settings; returns (HTTP status, body).
-#[allow(clippy::too_many_arguments)]
-fn curl(
-    ns: &str,
-    host: &str,
-    ip: &str,
-    ca: &Path,
-    method: &str,
-    path: &str,
-    body: Option<&Path>,
-    out: &Path,
-) -> (u16, Vec<u8>) {
-    let bracketed = if ip.contains(':') {
-        format!("[{ip}]")
-    } else {
-        ip.to_string()
-    };
-    let mut cmd = Command::new("ip");
-    cmd.args([
-        "netns",
-        "exec",
-        ns,
-        "curl",
-        "-sS",
-        "--noproxy",
-        "*",
-        "--max-time",
-        "10",
-    ])
-    .arg("--cacert")
-    .arg(ca)
-    .args(["--resolve", &format!("{host}:{SYNC_PORT}:{bracketed}")])
-    .args(["-X", method, "-o"])
-    .arg(out)
-    .args(["-w", "%{http_code}", "-H", "Content-Type: application/json"]);
-    if let Some(b) = body {
-        cmd.arg("--data-binary").arg(format!("@{}", b.display()));
-    }
-    cmd.arg(format!("https://{host}:{SYNC_PORT}{path}"));
-    let o = cmd.output().expect("curl");
-    let code = String::from_utf8_lossy(&o.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    (code, std::fs::read(out).unwrap_or_default())
-}
-
 fn transparent(test: &str, mode: &str) {
     if !prerequisites_met(test) {
         return;
@@ -87,13 +33,7 @@ fn transparent(test: &str, mode: &str) {
     let topo = Topology::new();
     let dir = TempDir::new("netns-gw");
     let d = &dir.0;
-    assert!(Command::new(env!("CARGO_BIN_EXE_misp-guard-gw"))
-        .args(["ca", "--out"])
-        .arg(d.join("ca"))
-        .output()
-        .unwrap()
-        .status
-        .success());
+    let ca = gateway_ca(&d.join("ca"));
 
     // MISP-like servers in `srv`, one per address family.
     let pull = Arc::new(Mutex::new(event(&["tlp:green"]).into_bytes()));
@@ -114,10 +54,10 @@ fn transparent(test: &str, mode: &str) {
         "allowlist": {"urls": [], "domains": []},
         "compartments_rules": {"can_reach": {"low": ["low", "high"], "high": ["high"]}},
         "instances": {
-            "cli": instance("10.231.1.2", "cli.test", 443, "low"),
-            "cli6": instance("fd00:231:1::2", "cli6.test", 443, "low"),
-            "srv": instance("10.231.3.2", "srv.test", SYNC_PORT, "high"),
-            "srv6": instance("fd00:231:3::2", "srv6.test", SYNC_PORT, "high"),
+            "cli": instance_json("10.231.1.2", "cli.test", 443, "low"),
+            "cli6": instance_json("fd00:231:1::2", "cli6.test", 443, "low"),
+            "srv": instance_json("10.231.3.2", "srv.test", SYNC_PORT, "high"),
+            "srv6": instance_json("fd00:231:3::2", "srv6.test", SYNC_PORT, "high"),
         },
         "gateway": {
             "listeners": [{"mode": mode, "listen": format!("[::]:{GW_PORT}")}],
@@ -165,7 +105,6 @@ fn transparent(test: &str, mode: &str) {
         d.join("gw.log"),
     );
 
-    let ca = d.join("ca/ca.crt");
     let (ok_file, red_file, out) = (d.join("ok.json"), d.join("red.json"), d.join("out"));
     std::fs::write(&ok_file, event(&["tlp:green"])).unwrap();
     std::fs::write(&red_file, event(&["tlp:red"])).unwrap();
@@ -173,9 +112,13 @@ fn transparent(test: &str, mode: &str) {
         ("srv.test", "10.231.3.2", "10.231.1.2", &log4),
         ("srv6.test", "fd00:231:3::2", "fd00:231:1::2", &log6),
     ] {
-        let push = |file: &Path, path: &str| {
-            curl(&topo.cli, host, ip, &ca, "POST", path, Some(file), &out)
+        let remote = Remote {
+            host,
+            port: SYNC_PORT,
+            ip,
         };
+        let push =
+            |file: &Path, path: &str| curl(&topo.cli, &ca, &remote, "POST", path, Some(file), &out);
         let (code, _) = push(&ok_file, "/events/add/metadata:1");
         assert_eq!(
             code,
@@ -222,9 +165,8 @@ fn transparent(test: &str, mode: &str) {
 
         let (code, body) = curl(
             &topo.cli,
-            host,
-            ip,
             &ca,
+            &remote,
             "GET",
             &format!("/events/view/{UUID}"),
             None,

@@ -53,23 +53,18 @@ async fn explicit_proxy_end_to_end() {
     )
     .await;
 
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_misp-guard-gw"))
-        .args(["ca", "--out"])
-        .arg(dir.0.join("ca"))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    gateway_ca(&dir.0.join("ca"));
     let gw_port = free_port("127.0.0.1");
     let dead_port = free_port("127.0.0.4");
     let mut config = json!({
         "allowlist": {"urls": [], "domains": []},
         "compartments_rules": {"can_reach": {"c1": ["c1", "c2"], "c2": ["c1", "c2"], "c3": ["c3"]}},
         "instances": {
-            "a": inst("127.0.0.1", "a.test", 443, "c1"),
-            "b": inst("127.0.0.2", "b.test", server.port(), "c2"),
-            "c": inst("127.0.0.3", "c.test", 443, "c3"),
+            "a": instance_json("127.0.0.1", "a.test", 443, "c1"),
+            "b": instance_json("127.0.0.2", "b.test", server.port(), "c2"),
+            "c": instance_json("127.0.0.3", "c.test", 443, "c3"),
             // Reachable by policy, but nothing listens there.
-            "d": inst("127.0.0.4", "d.test", dead_port, "c2"),
+            "d": instance_json("127.0.0.4", "d.test", dead_port, "c2"),
         },
         "gateway": {"tls": {"ca_cert": "ca/ca.crt", "ca_key": "ca/ca.key", "upstream_ca": "server-ca.crt", "use_system_roots": false},
                     "limits": {"max_body_bytes": 1_000_000}}
@@ -360,11 +355,4 @@ impl ReplaceHost for Vec<u8> {
             .replace("Host: b.test", &format!("Host: {host}"))
             .into_bytes()
     }
-}
-
-fn inst(ip: &str, host: &str, port: u16, comp: &str) -> serde_json::Value {
-    json!({"ip": ip, "host": host, "port": port, "compartment_id": comp, "affiliation": "",
-        "taxonomies_rules": {"required_taxonomies": [], "allowed_tags": {}, "blocked_tags": ["tlp:red"]},
-        "blocked_distribution_levels": ["0"], "blocked_sharing_groups_uuids": [],
-        "blocked_attribute_types": [], "blocked_attribute_categories": [], "blocked_object_types": []})
 }

@@ -2,7 +2,9 @@
 //! records what it received, a gateway process, and a small client.
 #![allow(dead_code)]
 
+pub mod misp;
 pub mod netns;
+pub mod sync;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -52,12 +54,53 @@ impl Drop for TempDir {
     }
 }
 
+/// A misp-guard instance entry with the tests' usual rules: `tlp:red` and
+/// distribution 0 blocked, nothing else.
+pub fn instance_json(ip: &str, host: &str, port: u16, compartment: &str) -> serde_json::Value {
+    serde_json::json!({"ip": ip, "host": host, "port": port, "compartment_id": compartment,
+        "affiliation": "",
+        "taxonomies_rules": {"required_taxonomies": [], "allowed_tags": {}, "blocked_tags": ["tlp:red"]},
+        "blocked_distribution_levels": ["0"], "blocked_sharing_groups_uuids": [],
+        "blocked_attribute_types": [], "blocked_attribute_categories": [], "blocked_object_types": []})
+}
+
+/// A new gateway CA in `dir` (`misp-guard-gw ca --out DIR`, as an operator
+/// makes one); returns the certificate's path, for clients to trust.
+pub fn gateway_ca(dir: &Path) -> PathBuf {
+    let out = Command::new(env!("CARGO_BIN_EXE_misp-guard-gw"))
+        .args(["ca", "--out"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ca: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.join("ca.crt")
+}
+
 /// Writes a PEM file.
 pub fn write_pem(path: &Path, pem: &str) {
     std::fs::File::create(path)
         .unwrap()
         .write_all(pem.as_bytes())
         .unwrap();
+}
+
+/// TLS for a test server named `name` at `addr`: a leaf from a new CA,
+/// whose certificate is written to `ca_file` for the gateway to trust.
+pub fn server_tls(addr: SocketAddr, name: &str, ca_file: &Path) -> Arc<rustls::ServerConfig> {
+    let ca = CertificateAuthority::generate("test server CA").unwrap();
+    write_pem(ca_file, &ca.cert_pem());
+    let leaf = tls::mint_leaf(&ca, name, &[addr.ip()]).unwrap();
+    tls::build_server_config(
+        vec![leaf.cert_der.clone()],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            leaf.key_der.secret_pkcs8_der().to_vec(),
+        )),
+    )
+    .unwrap()
 }
 
 /// A MISP-like HTTPS server for `name`, certificate from its own CA
@@ -70,16 +113,7 @@ pub async fn misp_upstream(
     ca_file: &Path,
     pull_body: Arc<Mutex<Vec<u8>>>,
 ) -> (SocketAddr, Log) {
-    let ca = CertificateAuthority::generate("test server CA").unwrap();
-    write_pem(ca_file, &ca.cert_pem());
-    let leaf = tls::mint_leaf(&ca, name, &[addr.ip()]).unwrap();
-    let config = tls::build_server_config(
-        vec![leaf.cert_der.clone()],
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-            leaf.key_der.secret_pkcs8_der().to_vec(),
-        )),
-    )
-    .unwrap();
+    let config = server_tls(addr, name, ca_file);
     let listener = TcpListener::bind(addr).await.unwrap();
     let bound = listener.local_addr().unwrap();
     let log: Log = Arc::default();

@@ -10,6 +10,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
@@ -114,6 +115,47 @@ pub fn run(args: &[&str], stdin: Option<&str>) -> Result<(), String> {
 
 pub fn must(args: &[&str]) {
     run(args, None).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Where curl sends a request: `https://host:port`, `host` resolved to `ip`
+/// (no DNS in a test namespace).
+pub struct Remote<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    pub ip: &'a str,
+}
+
+/// curl in `ns` as a MISP server's sync client would be: no proxy settings,
+/// trusting only `ca`. Returns (HTTP status or 0, body written to `out`).
+pub fn curl(
+    ns: &str,
+    ca: &Path,
+    to: &Remote,
+    method: &str,
+    path: &str,
+    body: Option<&Path>,
+    out: &Path,
+) -> (u16, Vec<u8>) {
+    let ip = match to.ip.contains(':') {
+        true => format!("[{}]", to.ip),
+        false => to.ip.to_string(),
+    };
+    let (host, port) = (to.host, to.port);
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, "curl", "-sS", "--noproxy", "*"])
+        .args(["--max-time", "10", "--cacert"])
+        .arg(ca)
+        .args(["--resolve", &format!("{host}:{port}:{ip}")])
+        .args(["-X", method, "-o"])
+        .arg(out)
+        .args(["-w", "%{http_code}", "-H", "Content-Type: application/json"]);
+    if let Some(b) = body {
+        cmd.arg("--data-binary").arg(format!("@{}", b.display()));
+    }
+    cmd.arg(format!("https://{host}:{port}{path}"));
+    let o = cmd.output().expect("curl");
+    let code = String::from_utf8_lossy(&o.stdout).trim().parse();
+    (code.unwrap_or(0), std::fs::read(out).unwrap_or_default())
 }
 
 // ---------------------------------------------------------------- topology

@@ -1,0 +1,322 @@
+//! MISP's sync client, replayed: the request sequences a MISP 2.5 server
+//! sends when it pushes to or pulls from a remote server (as in its
+//! ServerSyncTool), with no proxy settings, against whatever address it is
+//! given. Through the transparent gateway the remote's answers decide what
+//! lands in which store (`misp.rs`).
+#![allow(dead_code)]
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use misp_guard_gw::http::io::HttpIo;
+use misp_guard_gw::tls;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use super::misp::{uuid_of, Store, ANALYST_KINDS};
+use super::{client_config, read_answer};
+
+/// The query MISP appends when it fetches an event during a pull.
+pub const VIEW_SUFFIX: &str = "/deleted[]:0/deleted[]:1/excludeGalaxy:1/includeEventCorrelations:0/includeFeedCorrelations:0/includeWarninglistHits:0/excludeLocalTags:1";
+pub const PROPOSALS_PATH: &str =
+    "/shadow_attributes/index/all:1/timestamp:0/limit:1000/page:1/deleted[]:0/deleted[]:1.json";
+
+/// One request of a sequence and what came of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub method: String,
+    pub path: String,
+    /// HTTP status, or 0 when no answer came (connection refused or cut).
+    pub status: u16,
+}
+
+/// A MISP server's connection to one remote, kept alive across requests
+/// (as MISP's curl client does) and re-opened after a close.
+pub struct Client {
+    addr: SocketAddr,
+    host: String,
+    tls: Arc<rustls::ClientConfig>,
+    io: Option<HttpIo<TlsStream<TcpStream>>>,
+    /// Compress bodies over 1 KB (the remote offered gzip in getVersion).
+    gzip: bool,
+    pub steps: Vec<Step>,
+}
+
+impl Client {
+    /// A client for the remote `host` at `addr`, trusting `ca_file` (the
+    /// gateway's CA: the client does not know there is a gateway).
+    pub fn new(addr: SocketAddr, host: &str, ca_file: &Path) -> Client {
+        Client {
+            addr,
+            host: host.to_string(),
+            tls: client_config(ca_file),
+            io: None,
+            gzip: false,
+            steps: Vec::new(),
+        }
+    }
+
+    async fn connect(&mut self) -> Result<(), String> {
+        let tcp = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| format!("connect: {e}"))?;
+        tcp.set_nodelay(true).ok();
+        let stream = tls::connect(self.tls.clone(), &self.host, tcp, Duration::from_secs(5))
+            .await
+            .map_err(|e| format!("tls: {e}"))?;
+        self.io = Some(HttpIo::new(stream));
+        Ok(())
+    }
+
+    /// Sends one request; the status (0 if none came) and the JSON answer.
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let (status, answer) = match self.exchange(method, path, body).await {
+            Ok(a) => a,
+            Err(_) => {
+                self.io = None;
+                (0, Value::Null)
+            }
+        };
+        self.steps.push(Step {
+            method: method.to_string(),
+            path: path.to_string(),
+            status,
+        });
+        (status, answer)
+    }
+
+    async fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), String> {
+        if self.io.is_none() {
+            self.connect().await?;
+        }
+        let mut payload = body
+            .map(|b| serde_json::to_vec(b).unwrap())
+            .unwrap_or_default();
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: sync-key\r\n\
+             Accept: application/json\r\nContent-Type: application/json\r\n\
+             User-Agent: MISP 2.5.2 - #sync\r\n",
+            self.host
+        );
+        if self.gzip && payload.len() > 1024 {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            enc.write_all(&payload).unwrap();
+            payload = enc.finish().unwrap();
+            head.push_str("Content-Encoding: gzip\r\n");
+        }
+        if body.is_some() {
+            head.push_str(&format!("Content-Length: {}\r\n", payload.len()));
+        }
+        head.push_str("\r\n");
+        let mut out = head.into_bytes();
+        out.extend_from_slice(&payload);
+        let io = self.io.as_mut().unwrap();
+        io.write_all(&out)
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let answer = tokio::time::timeout(Duration::from_secs(10), read_answer(io, method))
+            .await
+            .map_err(|_| "answer timed out".to_string())?
+            .ok_or("no answer")?;
+        if answer.headers.has_token("connection", "close") {
+            self.io = None;
+        }
+        let json = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
+        Ok((answer.status, json))
+    }
+
+    /// `GET /servers/getVersion`, as both sequences start; learns whether
+    /// the remote takes gzip bodies.
+    async fn version(&mut self) -> Result<(), String> {
+        let (status, v) = self.request("GET", "/servers/getVersion", None).await;
+        if status != 200 {
+            return Err(format!("getVersion answered {status}"));
+        }
+        self.gzip = v["request_encoding"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|e| e == "gzip"));
+        Ok(())
+    }
+
+    /// The remote answered 200 for `path` (last request with that path).
+    pub fn status_of(&self, method: &str, path: &str) -> Option<u16> {
+        self.steps
+            .iter()
+            .rev()
+            .find(|s| s.method == method && s.path == path)
+            .map(|s| s.status)
+    }
+}
+
+/// MISP's push of `local` to the remote: events (HEAD to choose add or
+/// edit), galaxy clusters, the sightings of pushed events, analyst data.
+pub async fn push(c: &mut Client, local: &Store) -> Result<(), String> {
+    c.version().await?;
+    let mut pushed = Vec::new();
+    for (uuid, event) in &local.events {
+        let (exists, _) = c
+            .request("HEAD", &format!("/events/view/{uuid}"), None)
+            .await;
+        let path = match exists {
+            200 => format!("/events/edit/{uuid}/metadata:1"),
+            _ => "/events/add/metadata:1".to_string(),
+        };
+        if c.request("POST", &path, Some(event)).await.0 == 200 {
+            pushed.push(uuid.clone());
+        }
+    }
+    // One cluster per request, so a refused cluster does not hold back others.
+    for cluster in local.clusters.values() {
+        let body = json!([cluster]);
+        c.request("POST", "/galaxies/pushCluster", Some(&body))
+            .await;
+    }
+    for event in &pushed {
+        let mine: Vec<&Value> = local
+            .sightings
+            .values()
+            .filter(|s| s["Sighting"]["event_uuid"] == event.as_str())
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let offered: Vec<Value> = mine.iter().map(|s| s["Sighting"]["uuid"].clone()).collect();
+        let path = format!("/sightings/filterSightingUuidsForPush/{event}");
+        let (status, wanted) = c.request("POST", &path, Some(&Value::Array(offered))).await;
+        if status != 200 {
+            continue;
+        }
+        let wanted = wanted.as_array().cloned().unwrap_or_default();
+        let batch: Vec<Value> = mine
+            .into_iter()
+            .filter(|s| wanted.contains(&s["Sighting"]["uuid"]))
+            .cloned()
+            .collect();
+        let path = format!("/sightings/bulkSaveSightings/{event}");
+        c.request("POST", &path, Some(&Value::Array(batch))).await;
+    }
+    let offered = local.analyst_index();
+    let (status, wanted) = c
+        .request(
+            "POST",
+            "/analyst_data/filterAnalystDataForPush",
+            Some(&offered),
+        )
+        .await;
+    if status == 200 {
+        for kind in ANALYST_KINDS {
+            for entry in wanted[kind].as_array().into_iter().flatten() {
+                let Some(uuid) = entry.as_object().and_then(|o| o.keys().next()) else {
+                    continue;
+                };
+                if let Some(obj) = local.analyst.get(&(kind.to_string(), uuid.clone())) {
+                    c.request("POST", "/analyst_data/pushAnalystData", Some(obj))
+                        .await;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// MISP's pull from the remote into `local`: the minimal event index, each
+/// new event, proposals, galaxy clusters, sightings, analyst data. What the
+/// remote (through the gateway) refuses is simply not stored.
+pub async fn pull(c: &mut Client, local: &mut Store) -> Result<(), String> {
+    c.version().await?;
+    let filter = json!({"minimal": 1, "published": 1});
+    let (status, index) = c.request("POST", "/events/index", Some(&filter)).await;
+    if status != 200 {
+        return Err(format!("events/index answered {status}"));
+    }
+    for entry in index.as_array().into_iter().flatten() {
+        let uuid = uuid_of(entry);
+        let known = local.events.get(&uuid);
+        if known.is_some_and(|e| e["Event"]["timestamp"] == entry["timestamp"]) {
+            continue;
+        }
+        let (status, event) = c
+            .request("GET", &format!("/events/view/{uuid}{VIEW_SUFFIX}"), None)
+            .await;
+        if status == 200 {
+            local.events.insert(uuid, event);
+        }
+    }
+    let (status, proposals) = c.request("GET", PROPOSALS_PATH, None).await;
+    if status == 200 {
+        for p in proposals.as_array().into_iter().flatten() {
+            local
+                .proposals
+                .insert(uuid_of(&p["ShadowAttribute"]), p.clone());
+        }
+    }
+    let (status, clusters) = c
+        .request("POST", "/galaxy_clusters/restSearch", Some(&filter))
+        .await;
+    for minimal in clusters
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|_| status == 200)
+    {
+        let uuid = uuid_of(&minimal["GalaxyCluster"]);
+        if local.clusters.contains_key(&uuid) {
+            continue;
+        }
+        let (status, cluster) = c
+            .request("GET", &format!("/galaxy_clusters/view/{uuid}"), None)
+            .await;
+        if status == 200 {
+            local.clusters.insert(uuid, cluster);
+        }
+    }
+    let search = json!({"last": 0, "includeUuid": true});
+    let (status, sightings) = c
+        .request("POST", "/sightings/restSearch/event", Some(&search))
+        .await;
+    if status == 200 {
+        for s in sightings.as_array().into_iter().flatten() {
+            local.sightings.insert(uuid_of(&s["Sighting"]), s.clone());
+        }
+    }
+    let (status, index) = c
+        .request("POST", "/analyst_data/indexMinimal", Some(&json!({})))
+        .await;
+    if status == 200 {
+        for kind in ANALYST_KINDS {
+            for entry in index[kind].as_array().into_iter().flatten() {
+                let Some(uuid) = entry.as_object().and_then(|o| o.keys().next()) else {
+                    continue;
+                };
+                let path = format!("/analyst_data/index/{kind}/uuid[]:{uuid}.json");
+                let (status, list) = c.request("GET", &path, None).await;
+                for obj in list
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|_| status == 200)
+                {
+                    local
+                        .analyst
+                        .insert((kind.to_string(), uuid_of(&obj[kind])), obj.clone());
+                }
+            }
+        }
+    }
+    Ok(())
+}

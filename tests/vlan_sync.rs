@@ -1,0 +1,534 @@
+//! MISP sync across a router between two VLAN compartments (root, network
+//! namespaces), deployed as an operator would: `config.sample.json`'s policy,
+//! the shipped nftables file applied by the shipped script inside the router
+//! namespace, the gateway binary capturing transparently (REDIRECT, TPROXY).
+//!
+//! Two MISP-like servers with in-memory stores sit in compartments `secret`
+//! (VLAN 10) and `restricted` (VLAN 20) of a trunk into the router
+//! (`scripts/demo/topology.sh`). The secret server replays MISP's real push
+//! and pull sequences against the restricted one; the test then asserts what
+//! each store holds: allowed data arrives intact, blocked data never does,
+//! non-sync requests are refused, and the restricted compartment, which may
+//! not reach the secret one, cannot. One case uses curl with no proxy
+//! settings as the client.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use serde_json::{json, Value};
+use support::misp::{serve, MispServer, Store};
+use support::netns::{curl, in_netns, join, prerequisites_met, run, Remote, WAIT};
+use support::sync::{pull, push, Client, PROPOSALS_PATH, VIEW_SUFFIX};
+use support::{gateway_ca, Gateway, TempDir};
+
+const SECRET: (&str, &str) = ("192.0.2.10:443", "misp.secret.example");
+const RESTRICTED: (&str, &str) = ("198.51.100.10:443", "misp.restricted.example");
+/// Put into every object that must be blocked: it may never be seen by the
+/// receiving side, in any request or response body.
+const MARKER: &str = "MUST-NOT-CROSS";
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+// ------------------------------------------------------------ topology
+
+/// The namespaces of `scripts/demo/topology.sh`, deleted on drop.
+struct Vlans {
+    prefix: String,
+}
+
+impl Vlans {
+    fn up() -> Vlans {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let prefix = format!(
+            "mgwv{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let vlans = Vlans { prefix };
+        let out = Command::new(root().join("scripts/demo/topology.sh"))
+            .args(["up", &vlans.prefix])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "topology: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let kind = String::from_utf8_lossy(&out.stdout);
+        eprintln!("{}: VLAN segments are {}", vlans.prefix, kind.trim());
+        vlans
+    }
+
+    fn ns(&self, role: &str) -> String {
+        format!("{}-{role}", self.prefix)
+    }
+}
+
+impl Drop for Vlans {
+    fn drop(&mut self) {
+        let script = root().join("scripts/demo/topology.sh");
+        if let Err(e) = run(&[script.to_str().unwrap(), "down", &self.prefix], None) {
+            eprintln!("cleanup: {e}");
+        }
+    }
+}
+
+/// A MISP-like server in namespace `ns`, until the returned sender drops.
+fn start_server(
+    ns: String,
+    (addr, host): (&str, &str),
+    ca_file: PathBuf,
+    seed: Store,
+) -> (MispServer, tokio::sync::oneshot::Sender<()>) {
+    let (addr, host): (SocketAddr, String) = (addr.parse().unwrap(), host.to_string());
+    let (tx, rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    in_netns(&ns, move || async move {
+        tx.send(serve(addr, &host, &ca_file, seed).await).unwrap();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(300), stop_rx).await;
+    });
+    (rx.recv_timeout(WAIT).expect("server up"), stop_tx)
+}
+
+// ------------------------------------------------------------ MISP data
+
+fn uuid(n: u32) -> String {
+    format!("5f0c{n:04x}-0000-4000-8000-00000000{n:04x}")
+}
+
+fn attribute(n: u32, kind: &str, category: &str, value: &str) -> Value {
+    json!({"uuid": uuid(n), "type": kind, "category": category, "value": value,
+        "distribution": "5", "to_ids": true, "Tag": [{"name": "tlp:green"}]})
+}
+
+fn event(n: u32, tags: &[&str], attributes: Vec<Value>, timestamp: &str) -> Value {
+    let tags: Vec<Value> = tags.iter().map(|t| json!({"name": t})).collect();
+    json!({"Event": {"uuid": uuid(n), "info": format!("event {n}"), "distribution": "1",
+        "published": true, "timestamp": timestamp, "analysis": "2", "threat_level_id": "3",
+        "Orgc": {"name": "ORGNAME", "uuid": uuid(9000)}, "Tag": tags,
+        "Attribute": attributes, "Object": [
+            {"uuid": uuid(n + 500), "name": "domain-ip", "distribution": "5", "Attribute": [
+                attribute(n + 600, "domain", "Network activity", "c2.example")]}]}})
+}
+
+fn cluster(n: u32, distribution: &str, value: &str) -> Value {
+    json!({"GalaxyCluster": {"uuid": uuid(n), "version": "1", "distribution": distribution,
+        "value": value, "type": "threat-actor", "published": true}})
+}
+
+fn sighting(n: u32, event: u32) -> Value {
+    json!({"Sighting": {"uuid": uuid(n), "event_uuid": uuid(event), "type": "0",
+        "date_sighting": "1700000000", "source": ""}})
+}
+
+fn analyst(kind: &str, n: u32, distribution: &str, text: &str) -> Value {
+    json!({ kind: {"uuid": uuid(n), "distribution": distribution, "note": text,
+        "opinion": "75", "comment": text, "modified": "2026-11-01 10:00:00",
+        "object_uuid": uuid(1), "object_type": "Event"}})
+}
+
+fn proposal(n: u32, kind: &str) -> Value {
+    json!({"ShadowAttribute": {"uuid": uuid(n), "event_uuid": uuid(101), "type": kind,
+        "category": "Payload delivery", "value": "d41d8cd98f00b204e9800998ecf8427e"}})
+}
+
+/// The secret server's data. `config.sample.json` lets `misp_secret` push
+/// only tlp:clear/white/green, never distribution 0 or 4, e-mail or passport
+/// attributes, the Person category or person objects.
+fn secret_seed() -> Store {
+    let ip = |n| attribute(n, "ip-dst", "Network activity", "203.0.113.7");
+    let mut s = Store::default();
+    for v in [
+        event(1, &["tlp:green"], vec![ip(11)], "1700000100"),
+        // Already on the remote in an older version: HEAD 200, then an edit.
+        event(2, &["tlp:clear"], vec![ip(21)], "1700000200"),
+        event(
+            3,
+            &["tlp:red"],
+            vec![attribute(31, "text", "Other", MARKER)],
+            "1700000300",
+        ),
+        event(
+            4,
+            &["tlp:green"],
+            vec![attribute(41, "email", "Network activity", MARKER)],
+            "1700000400",
+        ),
+        cluster(51, "1", "APT-Allowed"),
+        cluster(52, "0", MARKER),
+        sighting(61, 1),
+        sighting(62, 1),
+        sighting(63, 3),
+        analyst("Note", 71, "1", "shareable note"),
+        analyst("Note", 72, "0", MARKER),
+    ] {
+        s.put(v);
+    }
+    s
+}
+
+/// The restricted server's data; a pull is checked with `misp_restricted`'s
+/// rules (no tlp:red, no distribution 0).
+fn restricted_seed() -> Store {
+    let ip = |n| attribute(n, "ip-dst", "Network activity", "198.18.0.1");
+    let mut old = event(2, &["tlp:clear"], vec![ip(21)], "1600000000");
+    old["Event"]["info"] = json!("older version");
+    let mut dist0 = attribute(131, "text", "Other", MARKER);
+    dist0["distribution"] = json!("0");
+    let mut s = Store::default();
+    for v in [
+        old,
+        event(101, &["tlp:green"], vec![ip(111)], "1700001000"),
+        event(
+            102,
+            &["tlp:red"],
+            vec![attribute(121, "text", "Other", MARKER)],
+            "1700002000",
+        ),
+        event(103, &["tlp:green"], vec![dist0], "1700003000"),
+        proposal(141, "md5"),
+        proposal(142, "sha1"),
+        cluster(151, "1", "Pullable cluster"),
+        cluster(152, "0", MARKER),
+        sighting(161, 101),
+        analyst("Note", 171, "1", "pullable note"),
+        analyst("Opinion", 172, "0", MARKER),
+    ] {
+        s.put(v);
+    }
+    s
+}
+
+// ------------------------------------------------------------ deployment
+
+/// `config.sample.json` with only its TLS material pointed at this test's
+/// files, written under the same name so `misp-guard-gw nft` renders it
+/// exactly as the shipped files.
+fn sample_config(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("config.sample.json")).unwrap();
+    let mut config: Value = serde_json::from_str(&text).unwrap();
+    config["gateway"]["tls"] = json!({"ca_cert": "ca/ca.crt", "ca_key": "ca/ca.key",
+        "use_system_roots": false});
+    config["gateway"]["instances"] = json!({
+        "misp_secret": {"upstream_ca": "secret-ca.crt"},
+        "misp_restricted": {"upstream_ca": "restricted-ca.crt"}});
+    let path = dir.join("config.sample.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    path
+}
+
+fn gateway_bin(args: &[&str]) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_misp-guard-gw"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The shipped rules describe this policy, then go into the router with the
+/// shipped script.
+fn apply_shipped_rules(vlans: &Vlans, config: &Path, mode: &str) {
+    let rendered = gateway_bin(&["nft", "--config", config.to_str().unwrap(), "--mode", mode]);
+    let shipped = std::fs::read(root().join(format!("nftables/{mode}.nft"))).unwrap();
+    assert_eq!(
+        rendered.stdout, shipped,
+        "shipped nftables/{mode}.nft does not match the policy"
+    );
+    let apply = root().join("scripts/apply-nftables.sh");
+    run(
+        &[
+            "ip",
+            "netns",
+            "exec",
+            &vlans.ns("rtr"),
+            apply.to_str().unwrap(),
+            "--mode",
+            mode,
+        ],
+        None,
+    )
+    .unwrap_or_else(|e| panic!("apply {mode} rules: {e}"));
+}
+
+/// Everything in `pulled` that the secret server did not have before.
+fn pulled_from(pulled: &Store, before: &Store) -> String {
+    fn fresh<K: Ord, V: PartialEq + std::fmt::Debug>(
+        now: &std::collections::BTreeMap<K, V>,
+        was: &std::collections::BTreeMap<K, V>,
+    ) -> String {
+        let new = now.iter().filter(|(k, v)| was.get(k) != Some(v));
+        new.map(|(_, v)| format!("{v:?}")).collect()
+    }
+    [
+        fresh(&pulled.events, &before.events),
+        fresh(&pulled.clusters, &before.clusters),
+        fresh(&pulled.sightings, &before.sightings),
+        fresh(&pulled.analyst, &before.analyst),
+        fresh(&pulled.proposals, &before.proposals),
+    ]
+    .concat()
+}
+
+fn sees_marker(server: &MispServer) -> bool {
+    let needle = MARKER.as_bytes();
+    let seen = server.seen.lock().unwrap();
+    seen.iter()
+        .any(|s| s.body.windows(needle.len()).any(|w| w == needle))
+}
+
+// ------------------------------------------------------------ the suite
+
+fn sync_across_vlans(test: &str, mode: &str) {
+    if !prerequisites_met(test) {
+        return;
+    }
+    let vlans = Vlans::up();
+    let dir = TempDir::new("vlan");
+    let d = &dir.0;
+    let ca = gateway_ca(&d.join("ca"));
+    let (secret, _stop_secret) = start_server(
+        vlans.ns("secret"),
+        SECRET,
+        d.join("secret-ca.crt"),
+        secret_seed(),
+    );
+    let (restricted, _stop_restricted) = start_server(
+        vlans.ns("restricted"),
+        RESTRICTED,
+        d.join("restricted-ca.crt"),
+        restricted_seed(),
+    );
+    let config = sample_config(d);
+    apply_shipped_rules(&vlans, &config, mode);
+    let mut gw = Gateway::start_wrapped(
+        &["ip", "netns", "exec", &vlans.ns("rtr")],
+        &["run", "--config", config.to_str().unwrap()],
+        d.join("gw.log"),
+    );
+
+    // The secret MISP pushes to and pulls from the restricted one, then
+    // tries requests that are not sync.
+    let ca2 = ca.clone();
+    let (steps, pulled) = join(in_netns(&vlans.ns("secret"), move || async move {
+        let mut c = Client::new(RESTRICTED.0.parse().unwrap(), RESTRICTED.1, &ca2);
+        let local = secret_seed();
+        push(&mut c, &local).await.expect("push");
+        let mut pulled = local.clone();
+        pull(&mut c, &mut pulled).await.expect("pull");
+        for (method, path) in [
+            ("GET", "/users/login"),
+            ("POST", "/admin/users/add"),
+            ("POST", "/attributes/restSearch"),
+            (
+                "POST",
+                "/events/delete/5f0c0001-0000-4000-8000-000000000001",
+            ),
+        ] {
+            c.request(method, path, Some(&json!({}))).await;
+        }
+        (c.steps, pulled)
+    }));
+    let status = |method: &str, path: &str| {
+        steps
+            .iter()
+            .rev()
+            .find(|s| s.method == method && s.path == path)
+            .map(|s| s.status)
+            .unwrap_or_else(|| panic!("{method} {path} was not sent: {steps:#?}"))
+    };
+    let logs = gw.logs();
+    let store = restricted.store.lock().unwrap().clone();
+    let seed = secret_seed();
+
+    // Push: allowed events arrive byte-exact (new → add, known → edit).
+    assert_eq!(status("HEAD", &format!("/events/view/{}", uuid(2))), 200);
+    assert_eq!(
+        status("POST", &format!("/events/edit/{}/metadata:1", uuid(2))),
+        200,
+        "{logs}"
+    );
+    for n in [1, 2] {
+        let sent = serde_json::to_vec(&seed.events[&uuid(n)]).unwrap();
+        assert_eq!(
+            store.raw_events.get(&uuid(n)),
+            Some(&sent),
+            "event {n} must arrive intact"
+        );
+    }
+    for n in [3, 4] {
+        assert!(
+            !store.events.contains_key(&uuid(n)),
+            "blocked event {n} arrived"
+        );
+    }
+    assert_eq!(
+        steps
+            .iter()
+            .filter(|s| s.path == "/events/add/metadata:1")
+            .map(|s| s.status)
+            .collect::<Vec<_>>(),
+        vec![200, 403, 403],
+        "{steps:#?}"
+    );
+    assert!(store.clusters.contains_key(&uuid(51)) && !store.clusters.contains_key(&uuid(52)));
+    assert!(store.sightings.contains_key(&uuid(61)) && store.sightings.contains_key(&uuid(62)));
+    assert!(
+        !store.sightings.contains_key(&uuid(63)),
+        "sighting of a blocked event"
+    );
+    assert!(store.analyst.contains_key(&("Note".into(), uuid(71))));
+    assert!(!store.analyst.contains_key(&("Note".into(), uuid(72))));
+    assert!(
+        !sees_marker(&restricted),
+        "blocked data reached the restricted server"
+    );
+
+    // Pull: checked with the restricted instance's rules.
+    assert_eq!(
+        status("GET", &format!("/events/view/{}{VIEW_SUFFIX}", uuid(101))),
+        200
+    );
+    for n in [102, 103] {
+        assert_eq!(
+            status("GET", &format!("/events/view/{}{VIEW_SUFFIX}", uuid(n))),
+            403
+        );
+        assert!(
+            !pulled.events.contains_key(&uuid(n)),
+            "blocked event {n} was pulled"
+        );
+    }
+    assert_eq!(
+        pulled.events[&uuid(101)],
+        restricted_seed().events[&uuid(101)]
+    );
+    assert_eq!(status("GET", PROPOSALS_PATH), 200);
+    assert!(pulled.proposals.contains_key(&uuid(141)) && pulled.proposals.contains_key(&uuid(142)));
+    assert!(pulled.clusters.contains_key(&uuid(151)) && !pulled.clusters.contains_key(&uuid(152)));
+    assert_eq!(
+        status("GET", &format!("/galaxy_clusters/view/{}", uuid(152))),
+        403
+    );
+    assert!(pulled.sightings.contains_key(&uuid(161)));
+    assert!(pulled.analyst.contains_key(&("Note".into(), uuid(171))));
+    assert!(!pulled.analyst.contains_key(&("Opinion".into(), uuid(172))));
+    assert!(
+        !pulled_from(&pulled, &seed).contains(MARKER),
+        "blocked data was pulled"
+    );
+
+    // Not sync: refused by the gateway, never seen by the server.
+    for path in ["/users/login", "/admin/users/add", "/attributes/restSearch"] {
+        let method = if path == "/users/login" {
+            "GET"
+        } else {
+            "POST"
+        };
+        assert_eq!(status(method, path), 403, "{method} {path}");
+    }
+    let seen = restricted.paths();
+    assert!(
+        !seen.iter().any(|p| p.contains("/users/login")
+            || p.contains("/admin/")
+            || p.contains("/attributes/")
+            || p.contains("/events/delete/")),
+        "non-sync request reached the server: {seen:?}"
+    );
+
+    // Plain HTTP to the MISP port (sync is always TLS): refused, unseen.
+    let before = restricted.seen.lock().unwrap().len();
+    let answer = join(in_netns(&vlans.ns("secret"), || async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(RESTRICTED.0).await.unwrap();
+        let request = "GET /servers/getVersion HTTP/1.1\r\nHost: misp.restricted.example\r\n\r\n";
+        let _ = tcp.write_all(request.as_bytes()).await;
+        let mut answer = Vec::new();
+        let read = tcp.read_to_end(&mut answer);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), read).await;
+        answer
+    }));
+    assert!(
+        !answer.starts_with(b"HTTP/1.1 200"),
+        "plain HTTP was answered"
+    );
+    assert_eq!(restricted.seen.lock().unwrap().len(), before);
+
+    // The restricted compartment may not reach the secret one: no answer,
+    // and the secret server sees nothing at all.
+    let ca3 = ca.clone();
+    let refused = join(in_netns(&vlans.ns("restricted"), move || async move {
+        let mut c = Client::new(SECRET.0.parse().unwrap(), SECRET.1, &ca3);
+        let _ = push(&mut c, &restricted_seed()).await;
+        let mut local = Store::default();
+        let _ = pull(&mut c, &mut local).await;
+        (c.steps, local)
+    }));
+    assert!(refused.0.iter().all(|s| s.status == 0), "{:?}", refused.0);
+    assert!(refused.1.events.is_empty());
+    assert!(
+        secret.seen.lock().unwrap().is_empty(),
+        "the secret server was reached"
+    );
+
+    // curl, no proxy settings: an allowed push lands, a tlp:amber one does not.
+    let allowed = event(5, &["tlp:green"], vec![], "1700000500").to_string();
+    let amber = event(6, &["tlp:amber"], vec![], "1700000600").to_string();
+    let to = Remote {
+        host: RESTRICTED.1,
+        port: 443,
+        ip: "198.51.100.10",
+    };
+    for (body, expected) in [(&allowed, 200), (&amber, 403)] {
+        let file = d.join("push.json");
+        std::fs::write(&file, body).unwrap();
+        let (code, _) = curl(
+            &vlans.ns("secret"),
+            &ca,
+            &to,
+            "POST",
+            "/events/add/metadata:1",
+            Some(&file),
+            &d.join("out"),
+        );
+        assert_eq!(code, expected, "curl push; gateway log:\n{}", gw.logs());
+    }
+    let store = restricted.store.lock().unwrap().clone();
+    assert_eq!(
+        store.raw_events.get(&uuid(5)).map(Vec::as_slice),
+        Some(allowed.as_bytes())
+    );
+    assert!(!store.events.contains_key(&uuid(6)));
+
+    let logs = gw.logs();
+    for reason in [
+        "event has blocked tag: tlp:red",
+        "attribute with a blocked type: email",
+        "event has blocked tag: tlp:amber",
+        "cannot reach compartment",
+    ] {
+        assert!(logs.contains(reason), "log lacks {reason:?}:\n{logs}");
+    }
+    assert_eq!(gw.terminate(), Some(0), "{logs}");
+}
+
+#[test]
+fn misp_sync_across_vlans_redirect() {
+    sync_across_vlans("misp_sync_across_vlans_redirect", "redirect");
+}
+
+#[test]
+fn misp_sync_across_vlans_tproxy() {
+    sync_across_vlans("misp_sync_across_vlans_tproxy", "tproxy");
+}
