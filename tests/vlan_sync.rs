@@ -447,6 +447,15 @@ fn sync_across_vlans(test: &str, mode: &str) {
         "non-sync request reached the server: {seen:?}"
     );
 
+    // A MISP configured with the server's address sends no SNI: its leaf
+    // names the instance and carries that address (and only that one).
+    let ca4 = ca.clone();
+    let by_ip = join(in_netns(&vlans.ns("secret"), move || async move {
+        let mut c = Client::new(RESTRICTED.0.parse().unwrap(), "198.51.100.10", &ca4);
+        c.request("GET", "/servers/getVersion", None).await.0
+    }));
+    assert_eq!(by_ip, 200, "connect by IP without SNI:\n{}", gw.logs());
+
     // Plain HTTP to the MISP port (sync is always TLS): refused, unseen.
     let before = restricted.seen.lock().unwrap().len();
     let answer = join(in_netns(&vlans.ns("secret"), || async {

@@ -42,7 +42,7 @@ impl TlsState {
             (Some(c), Some(k)) => {
                 let ca = Arc::new(CertificateAuthority::from_pem_files(&c, &k)?);
                 let cache = LeafCache::new(ca, LeafCache::DEFAULT_CAPACITY)
-                    .with_extra_ips(policy.instances.iter().map(|i| i.ip).collect());
+                    .with_host_ips(policy.instances.iter().map(|i| (i.host.as_str(), i.ip)));
                 Some(CertSource::Minted(Arc::new(cache)))
             }
             _ => None,

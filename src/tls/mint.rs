@@ -208,7 +208,8 @@ impl CacheState {
 /// make the gateway mint and keep a certificate per random name.
 pub struct LeafCache {
     ca: Arc<CertificateAuthority>,
-    extra_ips: Vec<IpAddr>,
+    /// Normalised DNS name → the addresses its leaf also carries.
+    host_ips: HashMap<String, Vec<IpAddr>>,
     capacity: usize,
     refresh_after: std::time::Duration,
     state: Mutex<CacheState>,
@@ -220,7 +221,7 @@ impl std::fmt::Debug for LeafCache {
         f.debug_struct("LeafCache")
             .field("capacity", &self.capacity)
             .field("len", &self.len())
-            .field("extra_ips", &self.extra_ips)
+            .field("host_ips", &self.host_ips)
             .field("mints", &self.mint_count())
             .finish()
     }
@@ -234,7 +235,7 @@ impl LeafCache {
     pub fn new(ca: Arc<CertificateAuthority>, capacity: usize) -> Self {
         LeafCache {
             ca,
-            extra_ips: Vec::new(),
+            host_ips: HashMap::new(),
             capacity: capacity.max(1),
             refresh_after: LEAF_REFRESH_AFTER,
             state: Mutex::new(CacheState::default()),
@@ -242,11 +243,27 @@ impl LeafCache {
         }
     }
 
-    /// IP addresses added as SANs to every leaf, e.g. the real server's
-    /// addresses, so clients that connect by IP (no SNI) still verify.
-    pub fn with_extra_ips(mut self, ips: Vec<IpAddr>) -> Self {
-        self.extra_ips = ips;
+    /// The address of each MISP instance by its host name: a leaf minted for
+    /// that name also carries that address (and no other), so a MISP that
+    /// is configured with the server's IP and sends no SNI still verifies.
+    pub fn with_host_ips<'a>(mut self, hosts: impl IntoIterator<Item = (&'a str, IpAddr)>) -> Self {
+        for (host, ip) in hosts {
+            if let Ok(Subject::Dns(name)) = parse_subject(host) {
+                let ips = self.host_ips.entry(name).or_default();
+                if !ips.contains(&ip) {
+                    ips.push(ip);
+                }
+            }
+        }
         self
+    }
+
+    /// The extra IP SANs of `subject`'s leaf.
+    fn ips_for(&self, subject: &Subject) -> &[IpAddr] {
+        match subject {
+            Subject::Dns(name) => self.host_ips.get(name).map_or(&[], Vec::as_slice),
+            Subject::Ip(_) => &[],
+        }
     }
 
     /// The CA leaves are minted from.
@@ -285,7 +302,7 @@ impl LeafCache {
                 // Minting inline: a P-256 keygen plus one signature is tens
                 // of microseconds, less than handing it to a blocking thread
                 // would cost, and cancellation stays trivial.
-                let leaf = mint_subject(&self.ca, &subject, &self.extra_ips)?;
+                let leaf = mint_subject(&self.ca, &subject, self.ips_for(&subject))?;
                 self.mints.fetch_add(1, Ordering::Relaxed);
                 let mut chain = Vec::with_capacity(1 + self.ca.chain().len());
                 chain.push(leaf.cert_der);
@@ -539,6 +556,21 @@ mod tests {
         assert!(!Arc::ptr_eq(&first, &second));
         assert_eq!(cache.mint_count(), 2);
         assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn leaves_carry_only_their_own_instance_address() {
+        let (a, b) = (
+            IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)),
+            IpAddr::V4(Ipv4Addr::new(198, 51, 100, 10)),
+        );
+        let cache =
+            LeafCache::new(ca(), 4).with_host_ips([("MISP.a.test.", a), ("misp.b.test", b)]);
+        let ips = |name| cache.ips_for(&parse_subject(name).unwrap()).to_vec();
+        assert_eq!(ips("misp.a.test"), vec![a]);
+        assert_eq!(ips("misp.b.test"), vec![b]);
+        assert_eq!(ips("allowlisted.test"), Vec::<IpAddr>::new());
+        assert_eq!(ips("192.0.2.10"), Vec::<IpAddr>::new());
     }
 
     #[tokio::test]
