@@ -10,7 +10,8 @@
 //! each store holds: allowed data arrives intact, blocked data never does,
 //! non-sync requests are refused, and the restricted compartment, which may
 //! not reach the secret one, cannot. One case uses curl with no proxy
-//! settings as the client.
+//! settings as the client. The restricted instance is served with the
+//! operator's own certificate (`gateway.instances.<id>.cert`), not a minted one.
 
 mod support;
 
@@ -20,11 +21,12 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
+use misp_guard_gw::tls::{self, CertificateAuthority};
 use serde_json::{json, Value};
 use support::misp::{serve, MispServer, Store};
 use support::netns::{curl, in_netns, join, prerequisites_met, run, Remote, WAIT};
 use support::sync::{pull, push, Client, PROPOSALS_PATH, VIEW_SUFFIX};
-use support::{gateway_ca, Gateway, TempDir};
+use support::{gateway_ca, write_pem, Gateway, TempDir};
 
 const SECRET: (&str, &str) = ("192.0.2.10:443", "misp.secret.example");
 const RESTRICTED: (&str, &str) = ("198.51.100.10:443", "misp.restricted.example");
@@ -218,10 +220,44 @@ fn sample_config(dir: &Path) -> PathBuf {
         "use_system_roots": false});
     config["gateway"]["instances"] = json!({
         "misp_secret": {"upstream_ca": "secret-ca.crt"},
-        "misp_restricted": {"upstream_ca": "restricted-ca.crt"}});
+        // The operator's own certificate for this name (say, the one the
+        // site's CA issued for the real server) instead of a minted leaf.
+        "misp_restricted": {"upstream_ca": "restricted-ca.crt",
+            "cert": "restricted-site.crt", "key": "restricted-site.key"}});
     let path = dir.join("config.sample.json");
     std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
     path
+}
+
+/// A certificate for misp.restricted.example (and its address) from a
+/// site CA, as `restricted-site.{crt,key}`; returns the site CA's file.
+fn site_certificate(dir: &Path) -> PathBuf {
+    use base64::Engine as _;
+    let pem = |label: &str, der: &[u8]| {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            lines.join("\n")
+        )
+    };
+    let site = CertificateAuthority::generate("site CA").unwrap();
+    let ip = RESTRICTED.0.parse::<SocketAddr>().unwrap().ip();
+    let leaf = tls::mint_leaf(&site, RESTRICTED.1, &[ip]).unwrap();
+    write_pem(
+        &dir.join("restricted-site.crt"),
+        &pem("CERTIFICATE", &leaf.cert_der),
+    );
+    write_pem(
+        &dir.join("restricted-site.key"),
+        &pem("PRIVATE KEY", leaf.key_der.secret_pkcs8_der()),
+    );
+    write_pem(&dir.join("site-ca.crt"), &site.cert_pem());
+    dir.join("site-ca.crt")
 }
 
 fn gateway_bin(args: &[&str]) -> std::process::Output {
@@ -297,7 +333,10 @@ fn sync_across_vlans(test: &str, mode: &str) {
     let vlans = Vlans::up();
     let dir = TempDir::new("vlan");
     let d = &dir.0;
-    let ca = gateway_ca(&d.join("ca"));
+    // Clients trust the site CA for the restricted server (whose
+    // certificate the operator supplied) and the gateway CA for the rest.
+    let gateway_ca = gateway_ca(&d.join("ca"));
+    let ca = site_certificate(d);
     let (secret, _stop_secret) = start_server(
         vlans.ns("secret"),
         SECRET,
@@ -476,7 +515,7 @@ fn sync_across_vlans(test: &str, mode: &str) {
 
     // The restricted compartment may not reach the secret one: no answer,
     // and the secret server sees nothing at all.
-    let ca3 = ca.clone();
+    let ca3 = gateway_ca.clone();
     let refused = join(in_netns(&vlans.ns("restricted"), move || async move {
         let mut c = Client::new(SECRET.0.parse().unwrap(), SECRET.1, &ca3);
         let _ = push(&mut c, &restricted_seed()).await;
