@@ -25,7 +25,7 @@ use misp_guard_gw::tls::{self, CertificateAuthority};
 use serde_json::{json, Value};
 use support::misp::{serve, MispServer, Store};
 use support::netns::{curl, in_netns, join, prerequisites_met, run, Remote, WAIT};
-use support::sync::{pull, push, Client, PROPOSALS_PATH, VIEW_SUFFIX};
+use support::sync::{connection_test, pull, push, Client, PROPOSALS_PATH, VIEW_SUFFIX};
 use support::{gateway_ca, write_pem, Gateway, TempDir};
 
 const SECRET: (&str, &str) = ("192.0.2.10:443", "misp.secret.example");
@@ -136,9 +136,9 @@ fn analyst(kind: &str, n: u32, distribution: &str, text: &str) -> Value {
         "object_uuid": uuid(1), "object_type": "Event"}})
 }
 
-fn proposal(n: u32, kind: &str) -> Value {
-    json!({"ShadowAttribute": {"uuid": uuid(n), "event_uuid": uuid(101), "type": kind,
-        "category": "Payload delivery", "value": "d41d8cd98f00b204e9800998ecf8427e"}})
+fn proposal(n: u32, event: u32, kind: &str, value: &str) -> Value {
+    json!({"ShadowAttribute": {"uuid": uuid(n), "event_uuid": uuid(event), "type": kind,
+        "category": "Payload delivery", "value": value, "Tag": [{"name": "tlp:green"}]}})
 }
 
 /// The secret server's data. `config.sample.json` lets `misp_secret` push
@@ -169,6 +169,8 @@ fn secret_seed() -> Store {
         sighting(62, 1),
         sighting(63, 3),
         analyst("Note", 71, "1", "shareable note"),
+        proposal(81, 1, "md5", "d41d8cd98f00b204e9800998ecf8427e"),
+        proposal(82, 2, "passport-number", MARKER),
         analyst("Note", 72, "0", MARKER),
     ] {
         s.put(v);
@@ -195,8 +197,8 @@ fn restricted_seed() -> Store {
             "1700002000",
         ),
         event(103, &["tlp:green"], vec![dist0], "1700003000"),
-        proposal(141, "md5"),
-        proposal(142, "sha1"),
+        proposal(141, 101, "md5", "d41d8cd98f00b204e9800998ecf8427e"),
+        proposal(142, 101, "sha1", "da39a3ee5e6b4b0d3255bfef95601890afd80709"),
         cluster(151, "1", "Pullable cluster"),
         cluster(152, "0", MARKER),
         sighting(161, 101),
@@ -363,6 +365,7 @@ fn sync_across_vlans(test: &str, mode: &str) {
     let (steps, pulled) = join(in_netns(&vlans.ns("secret"), move || async move {
         let mut c = Client::new(RESTRICTED.0.parse().unwrap(), RESTRICTED.1, &ca2);
         let local = secret_seed();
+        connection_test(&mut c).await.expect("test connection");
         push(&mut c, &local).await.expect("push");
         let mut pulled = local.clone();
         pull(&mut c, &mut pulled).await.expect("pull");
@@ -422,6 +425,11 @@ fn sync_across_vlans(test: &str, mode: &str) {
         "{steps:#?}"
     );
     assert!(store.clusters.contains_key(&uuid(51)) && !store.clusters.contains_key(&uuid(52)));
+    assert!(store.proposals.contains_key(&uuid(81)) && !store.proposals.contains_key(&uuid(82)));
+    assert_eq!(
+        status("POST", &format!("/events/pushProposals/{}", uuid(2))),
+        403
+    );
     assert!(store.sightings.contains_key(&uuid(61)) && store.sightings.contains_key(&uuid(62)));
     assert!(
         !store.sightings.contains_key(&uuid(63)),

@@ -174,6 +174,14 @@ fn decode(encoding: Option<&[u8]>, raw: Vec<u8>) -> Vec<u8> {
     }
 }
 
+/// MISP serialises timestamps as strings of seconds.
+fn timestamp(event: &Value) -> u64 {
+    event["timestamp"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0)
+}
+
 fn not_found() -> (u16, Value) {
     (404, json!({"name": "Not Found", "message": "Not Found"}))
 }
@@ -194,6 +202,37 @@ fn route(store: &mut Store, method: &str, path: &str, body: &[u8]) -> (u16, Valu
                 "perm_sighting": true, "perm_galaxy_editor": true, "perm_analyst_data": true,
                 "request_encoding": ["gzip", "br"], "filter_sighting_uuids": true}),
         ),
+        ("GET", "/users/view/me.json") => (
+            200,
+            json!({"User": {"id": "1", "email": "sync@misp.test", "role_id": "5"},
+                "Role": {"id": "5", "name": "Sync user", "perm_sync": true}}),
+        ),
+        ("POST", "/servers/postTest") => (200, json!({"body": input, "headers": {}})),
+        ("POST", "/events/filterEventIdsForPush") => {
+            // The offered events this server lacks or holds in an older version.
+            let wanted: Vec<Value> = input
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| &e["Event"])
+                .filter(|e| match store.events.get(&uuid_of(e)) {
+                    Some(held) => timestamp(&held["Event"]) < timestamp(e),
+                    None => true,
+                })
+                .map(|e| e["uuid"].clone())
+                .collect();
+            (200, Value::Array(wanted))
+        }
+        ("POST", p) if p.starts_with("/events/pushProposals/") => {
+            let proposals = input.as_array().cloned().unwrap_or_default();
+            for p in &proposals {
+                store.put(p.clone());
+            }
+            (
+                200,
+                json!({"message": format!("{} proposal(s) saved", proposals.len())}),
+            )
+        }
         ("HEAD", p) if p.starts_with("/events/view/") => {
             match store
                 .events

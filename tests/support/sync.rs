@@ -152,23 +152,56 @@ impl Client {
             .is_some_and(|a| a.iter().any(|e| e == "gzip"));
         Ok(())
     }
-
-    /// The remote answered 200 for `path` (last request with that path).
-    pub fn status_of(&self, method: &str, path: &str) -> Option<u16> {
-        self.steps
-            .iter()
-            .rev()
-            .find(|s| s.method == method && s.path == path)
-            .map(|s| s.status)
-    }
 }
 
-/// MISP's push of `local` to the remote: events (HEAD to choose add or
-/// edit), galaxy clusters, the sightings of pushed events, analyst data.
+/// MISP's "test connection" of a remote server: its version, the sync
+/// user, and a POST round trip.
+pub async fn connection_test(c: &mut Client) -> Result<(), String> {
+    c.version().await?;
+    let (status, me) = c.request("GET", "/users/view/me.json", None).await;
+    if status != 200 || me["Role"]["perm_sync"] != true {
+        return Err(format!("users/view/me.json answered {status}: {me}"));
+    }
+    let probe = json!({"testString": "Testing MISP sync"});
+    let (status, echo) = c.request("POST", "/servers/postTest", Some(&probe)).await;
+    if status != 200 || echo["body"] != probe {
+        return Err(format!("servers/postTest answered {status}: {echo}"));
+    }
+    Ok(())
+}
+
+/// MISP's push of `local` to the remote: the events the remote wants
+/// (filterEventIdsForPush, then HEAD to choose add or edit), the proposals
+/// and sightings of pushed events, galaxy clusters, analyst data.
 pub async fn push(c: &mut Client, local: &Store) -> Result<(), String> {
     c.version().await?;
+    let offered: Vec<Value> = local
+        .events
+        .values()
+        .map(|e| json!({"Event": {"uuid": e["Event"]["uuid"], "timestamp": e["Event"]["timestamp"]}}))
+        .collect();
+    let (status, wanted) = c
+        .request(
+            "POST",
+            "/events/filterEventIdsForPush",
+            Some(&Value::Array(offered)),
+        )
+        .await;
+    if status != 200 {
+        return Err(format!("filterEventIdsForPush answered {status}"));
+    }
+    let wanted: Vec<&str> = wanted
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
     let mut pushed = Vec::new();
-    for (uuid, event) in &local.events {
+    for (uuid, event) in local
+        .events
+        .iter()
+        .filter(|(u, _)| wanted.contains(&u.as_str()))
+    {
         let (exists, _) = c
             .request("HEAD", &format!("/events/view/{uuid}"), None)
             .await;
@@ -178,6 +211,19 @@ pub async fn push(c: &mut Client, local: &Store) -> Result<(), String> {
         };
         if c.request("POST", &path, Some(event)).await.0 == 200 {
             pushed.push(uuid.clone());
+        }
+    }
+    for event in &pushed {
+        let proposals: Vec<Value> = local
+            .proposals
+            .values()
+            .filter(|p| p["ShadowAttribute"]["event_uuid"] == event.as_str())
+            .cloned()
+            .collect();
+        if !proposals.is_empty() {
+            let path = format!("/events/pushProposals/{event}");
+            c.request("POST", &path, Some(&Value::Array(proposals)))
+                .await;
         }
     }
     // One cluster per request, so a refused cluster does not hold back others.
