@@ -57,11 +57,11 @@ ip -n "$rtr" link add eth0 mtu 1600 type veth peer name trunk0 netns "$sw" mtu 1
 ip -n "$rtr" link set eth0 up
 ip -n "$sw" link set trunk0 up
 
-if ip -n "$rtr" link add link eth0 name eth0.10 type vlan id 10 2>/dev/null; then
+if ip -n "$rtr" link add link eth0 name eth0.10 mtu 1500 type vlan id 10 2>/dev/null; then
     kind=8021q
-    ip -n "$rtr" link add link eth0 name eth0.20 type vlan id 20
+    ip -n "$rtr" link add link eth0 name eth0.20 mtu 1500 type vlan id 20
     for vid in 10 20; do
-        ip -n "$sw" link add link trunk0 name "trunk0.$vid" type vlan id "$vid"
+        ip -n "$sw" link add link trunk0 name "trunk0.$vid" mtu 1500 type vlan id "$vid"
     done
 else
     kind=vxlan
