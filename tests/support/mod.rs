@@ -123,6 +123,8 @@ pub async fn misp_upstream(
             let Ok((tcp, peer)) = listener.accept().await else {
                 return;
             };
+            // As web servers do: responses leave without waiting for ACKs.
+            let _ = tcp.set_nodelay(true);
             let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
             let log = log2.clone();
             let pull_body = pull_body.clone();
