@@ -49,8 +49,10 @@ fn push(body: &[u8]) -> Vec<u8> {
     r
 }
 
-/// A MISP-shaped event of about `size` bytes that the policy allows.
-fn event(size: usize) -> Vec<u8> {
+/// A MISP-shaped event of about `size` bytes that the policy allows, or
+/// (`blocked_last`) blocks at its very last attribute, so the gateway must
+/// read and inspect all of it before refusing.
+fn event(size: usize, blocked_last: bool) -> Vec<u8> {
     let mut attrs = Vec::new();
     let mut len = 0;
     let mut i = 0;
@@ -62,6 +64,9 @@ fn event(size: usize) -> Vec<u8> {
         len += a.to_string().len() + 1;
         attrs.push(a);
         i += 1;
+    }
+    if blocked_last {
+        attrs.last_mut().unwrap()["Tag"] = json!([{"name": "tlp:red"}]);
     }
     json!({"Event": {"info": "bench", "distribution": "1", "Tag": [{"name": "tlp:green"}], "Attribute": attrs, "Object": []}})
         .to_string()
@@ -169,12 +174,30 @@ async fn timed_pull(c: &mut Client, len: usize) -> Duration {
 }
 
 async fn timed_push(c: &mut Client, body: &[u8]) -> Duration {
+    timed_push_answered(c, body, 200).await
+}
+
+async fn timed_push_answered(c: &mut Client, body: &[u8], status: u16) -> Duration {
     let req = push(body);
     let t = Instant::now();
     c.write_all(&req).await.unwrap();
     let a = read_answer(c, "POST").await.expect("answer");
-    assert_eq!(a.status, 200);
+    assert_eq!(a.status, status);
     t.elapsed()
+}
+
+/// Best of three pushes the gateway refuses (a fresh connection each: the
+/// gateway may close after a refusal).
+async fn measure_blocked<V, VF>(via: V, body: &[u8]) -> Duration
+where
+    V: Fn() -> VF,
+    VF: std::future::Future<Output = Client>,
+{
+    let mut best = Duration::MAX;
+    for _ in 0..3 {
+        best = best.min(timed_push_answered(&mut via().await, body, 403).await);
+    }
+    best
 }
 
 /// All rows: small requests and transfers, direct vs via the gateway.
@@ -198,7 +221,12 @@ where
         "small requests (GET getVersion)", "direct", "gateway", "ratio"
     );
     let per = if quick { 300 } else { 3000 };
-    for clients in [1usize, 8, 64] {
+    // --transfers-only: skip the small requests (for profiling transfers).
+    let client_counts: &[usize] = match std::env::args().any(|a| a == "--transfers-only") {
+        true => &[],
+        false => &[1, 8, 64],
+    };
+    for &clients in client_counts {
         let per_client = (per / clients).max(50);
         let budget = Duration::from_secs(if quick { 3 } else { 10 });
         let d = small_requests(dir_conn, clients, per_client, budget).await;
@@ -237,7 +265,7 @@ where
         &[1 << 20, 10 << 20, 50 << 20]
     };
     for &size in sizes {
-        let body = event(size);
+        let body = event(size, false);
         let mb = body.len() as f64 / 1e6;
         *pull_body.lock().unwrap() = body.clone();
         for (what, push) in [("push", true), ("pull", false)] {
@@ -261,6 +289,28 @@ where
             rows.push(json!({"row": format!("{what} {mb:.1} MB"), "direct_ms": d.as_secs_f64() * 1e3, "gateway_ms": g.as_secs_f64() * 1e3,
                 "added_ms": (g.as_secs_f64() - d.as_secs_f64()) * 1e3, "gateway_peak_rss_mb": rss}));
         }
+        // Blocked at the last attribute: the gateway reads and inspects it
+        // all, then answers 403; compared with the direct allowed push.
+        let blocked = event(size, true);
+        let _ = std::fs::write(format!("/proc/{gw_pid}/clear_refs"), "5");
+        let d = measure_transfer(dir_conn().await, true, &body).await;
+        received.lock().unwrap().clear();
+        let g = measure_blocked(via, &blocked).await;
+        assert!(
+            received.lock().unwrap().is_empty(),
+            "a blocked push reached the server"
+        );
+        let rss = vm_hwm_kb(gw_pid) as f64 / 1024.0;
+        println!(
+            "{:<34} {:>12.1} {:>12.1} {:>9.2} {:>14.1}",
+            format!("push {mb:.1} MB blocked at last attr"),
+            d.as_secs_f64() * 1e3,
+            g.as_secs_f64() * 1e3,
+            g.as_secs_f64() / d.as_secs_f64(),
+            rss
+        );
+        rows.push(json!({"row": format!("push {mb:.1} MB blocked at last attribute"), "direct_ms": d.as_secs_f64() * 1e3,
+            "gateway_ms": g.as_secs_f64() * 1e3, "added_ms": (g.as_secs_f64() - d.as_secs_f64()) * 1e3, "gateway_peak_rss_mb": rss}));
     }
     rows
 }
@@ -279,13 +329,7 @@ fn transparent(quick: bool) -> Vec<serde_json::Value> {
     let dir = TempDir::new("bench-netns");
     let d = dir.0.clone();
     let bin = env!("CARGO_BIN_EXE_misp-guard-gw");
-    assert!(std::process::Command::new(bin)
-        .args(["ca", "--out"])
-        .arg(d.join("ca"))
-        .output()
-        .unwrap()
-        .status
-        .success());
+    gateway_ca(&d.join("ca"));
     let pull = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = std::sync::mpsc::channel::<Log>();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -312,16 +356,10 @@ fn transparent(quick: bool) -> Vec<serde_json::Value> {
     let received = rx
         .recv_timeout(Duration::from_secs(10))
         .expect("servers up");
-    let inst = |ip: &str, host: &str, port: u16, comp: &str| {
-        json!({"ip": ip, "host": host, "port": port, "compartment_id": comp, "affiliation": "",
-            "taxonomies_rules": {"required_taxonomies": [], "allowed_tags": {}, "blocked_tags": ["tlp:red"]},
-            "blocked_distribution_levels": ["0"], "blocked_sharing_groups_uuids": [],
-            "blocked_attribute_types": ["passport-number"], "blocked_attribute_categories": ["Person"], "blocked_object_types": ["person"]})
-    };
     let cfg = json!({
         "allowlist": {"urls": [], "domains": []},
         "compartments_rules": {"can_reach": {"c1": ["c1", "c2"], "c2": ["c1", "c2"]}},
-        "instances": {"a": inst("10.231.1.2", "a.test", 443, "c1"), "b": inst("10.231.3.2", "b.test", 8443, "c2")},
+        "instances": {"a": instance_json("10.231.1.2", "a.test", 443, "c1"), "b": instance_json("10.231.3.2", "b.test", 8443, "c2")},
         "gateway": {"listeners": [{"mode": "redirect", "listen": "[::]:15001"}], "capture_interfaces": ["g0"],
                     "tls": {"ca_cert": "ca/ca.crt", "ca_key": "ca/ca.key", "upstream_ca": "srv-ca.crt", "use_system_roots": false}}
     });
@@ -394,24 +432,11 @@ async fn main() {
     let server_ca = dir.0.join("server-ca.crt");
     let (server, received) =
         misp_upstream("127.0.0.2:0".parse().unwrap(), "b.test", &server_ca, pull).await;
-    let bin = env!("CARGO_BIN_EXE_misp-guard-gw");
-    assert!(std::process::Command::new(bin)
-        .args(["ca", "--out"])
-        .arg(dir.0.join("ca"))
-        .output()
-        .unwrap()
-        .status
-        .success());
-    let inst = |ip: &str, host: &str, port: u16, comp: &str| {
-        json!({"ip": ip, "host": host, "port": port, "compartment_id": comp, "affiliation": "",
-            "taxonomies_rules": {"required_taxonomies": [], "allowed_tags": {}, "blocked_tags": ["tlp:red"]},
-            "blocked_distribution_levels": ["0"], "blocked_sharing_groups_uuids": [],
-            "blocked_attribute_types": ["passport-number"], "blocked_attribute_categories": ["Person"], "blocked_object_types": ["person"]})
-    };
+    gateway_ca(&dir.0.join("ca"));
     let cfg = json!({
         "allowlist": {"urls": [], "domains": []},
         "compartments_rules": {"can_reach": {"c1": ["c1", "c2"], "c2": ["c1", "c2"]}},
-        "instances": {"a": inst("127.0.0.1", "a.test", 443, "c1"), "b": inst("127.0.0.2", "b.test", server.port(), "c2")},
+        "instances": {"a": instance_json("127.0.0.1", "a.test", 443, "c1"), "b": instance_json("127.0.0.2", "b.test", server.port(), "c2")},
         "gateway": {"tls": {"ca_cert": "ca/ca.crt", "ca_key": "ca/ca.key", "upstream_ca": "server-ca.crt", "use_system_roots": false}}
     });
     std::fs::write(dir.0.join("config.json"), cfg.to_string()).unwrap();

@@ -11,7 +11,7 @@
 # Bounded: every loop has a count and a time budget; < 10 min on 2 cores.
 # Loopback and own namespaces only. Writes target/bench/results.json.
 #
-# Usage: scripts/bench.sh [--quick]
+# Usage: scripts/bench.sh [--quick] [--transfers-only]
 set -euo pipefail
 
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
