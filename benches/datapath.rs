@@ -221,7 +221,7 @@ where
         "small requests (GET getVersion)", "direct", "gateway", "ratio"
     );
     let per = if quick { 300 } else { 3000 };
-    // --transfers-only: skip the small requests (for profiling transfers).
+    // --transfers-only / --small-only: one half of the rows (profiling).
     let client_counts: &[usize] = match std::env::args().any(|a| a == "--transfers-only") {
         true => &[],
         false => &[1, 8, 64],
@@ -259,7 +259,9 @@ where
         "{:<34} {:>12} {:>12} {:>9} {:>14}",
         "push/pull (allowed, TLS both legs)", "direct ms", "gateway ms", "ratio", "gw peak RSS MB"
     );
-    let sizes: &[usize] = if quick {
+    let sizes: &[usize] = if std::env::args().any(|a| a == "--small-only") {
+        &[]
+    } else if quick {
         &[1 << 20, 10 << 20]
     } else {
         &[1 << 20, 10 << 20, 50 << 20]
