@@ -93,7 +93,13 @@ where
 {
     let mut conns = Vec::new();
     for _ in 0..clients {
-        conns.push(connect().await);
+        let mut c = connect().await;
+        // One untimed request first: through the gateway it opens the
+        // upstream connection (TCP + TLS handshake), which a direct client
+        // did in connect(). Timed rows are then keep-alive steady state.
+        c.write_all(&get()).await.unwrap();
+        assert_eq!(read_answer(&mut c, "GET").await.expect("answer").status, 200);
+        conns.push(c);
     }
     let started = Instant::now();
     let mut tasks = Vec::new();
