@@ -98,7 +98,10 @@ where
         // upstream connection (TCP + TLS handshake), which a direct client
         // did in connect(). Timed rows are then keep-alive steady state.
         c.write_all(&get()).await.unwrap();
-        assert_eq!(read_answer(&mut c, "GET").await.expect("answer").status, 200);
+        assert_eq!(
+            read_answer(&mut c, "GET").await.expect("answer").status,
+            200
+        );
         conns.push(c);
     }
     let started = Instant::now();
