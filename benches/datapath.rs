@@ -323,7 +323,53 @@ where
         rows.push(json!({"row": format!("push {mb:.1} MB blocked at last attribute"), "direct_ms": d.as_secs_f64() * 1e3,
             "gateway_ms": g.as_secs_f64() * 1e3, "added_ms": (g.as_secs_f64() - d.as_secs_f64()) * 1e3, "gateway_peak_rss_mb": rss}));
     }
+    if let Some(&size) = sizes.last() {
+        // One client's small requests while another connection pushes the
+        // largest event over and over: does inspecting it stall the rest?
+        let body = event(size, false);
+        let d = small_during_pushes(dir_conn, &body).await;
+        let g = small_during_pushes(via, &body).await;
+        received.lock().unwrap().clear();
+        let mb = body.len() as f64 / 1e6;
+        for (what, dv, gv) in [
+            ("p50 µs", d.p50_us, g.p50_us),
+            ("p99 µs", d.p99_us, g.p99_us),
+        ] {
+            println!(
+                "{:<34} {:>12.0} {:>12.0} {:>9.2}",
+                format!("during {mb:.0} MB pushes: {what}"),
+                dv,
+                gv,
+                gv / dv
+            );
+            rows.push(json!({"row": format!("1 client during {mb:.0} MB pushes {what}"), "direct": dv, "gateway": gv, "ratio": gv / dv}));
+        }
+    }
     rows
+}
+
+/// Small requests on one connection while another pushes `body`
+/// repeatedly (at most 3 s or 20 pushes).
+async fn small_during_pushes<F, Fut>(connect: F, body: &[u8]) -> Latency
+where
+    F: Fn() -> Fut + Copy,
+    Fut: std::future::Future<Output = Client>,
+{
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut pusher = connect().await;
+    let (stop2, body) = (stop.clone(), body.to_vec());
+    let pushes = tokio::spawn(async move {
+        for _ in 0..20 {
+            if stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            timed_push(&mut pusher, &body).await;
+        }
+    });
+    let lat = small_requests(connect, 1, 100_000, Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    pushes.await.unwrap();
+    lat
 }
 
 /// `--transparent` (root): the same rows with the gateway behind nftables
