@@ -17,7 +17,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --mode) mode=${2:?--mode needs a value}; shift 2 ;;
         --rules) rules=${2:?--rules needs a value}; shift 2 ;;
-        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "apply-nftables.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done

@@ -2,6 +2,8 @@
 # The project's test command (README "Test"): formatting, lints, then every
 # unit, conformance and integration test.
 #
+# Usage: scripts/test.sh    (as root, the network-namespace tests run too)
+#
 # Environment:
 #   MISP_GUARD_CONFORMANCE_DIR  misp-guard conformance data; when set, a
 #                               missing folder fails the run (CI sets it).

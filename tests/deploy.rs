@@ -126,6 +126,34 @@ fn scripts_apply_and_remove_idempotently_in_a_namespace() {
     );
 }
 
+/// Every shipped script answers `--help` with its usage comment and
+/// nothing of its code (the help is the header comment, cut by line).
+#[test]
+fn scripts_answer_help_with_their_header_only() {
+    let mut scripts: Vec<_> = std::fs::read_dir(root().join("scripts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sh"))
+        .collect();
+    scripts.push(root().join("scripts/demo/topology.sh"));
+    assert!(scripts.len() >= 8, "{scripts:?}");
+    for script in scripts {
+        let out = Command::new(&script).arg("--help").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}: --help failed", script.display());
+        assert!(
+            text.lines().count() >= 2 && text.contains("sage"),
+            "{}: --help says too little:\n{text}",
+            script.display()
+        );
+        assert!(
+            !text.lines().any(|l| l.starts_with("set -")) && !text.ends_with("\n\n"),
+            "{}: --help prints code or a trailing blank line:\n{text}",
+            script.display()
+        );
+    }
+}
+
 /// `systemd-analyze verify` accepts the shipped unit (paths pointed at this
 /// build), and its offline security exposure stays below 2.5.
 #[test]
