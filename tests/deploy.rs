@@ -8,6 +8,7 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
+use support::gateway_cli;
 use support::netns::{must, prerequisites_met, run};
 
 fn root() -> &'static Path {
@@ -15,18 +16,9 @@ fn root() -> &'static Path {
 }
 
 fn render(mode: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_misp-guard-gw"))
-        .args(["nft", "--config"])
-        .arg(root().join("config.sample.json"))
-        .args(["--mode", mode])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    let config = root().join("config.sample.json");
+    let out = gateway_cli(&["nft", "--config", config.to_str().unwrap(), "--mode", mode]);
+    String::from_utf8(out).unwrap()
 }
 
 #[test]

@@ -9,12 +9,11 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::sync::{mpsc, Arc, Mutex};
 
 use serde_json::json;
 use support::netns::{curl, in_netns, prerequisites_met, Remote, Topology, SYNC_PORT, WAIT};
-use support::{gateway_ca, instance_json, misp_upstream, Gateway, Log, TempDir};
+use support::{gateway_ca, gateway_cli, instance_json, misp_upstream, Gateway, Log, TempDir};
 
 const GW_PORT: u16 = 15001;
 const UUID: &str = "385283a1-b5e0-4e10-a532-dce11c365a56";
@@ -73,16 +72,8 @@ fn transparent(test: &str, mode: &str) {
     // Capture rules only inside `gw`, rendered from this policy by the
     // gateway and applied with the shipped script (as on a router).
     let rules = d.join("rules.nft");
-    let rendered = Command::new(env!("CARGO_BIN_EXE_misp-guard-gw"))
-        .args(["nft", "--config", cfg.to_str().unwrap(), "--mode", mode])
-        .output()
-        .unwrap();
-    assert!(
-        rendered.status.success(),
-        "{}",
-        String::from_utf8_lossy(&rendered.stderr)
-    );
-    std::fs::write(&rules, &rendered.stdout).unwrap();
+    let rendered = gateway_cli(&["nft", "--config", cfg.to_str().unwrap(), "--mode", mode]);
+    std::fs::write(&rules, rendered).unwrap();
     let apply = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/apply-nftables.sh");
     support::netns::run(
         &[

@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use support::misp::{serve, MispServer, Store};
 use support::netns::{curl, in_netns, join, prerequisites_met, run, Remote, WAIT};
 use support::sync::{connection_test, pull, push, Client, PROPOSALS_PATH, VIEW_SUFFIX};
-use support::{gateway_ca, write_pem, Gateway, TempDir};
+use support::{gateway_ca, gateway_cli, write_pem, Gateway, TempDir};
 
 const SECRET: (&str, &str) = ("192.0.2.10:443", "misp.secret.example");
 const RESTRICTED: (&str, &str) = ("198.51.100.10:443", "misp.restricted.example");
@@ -262,26 +262,13 @@ fn site_certificate(dir: &Path) -> PathBuf {
     dir.join("site-ca.crt")
 }
 
-fn gateway_bin(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_misp-guard-gw"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 /// The shipped rules describe this policy, then go into the router with the
 /// shipped script.
 fn apply_shipped_rules(vlans: &Vlans, config: &Path, mode: &str) {
-    let rendered = gateway_bin(&["nft", "--config", config.to_str().unwrap(), "--mode", mode]);
+    let rendered = gateway_cli(&["nft", "--config", config.to_str().unwrap(), "--mode", mode]);
     let shipped = std::fs::read(root().join(format!("nftables/{mode}.nft"))).unwrap();
     assert_eq!(
-        rendered.stdout, shipped,
+        rendered, shipped,
         "shipped nftables/{mode}.nft does not match the policy"
     );
     let apply = root().join("scripts/apply-nftables.sh");

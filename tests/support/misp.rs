@@ -99,6 +99,26 @@ impl MispServer {
     }
 }
 
+/// The elements of a JSON list (none for anything else).
+pub fn items(v: &Value) -> std::slice::Iter<'_, Value> {
+    v.as_array().map_or([].iter(), |a| a.iter())
+}
+
+/// The entries of a minimal analyst-data index, `{kind: [{uuid: modified}]}`
+/// (what indexMinimal answers and filterAnalystDataForPush takes and
+/// answers): (kind, uuid, the entry itself).
+pub fn analyst_index_entries(index: &Value) -> Vec<(&'static str, &str, &Value)> {
+    let mut out = Vec::new();
+    for kind in ANALYST_KINDS {
+        for entry in items(&index[kind]) {
+            if let Some(uuid) = entry.as_object().and_then(|o| o.keys().next()) {
+                out.push((kind, uuid.as_str(), entry));
+            }
+        }
+    }
+    out
+}
+
 pub fn uuid_of(v: &Value) -> String {
     v["uuid"].as_str().unwrap_or_default().to_string()
 }
@@ -210,10 +230,7 @@ fn route(store: &mut Store, method: &str, path: &str, body: &[u8]) -> (u16, Valu
         ("POST", "/servers/postTest") => (200, json!({"body": input, "headers": {}})),
         ("POST", "/events/filterEventIdsForPush") => {
             // The offered events this server lacks or holds in an older version.
-            let wanted: Vec<Value> = input
-                .as_array()
-                .into_iter()
-                .flatten()
+            let wanted: Vec<Value> = items(&input)
                 .map(|e| &e["Event"])
                 .filter(|e| match store.events.get(&uuid_of(e)) {
                     Some(held) => timestamp(&held["Event"]) < timestamp(e),
@@ -307,17 +324,14 @@ fn route(store: &mut Store, method: &str, path: &str, body: &[u8]) -> (u16, Valu
         }
         ("POST", p) if p.starts_with("/sightings/filterSightingUuidsForPush/") => {
             // The subset of the offered uuids this server does not have yet.
-            let missing: Vec<Value> = input
-                .as_array()
-                .into_iter()
-                .flatten()
+            let missing: Vec<Value> = items(&input)
                 .filter(|u| !store.sightings.contains_key(u.as_str().unwrap_or_default()))
                 .cloned()
                 .collect();
             (200, Value::Array(missing))
         }
         ("POST", p) if p.starts_with("/sightings/bulkSaveSightings/") => {
-            for s in input.as_array().into_iter().flatten() {
+            for s in items(&input) {
                 store.put(s.clone());
             }
             (200, json!({"message": "Sightings saved"}))
@@ -335,30 +349,24 @@ fn route(store: &mut Store, method: &str, path: &str, body: &[u8]) -> (u16, Valu
             // Offered: {kind: [{uuid: modified}]}; answer: those missing here.
             let mut missing = json!({});
             for kind in ANALYST_KINDS {
-                let wanted: Vec<Value> = input[kind]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|entry| {
-                        let uuid = entry.as_object().and_then(|o| o.keys().next());
-                        uuid.is_some_and(|u| {
-                            !store.analyst.contains_key(&(kind.to_string(), u.clone()))
-                        })
-                    })
-                    .cloned()
-                    .collect();
-                missing[kind] = Value::Array(wanted);
+                missing[kind] = json!([]);
+            }
+            for (kind, uuid, entry) in analyst_index_entries(&input) {
+                if !store
+                    .analyst
+                    .contains_key(&(kind.to_string(), uuid.to_string()))
+                {
+                    missing[kind].as_array_mut().unwrap().push(entry.clone());
+                }
             }
             (200, missing)
         }
         ("POST", "/analyst_data/pushAnalystData") => {
-            let Some((kind, obj)) = input.as_object().and_then(|o| o.iter().next()) else {
+            if input.as_object().is_none_or(|o| o.is_empty()) {
                 return (403, json!({"message": "Invalid analyst data"}));
-            };
-            store
-                .analyst
-                .insert((kind.clone(), uuid_of(obj)), input.clone());
-            (200, input.clone())
+            }
+            store.put(input.clone());
+            (200, input)
         }
         ("GET", p) if p.starts_with("/analyst_data/index/") => {
             // /analyst_data/index/<Kind>/uuid[]:<u>/uuid[]:<u>.json

@@ -64,19 +64,24 @@ pub fn instance_json(ip: &str, host: &str, port: u16, compartment: &str) -> serd
         "blocked_attribute_types": [], "blocked_attribute_categories": [], "blocked_object_types": []})
 }
 
-/// A new gateway CA in `dir` (`misp-guard-gw ca --out DIR`, as an operator
-/// makes one); returns the certificate's path, for clients to trust.
-pub fn gateway_ca(dir: &Path) -> PathBuf {
+/// Runs a `misp-guard-gw` subcommand that must succeed; its standard output.
+pub fn gateway_cli(args: &[&str]) -> Vec<u8> {
     let out = Command::new(env!("CARGO_BIN_EXE_misp-guard-gw"))
-        .args(["ca", "--out"])
-        .arg(dir)
+        .args(args)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "ca: {}",
+        "misp-guard-gw {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out.stdout
+}
+
+/// A new gateway CA in `dir` (`misp-guard-gw ca --out DIR`, as an operator
+/// makes one); returns the certificate's path, for clients to trust.
+pub fn gateway_ca(dir: &Path) -> PathBuf {
+    gateway_cli(&["ca", "--out", dir.to_str().unwrap()]);
     dir.join("ca.crt")
 }
 

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use super::misp::{uuid_of, Store, ANALYST_KINDS};
+use super::misp::{analyst_index_entries, items, uuid_of, Store};
 use super::{client_config, read_answer};
 
 /// The query MISP appends when it fetches an event during a pull.
@@ -265,15 +265,10 @@ pub async fn push(c: &mut Client, local: &Store) -> Result<(), String> {
         )
         .await;
     if status == 200 {
-        for kind in ANALYST_KINDS {
-            for entry in wanted[kind].as_array().into_iter().flatten() {
-                let Some(uuid) = entry.as_object().and_then(|o| o.keys().next()) else {
-                    continue;
-                };
-                if let Some(obj) = local.analyst.get(&(kind.to_string(), uuid.clone())) {
-                    c.request("POST", "/analyst_data/pushAnalystData", Some(obj))
-                        .await;
-                }
+        for (kind, uuid, _) in analyst_index_entries(&wanted) {
+            if let Some(obj) = local.analyst.get(&(kind.to_string(), uuid.to_string())) {
+                c.request("POST", "/analyst_data/pushAnalystData", Some(obj))
+                    .await;
             }
         }
     }
@@ -290,7 +285,7 @@ pub async fn pull(c: &mut Client, local: &mut Store) -> Result<(), String> {
     if status != 200 {
         return Err(format!("events/index answered {status}"));
     }
-    for entry in index.as_array().into_iter().flatten() {
+    for entry in items(&index) {
         let uuid = uuid_of(entry);
         let known = local.events.get(&uuid);
         if known.is_some_and(|e| e["Event"]["timestamp"] == entry["timestamp"]) {
@@ -300,35 +295,29 @@ pub async fn pull(c: &mut Client, local: &mut Store) -> Result<(), String> {
             .request("GET", &format!("/events/view/{uuid}{VIEW_SUFFIX}"), None)
             .await;
         if status == 200 {
-            local.events.insert(uuid, event);
+            local.put(event);
         }
     }
     let (status, proposals) = c.request("GET", PROPOSALS_PATH, None).await;
     if status == 200 {
-        for p in proposals.as_array().into_iter().flatten() {
-            local
-                .proposals
-                .insert(uuid_of(&p["ShadowAttribute"]), p.clone());
-        }
+        items(&proposals).for_each(|p| local.put(p.clone()));
     }
     let (status, clusters) = c
         .request("POST", "/galaxy_clusters/restSearch", Some(&filter))
         .await;
-    for minimal in clusters
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|_| status == 200)
-    {
-        let uuid = uuid_of(&minimal["GalaxyCluster"]);
-        if local.clusters.contains_key(&uuid) {
-            continue;
-        }
+    let wanted: Vec<String> = match status {
+        200 => items(&clusters)
+            .map(|m| uuid_of(&m["GalaxyCluster"]))
+            .filter(|u| !local.clusters.contains_key(u))
+            .collect(),
+        _ => Vec::new(),
+    };
+    for uuid in wanted {
         let (status, cluster) = c
             .request("GET", &format!("/galaxy_clusters/view/{uuid}"), None)
             .await;
         if status == 200 {
-            local.clusters.insert(uuid, cluster);
+            local.put(cluster);
         }
     }
     let search = json!({"last": 0, "includeUuid": true});
@@ -336,31 +325,17 @@ pub async fn pull(c: &mut Client, local: &mut Store) -> Result<(), String> {
         .request("POST", "/sightings/restSearch/event", Some(&search))
         .await;
     if status == 200 {
-        for s in sightings.as_array().into_iter().flatten() {
-            local.sightings.insert(uuid_of(&s["Sighting"]), s.clone());
-        }
+        items(&sightings).for_each(|s| local.put(s.clone()));
     }
     let (status, index) = c
         .request("POST", "/analyst_data/indexMinimal", Some(&json!({})))
         .await;
     if status == 200 {
-        for kind in ANALYST_KINDS {
-            for entry in index[kind].as_array().into_iter().flatten() {
-                let Some(uuid) = entry.as_object().and_then(|o| o.keys().next()) else {
-                    continue;
-                };
-                let path = format!("/analyst_data/index/{kind}/uuid[]:{uuid}.json");
-                let (status, list) = c.request("GET", &path, None).await;
-                for obj in list
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|_| status == 200)
-                {
-                    local
-                        .analyst
-                        .insert((kind.to_string(), uuid_of(&obj[kind])), obj.clone());
-                }
+        for (kind, uuid, _) in analyst_index_entries(&index) {
+            let path = format!("/analyst_data/index/{kind}/uuid[]:{uuid}.json");
+            let (status, list) = c.request("GET", &path, None).await;
+            if status == 200 {
+                items(&list).for_each(|obj| local.put(obj.clone()));
             }
         }
     }
