@@ -254,14 +254,14 @@ where
             ("p50 µs", d.p50_us, g.p50_us),
             ("p99 µs", d.p99_us, g.p99_us),
         ] {
-            println!(
-                "{:<34} {:>12.0} {:>12.0} {:>9.2}",
-                format!("{clients} client(s) {what}"),
+            let shown = format!("{clients} client(s) {what}");
+            latency_row(
+                &mut rows,
+                &shown,
+                &format!("{clients} clients {what}"),
                 dv,
                 gv,
-                gv / dv
             );
-            rows.push(json!({"row": format!("{clients} clients {what}"), "direct": dv, "gateway": gv, "ratio": gv / dv}));
         }
     }
     println!(
@@ -285,20 +285,12 @@ where
             let d = measure_transfer(dir_conn().await, push, &body).await;
             let g = measure_transfer(via().await, push, &body).await;
             received.lock().unwrap().clear();
-            let rss = vm_hwm_kb(gw_pid) as f64 / 1024.0;
-            println!(
-                "{:<34} {:>12.1} {:>12.1} {:>9.2} {:>14.1}",
-                format!(
-                    "{what} {mb:.1} MB ({:.0} MB/s via gw)",
-                    mb / g.as_secs_f64()
-                ),
-                d.as_secs_f64() * 1e3,
-                g.as_secs_f64() * 1e3,
-                g.as_secs_f64() / d.as_secs_f64(),
-                rss
+            let shown = format!(
+                "{what} {mb:.1} MB ({:.0} MB/s via gw)",
+                mb / g.as_secs_f64()
             );
-            rows.push(json!({"row": format!("{what} {mb:.1} MB"), "direct_ms": d.as_secs_f64() * 1e3, "gateway_ms": g.as_secs_f64() * 1e3,
-                "added_ms": (g.as_secs_f64() - d.as_secs_f64()) * 1e3, "gateway_peak_rss_mb": rss}));
+            let key = format!("{what} {mb:.1} MB");
+            transfer_row(&mut rows, &shown, &key, d, g, gw_pid);
         }
         // Blocked at the last attribute: the gateway reads and inspects it
         // all, then answers 403; compared with the direct allowed push.
@@ -311,17 +303,9 @@ where
             received.lock().unwrap().is_empty(),
             "a blocked push reached the server"
         );
-        let rss = vm_hwm_kb(gw_pid) as f64 / 1024.0;
-        println!(
-            "{:<34} {:>12.1} {:>12.1} {:>9.2} {:>14.1}",
-            format!("push {mb:.1} MB blocked at last attr"),
-            d.as_secs_f64() * 1e3,
-            g.as_secs_f64() * 1e3,
-            g.as_secs_f64() / d.as_secs_f64(),
-            rss
-        );
-        rows.push(json!({"row": format!("push {mb:.1} MB blocked at last attribute"), "direct_ms": d.as_secs_f64() * 1e3,
-            "gateway_ms": g.as_secs_f64() * 1e3, "added_ms": (g.as_secs_f64() - d.as_secs_f64()) * 1e3, "gateway_peak_rss_mb": rss}));
+        let shown = format!("push {mb:.1} MB blocked at last attr");
+        let key = format!("push {mb:.1} MB blocked at last attribute");
+        transfer_row(&mut rows, &shown, &key, d, g, gw_pid);
     }
     if let Some(&size) = sizes.last() {
         // One client's small requests while another connection pushes the
@@ -335,17 +319,40 @@ where
             ("p50 µs", d.p50_us, g.p50_us),
             ("p99 µs", d.p99_us, g.p99_us),
         ] {
-            println!(
-                "{:<34} {:>12.0} {:>12.0} {:>9.2}",
-                format!("during {mb:.0} MB pushes: {what}"),
-                dv,
-                gv,
-                gv / dv
-            );
-            rows.push(json!({"row": format!("1 client during {mb:.0} MB pushes {what}"), "direct": dv, "gateway": gv, "ratio": gv / dv}));
+            let shown = format!("during {mb:.0} MB pushes: {what}");
+            let key = format!("1 client during {mb:.0} MB pushes {what}");
+            latency_row(&mut rows, &shown, &key, dv, gv);
         }
     }
     rows
+}
+
+/// Prints and records one direct-vs-gateway latency or rate row.
+fn latency_row(rows: &mut Vec<serde_json::Value>, shown: &str, key: &str, dv: f64, gv: f64) {
+    println!("{shown:<34} {dv:>12.0} {gv:>12.0} {:>9.2}", gv / dv);
+    rows.push(json!({"row": key, "direct": dv, "gateway": gv, "ratio": gv / dv}));
+}
+
+/// Prints and records one transfer row: direct and gateway times and the
+/// gateway's peak RSS since the caller reset it.
+fn transfer_row(
+    rows: &mut Vec<serde_json::Value>,
+    shown: &str,
+    key: &str,
+    d: Duration,
+    g: Duration,
+    gw_pid: u32,
+) {
+    let (dm, gm) = (d.as_secs_f64() * 1e3, g.as_secs_f64() * 1e3);
+    let rss = vm_hwm_kb(gw_pid) as f64 / 1024.0;
+    println!(
+        "{shown:<34} {dm:>12.1} {gm:>12.1} {:>9.2} {rss:>14.1}",
+        gm / dm
+    );
+    rows.push(
+        json!({"row": key, "direct_ms": dm, "gateway_ms": gm, "added_ms": gm - dm,
+        "gateway_peak_rss_mb": rss}),
+    );
 }
 
 /// Small requests on one connection while another pushes `body`
@@ -470,17 +477,7 @@ async fn main() {
         let rows = tokio::task::spawn_blocking(move || transparent(quick))
             .await
             .unwrap();
-        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
-        let _ = std::fs::create_dir_all(&out);
-        std::fs::write(
-            out.join("datapath-transparent.json"),
-            serde_json::to_string_pretty(&rows).unwrap(),
-        )
-        .unwrap();
-        println!(
-            "results: {}",
-            out.join("datapath-transparent.json").display()
-        );
+        write_results("datapath-transparent.json", &rows);
         return;
     }
     let dir = TempDir::new("bench");
@@ -529,12 +526,14 @@ async fn main() {
 
     let rows = measure(dir_conn, via, gw_pid, quick, &pull_body, &received).await;
     assert_eq!(gw.terminate(), Some(0));
+    write_results("datapath.json", &rows);
+}
+
+/// Writes `rows` to target/bench/`name` (read by scripts/bench.sh).
+fn write_results(name: &str, rows: &[serde_json::Value]) {
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     let _ = std::fs::create_dir_all(&out);
-    std::fs::write(
-        out.join("datapath.json"),
-        serde_json::to_string_pretty(&rows).unwrap(),
-    )
-    .unwrap();
-    println!("results: {}", out.join("datapath.json").display());
+    let path = out.join(name);
+    std::fs::write(&path, serde_json::to_string_pretty(rows).unwrap()).unwrap();
+    println!("results: {}", path.display());
 }
