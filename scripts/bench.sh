@@ -4,18 +4,19 @@
 #   2. data path: the gateway binary (explicit mode, TLS both legs) vs a
 #      direct client->server TLS connection on loopback: small keep-alive
 #      requests with 1/8/64 clients (req/s, p50/p99, gateway CPU) and
-#      1/10/50 MB pushes and pulls (time, MB/s, gateway peak RSS)
+#      1/10/50 MB pushes and pulls, pushes blocked at the last attribute
+#      (time, MB/s, gateway peak RSS), latency during a big push
 #   3. as root (ip, nft): the same with the gateway behind nftables
 #      REDIRECT in its own network namespace (client, gateway, server in
 #      three namespaces this script's bench creates and deletes)
 # Bounded: every loop has a count and a time budget; < 10 min on 2 cores.
 # Loopback and own namespaces only. Writes target/bench/results.json.
 #
-# Usage: scripts/bench.sh [--quick] [--transfers-only]
+# Usage: scripts/bench.sh [--quick] [--transfers-only | --small-only]
 set -euo pipefail
 
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
 fi
 
