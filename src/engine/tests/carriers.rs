@@ -22,6 +22,8 @@ use crate::engine::model::{Carrier, Event, Record, SCHEMA};
 use crate::engine::stream;
 
 const BLOCKED_SG: &str = "b9e656ba-b9c0-4506-83ed-7b54b43a57cb";
+/// The pulling user's org (`X-UserOrgUUID`) on pulls.
+const USER_ORG: &str = "5d0e3a4c-1f2b-4c6d-8e9f-a0b1c2d3e4f5";
 
 /// Blocks one value of each kind; no required taxonomies, so an untagged
 /// record is allowed and only the planted value can block.
@@ -62,9 +64,26 @@ fn tag_reason(record: Record) -> String {
     }
 }
 
-/// The values planted directly in a field of `carrier` kind on `record`,
-/// each with the reason it must be blocked with.
-fn planted(record: Record, carrier: Carrier) -> Vec<(Value, String)> {
+/// A value planted in a field, with the reason it must be blocked with on
+/// a push (no user org) and on a pull (`USER_ORG`); "allowed" where a side
+/// must let it pass.
+struct Sample {
+    value: Value,
+    push: String,
+    pull: String,
+}
+
+fn both(value: Value, reason: impl Into<String>) -> Sample {
+    let reason = reason.into();
+    Sample {
+        value,
+        push: reason.clone(),
+        pull: reason,
+    }
+}
+
+/// The values planted directly in a field of `carrier` kind on `record`.
+fn planted(record: Record, carrier: Carrier) -> Vec<Sample> {
     let blocked_attribute = json!({"category": "Person", "type": "text", "value": "x"});
     let blocked_object = json!({"name": "person", "distribution": "5", "Attribute": []});
     let dist0 = || json!([{"distribution": "0"}]);
@@ -75,11 +94,17 @@ fn planted(record: Record, carrier: Carrier) -> Vec<(Value, String)> {
                 Record::Attribute => "attribute with a",
                 Record::Object => "object with a",
             };
-            vec![(json!("0"), format!("{noun} blocked distribution level: 0"))]
+            vec![both(
+                json!("0"),
+                format!("{noun} blocked distribution level: 0"),
+            )]
         }
-        Carrier::Tags => vec![(json!([{"name": "tlp:red"}]), tag_reason(record))],
-        Carrier::TagLinks => vec![(json!([{"Tag": {"name": "tlp:red"}}]), tag_reason(record))],
-        Carrier::Galaxies => vec![(
+        Carrier::Tags => vec![both(json!([{"name": "tlp:red"}]), tag_reason(record))],
+        Carrier::TagLinks => vec![both(
+            json!([{"Tag": {"name": "tlp:red"}}]),
+            tag_reason(record),
+        )],
+        Carrier::Galaxies => vec![both(
             json!([{"GalaxyCluster": [{"tag_name": "tlp:red"}]}]),
             tag_reason(record),
         )],
@@ -89,36 +114,72 @@ fn planted(record: Record, carrier: Carrier) -> Vec<(Value, String)> {
                 Record::Attribute => "attribute with a",
                 Record::Object => "object with a",
             };
-            vec![(
-                json!({"uuid": BLOCKED_SG}),
-                format!("{noun} blocked sharing group uuid: {BLOCKED_SG}"),
-            )]
+            vec![
+                both(
+                    json!({"uuid": BLOCKED_SG}),
+                    format!("{noun} blocked sharing group uuid: {BLOCKED_SG}"),
+                ),
+                // Allowed uuid, but the pulling user's org is not a member.
+                Sample {
+                    value: json!({
+                        "uuid": "0f3c1e5a-7b2d-4e6f-8a9b-0c1d2e3f4a5b",
+                        "SharingGroupOrg": [{"Organisation": {"uuid": "another-org"}}],
+                        "SharingGroupServer": [{"all_orgs": false}]
+                    }),
+                    push: "allowed".into(),
+                    pull: format!(
+                        "user with organisation uuid: {USER_ORG} (X-UserOrgUUID) not in sharing group"
+                    ),
+                },
+            ]
         }
-        Carrier::EventReports => vec![(
+        Carrier::EventReports => vec![both(
             dist0(),
-            "event report has blocked distribution level: 0".into(),
+            "event report has blocked distribution level: 0",
         )],
-        Carrier::AnalystData | Carrier::Relationships => vec![(
+        Carrier::AnalystData => vec![both(
             dist0(),
-            "analyst data has blocked distribution level: 0".into(),
+            "analyst data has blocked distribution level: 0",
         )],
-        Carrier::Attributes | Carrier::Proposals => vec![(
+        // The relationship itself, then each related type that is not a
+        // record of the schema (those are planted through `contained`).
+        Carrier::Relationships => {
+            let related = |kind: &str, object: Value| json!([{"distribution": "5", "related_object_type": kind, "related_object": object}]);
+            let analyst = "analyst data has blocked distribution level: 0";
+            vec![
+                both(dist0(), analyst),
+                both(
+                    related(
+                        "GalaxyCluster",
+                        json!({"GalaxyCluster": {"distribution": "0"}}),
+                    ),
+                    "galaxy cluster has blocked distribution level: 0",
+                ),
+                both(related("Note", json!({"distribution": "0"})), analyst),
+                both(related("Opinion", json!({"distribution": "0"})), analyst),
+                both(
+                    related("Relationship", json!({"distribution": "0"})),
+                    analyst,
+                ),
+            ]
+        }
+        Carrier::Attributes | Carrier::Proposals => vec![both(
             json!([blocked_attribute]),
-            "attribute with a blocked category: Person".into(),
+            "attribute with a blocked category: Person",
         )],
-        Carrier::Objects => vec![(
+        Carrier::Objects => vec![both(
             json!([blocked_object]),
-            "object with a blocked type: person".into(),
+            "object with a blocked type: person",
         )],
-        Carrier::Category => vec![(
+        Carrier::Category => vec![both(
             json!("Person"),
-            "attribute with a blocked category: Person".into(),
+            "attribute with a blocked category: Person",
         )],
-        Carrier::AttributeType => vec![(
+        Carrier::AttributeType => vec![both(
             json!("passport-number"),
-            "attribute with a blocked type: passport-number".into(),
+            "attribute with a blocked type: passport-number",
         )],
-        Carrier::ObjectName => vec![(json!("person"), "object with a blocked type: person".into())],
+        Carrier::ObjectName => vec![both(json!("person"), "object with a blocked type: person")],
     }
 }
 
@@ -164,7 +225,8 @@ struct Case {
     path: String,
     /// The record holding the planted value.
     record: Value,
-    reason: String,
+    push: String,
+    pull: String,
 }
 
 /// Every planted case for `record`: its own carriers, then (while `depth`
@@ -173,13 +235,14 @@ fn cases(record: Record, depth: usize, seen: &mut BTreeSet<(String, &'static str
     let mut out = Vec::new();
     for &(key, carrier) in carriers(record) {
         seen.insert((format!("{record:?}"), key));
-        for (value, reason) in planted(record, carrier) {
+        for sample in planted(record, carrier) {
             let mut v = allowed(record);
-            v[key] = value;
+            v[key] = sample.value;
             out.push(Case {
                 path: format!("{record:?}.{key}"),
                 record: v,
-                reason,
+                push: sample.push,
+                pull: sample.pull,
             });
         }
         if depth == 0 {
@@ -192,7 +255,8 @@ fn cases(record: Record, depth: usize, seen: &mut BTreeSet<(String, &'static str
                 out.push(Case {
                     path: format!("{record:?}.{key}[{}]", case.path),
                     record: v,
-                    reason: case.reason,
+                    push: case.push,
+                    pull: case.pull,
                 });
             }
         }
@@ -220,59 +284,79 @@ fn reason(outcome: Checked) -> String {
     }
 }
 
-fn with_rules<T>(f: impl FnOnce(&Ctx) -> T) -> T {
+/// Runs `f` with the push context (no user org) and the pull context
+/// (`USER_ORG`), labelled.
+fn with_rules(mut f: impl FnMut(&str, &Ctx)) {
     let p = config::from_slice(POLICY.as_bytes(), Path::new("carriers.json")).unwrap();
-    let id = p.instance_by_host("a.example").unwrap();
-    f(&Ctx {
-        rules: &p.instance(id).rules,
-        user_org: None,
-    })
+    let rules = &p.instance(p.instance_by_host("a.example").unwrap()).rules;
+    f(
+        "push",
+        &Ctx {
+            rules,
+            user_org: None,
+        },
+    );
+    f(
+        "pull",
+        &Ctx {
+            rules,
+            user_org: Some(USER_ORG),
+        },
+    );
 }
 
 #[test]
 fn every_carrier_blocks_in_both_readers() {
-    with_rules(|ctx| {
+    let mut seen = BTreeSet::new();
+    let all = cases(Record::Event, DEPTH, &mut seen);
+    let mut failures = Vec::new();
+    with_rules(|side, ctx| {
         let control = json!({"Event": allowed(Record::Event)}).to_string();
-        assert_eq!(reason(buffered(ctx, &control)), "allowed");
-        assert_eq!(reason(stream::check_event_body(ctx, &control)), "allowed");
-
-        let mut seen = BTreeSet::new();
-        let all = cases(Record::Event, DEPTH, &mut seen);
-        let mut failures = Vec::new();
+        assert_eq!(reason(buffered(ctx, &control)), "allowed", "{side}");
+        assert_eq!(
+            reason(stream::check_event_body(ctx, &control)),
+            "allowed",
+            "{side}"
+        );
         for case in &all {
+            let expected = if side == "push" {
+                &case.push
+            } else {
+                &case.pull
+            };
             let body = json!({"Event": case.record}).to_string();
             let got_buffered = reason(buffered(ctx, &body));
             let got_streamed = reason(stream::check_event_body(ctx, &body));
-            if got_buffered != case.reason || got_streamed != case.reason {
+            if &got_buffered != expected || &got_streamed != expected {
                 failures.push(format!(
-                    "{}: expected {:?}, buffered {got_buffered:?}, streamed {got_streamed:?}",
-                    case.path, case.reason
+                    "{side} {}: expected {expected:?}, buffered {got_buffered:?}, streamed {got_streamed:?}",
+                    case.path
                 ));
             }
         }
-        assert!(
-            failures.is_empty(),
-            "{} of {} planted carriers not blocked as expected:\n{}",
-            failures.len(),
-            all.len(),
-            failures.join("\n")
-        );
-
-        // Every field of every record was planted: a record added to the
-        // schema but held by no carrier's `contained` would be skipped.
-        let declared: BTreeSet<(String, &str)> = SCHEMA
-            .iter()
-            .flat_map(|(r, fields)| fields.iter().map(move |(k, _)| (format!("{r:?}"), *k)))
-            .collect();
-        assert_eq!(seen, declared, "fields of the schema never planted");
     });
+    assert!(
+        failures.is_empty(),
+        "{} of {} planted carriers (push and pull) not blocked as expected:\n{}",
+        failures.len(),
+        2 * all.len(),
+        failures.join("\n")
+    );
+
+    // Every field of every record was planted: a record added to the
+    // schema but held by no carrier's `contained` would be skipped.
+    let declared: BTreeSet<(String, &str)> = SCHEMA
+        .iter()
+        .flat_map(|(r, fields)| fields.iter().map(move |(k, _)| (format!("{r:?}"), *k)))
+        .collect();
+    assert_eq!(seen, declared, "fields of the schema never planted");
 }
 
 /// Both readers read the same keys of an event: each one given twice is a
 /// duplicate for both (MISP would read the last copy).
 #[test]
 fn every_event_key_is_read_once_by_both_readers() {
-    with_rules(|ctx| {
+    with_rules(|side, ctx| {
         for &(key, _) in carriers(Record::Event) {
             let body = format!(r#"{{"Event": {{"{key}": null, "{key}": null}}}}"#);
             for (reader, outcome) in [
@@ -282,7 +366,7 @@ fn every_event_key_is_read_once_by_both_readers() {
                 let got = reason(outcome);
                 assert!(
                     got.contains(&format!("duplicate field `{key}`")),
-                    "{reader} reader, {key} twice: {got}"
+                    "{side}, {reader} reader, {key} twice: {got}"
                 );
             }
         }
