@@ -181,6 +181,11 @@ pub enum Carrier {
 ///
 /// So a carrier added here is read by both readers and tested; `checks`
 /// must then use it (the carrier test fails until it blocks).
+///
+/// The streaming dispatch matches the JSON key only and starts from
+/// `Default`: on a `[streamed]` record, no serde `alias`, `flatten` or
+/// `skip`, and every field optional (`default`); the carrier tests check
+/// the keys, the defaults and the skips.
 macro_rules! schema {
     ($(
         $(#[$attr:meta])*
