@@ -3,27 +3,31 @@
 //! reason reported), with this gateway's extra carriers and canonical-value
 //! checks slotted in where the field they harden is read.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 
 use super::model::{
-    Attribute, AttributeDoc, Dist, Distributed, Event, Galaxy, GalaxyClusterDoc, Object, ObjectDoc,
-    Relationship, SharingGroup, Tag, TagLink,
+    Attribute, AttributeDoc, Dist, Distributed, Event, Galaxy, GalaxyClusterDoc, Listed, Object,
+    ObjectDoc, Relationship, SharingGroup, Tag, TagLink,
 };
 use crate::policy::caseless::starts_with_folded;
 use crate::policy::Rules;
 
-/// Why a body may not pass.
-#[derive(Debug)]
+/// Why a body may not pass. Cloneable (the error shared) because a
+/// streamed list keeps its first violation inside the `Event` it fills,
+/// which `event` then reads by reference.
+#[derive(Debug, Clone)]
 pub enum Violation {
     /// A rule matched; the text is the block reason.
     Rule(String),
     /// A field the policy reads is missing, duplicated or of the wrong type.
-    Malformed(serde_json::Error),
+    Malformed(Arc<serde_json::Error>),
 }
 
 impl From<serde_json::Error> for Violation {
     fn from(e: serde_json::Error) -> Self {
-        Violation::Malformed(e)
+        Violation::Malformed(Arc::new(e))
     }
 }
 
@@ -211,23 +215,46 @@ pub fn event(ctx: &Ctx, ev: &Event, full: bool) -> Checked {
     analyst_data(ctx, &ev.Note, &ev.Opinion)?;
     relationships(ctx, &ev.Relationship)?;
 
-    if full && ev.Attribute.is_none() {
+    if full && ev.Attribute.is_absent() {
         return rule("event has no Attribute list".into());
     }
-    for a in ev.Attribute.iter().flatten() {
-        attribute(ctx, a)?;
-    }
-    if full && ev.Object.is_none() {
+    listed(ctx, &ev.Attribute)?;
+    if full && ev.Object.is_absent() {
         return rule("event has no Object list".into());
     }
-    for o in ev.Object.iter().flatten() {
-        object(ctx, o)?;
-    }
+    listed(ctx, &ev.Object)?;
     // Event-level proposals are imported with the event too.
-    for a in ev.ShadowAttribute.iter().flatten() {
-        attribute(ctx, a)?;
+    listed(ctx, &ev.ShadowAttribute)
+}
+
+/// A record checked on its own, as an element of a `Listed` field: the
+/// streaming reader calls this as each element is parsed.
+pub trait Check {
+    fn check(&self, ctx: &Ctx) -> Checked;
+}
+
+impl Check for Attribute<'_> {
+    fn check(&self, ctx: &Ctx) -> Checked {
+        attribute(ctx, self)
     }
-    Ok(())
+}
+
+impl Check for Object<'_> {
+    fn check(&self, ctx: &Ctx) -> Checked {
+        object(ctx, self)
+    }
+}
+
+/// A list's first violation, whichever reader filled it.
+fn listed<T: Check>(ctx: &Ctx, list: &Listed<T>) -> Checked {
+    match list {
+        Listed::Absent => Ok(()),
+        Listed::Items(items) => items.iter().try_for_each(|item| item.check(ctx)),
+        Listed::Streamed(first_violation) => match first_violation {
+            Some(v) => Err(v.clone()),
+            None => Ok(()),
+        },
+    }
 }
 
 pub fn attribute(ctx: &Ctx, a: &Attribute) -> Checked {

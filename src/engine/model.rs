@@ -10,6 +10,13 @@
 //!   reads the first (POLICY.md §4);
 //! - a declared field of the wrong JSON type is an error, never a pass.
 //!
+//! The records read field by field (`Event`, `Attribute`, `Object`) are
+//! declared once, in the `schema!` invocation below: it generates the serde
+//! struct (the buffered reader), the streaming reader's field dispatch for
+//! the top-level event (`engine::stream`) and the `SCHEMA` list the carrier
+//! test plants blocked values in. A new carrier is added there, and only
+//! there, then given its rule in `checks`.
+//!
 //! Field names mirror MISP's (`Tag`, `EventTag`, ...) so this file reads next
 //! to a MISP event. `#[serde(flatten)]` and untagged enums are avoided: both
 //! buffer content and lose the duplicate-key check.
@@ -22,6 +29,9 @@ use std::fmt;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+
+use super::checks::{Ctx, Violation};
+use super::stream::{Seen, StreamField};
 
 type Str<'a> = Cow<'a, str>;
 
@@ -121,35 +131,231 @@ impl<'de> Deserialize<'de> for Present {
     }
 }
 
-/// An event's fields the policy reads. The top-level event of a push or
-/// pull is visited by `engine::stream` (which fills the event-level fields
-/// and streams the lists); a relationship's related event uses this derive.
-#[derive(Debug, Default, Deserialize)]
-pub struct Event<'a> {
-    #[serde(default)]
-    pub distribution: Dist,
-    #[serde(borrow, default)]
-    pub Tag: Option<Vec<Tag<'a>>>,
-    #[serde(borrow, default)]
-    pub EventTag: Option<Vec<TagLink<'a>>>,
-    #[serde(borrow, default)]
-    pub Galaxy: Option<Vec<Galaxy<'a>>>,
-    #[serde(default)]
-    pub EventReport: Option<Vec<Distributed>>,
-    #[serde(borrow, default)]
-    pub SharingGroup: Option<Box<SharingGroup<'a>>>,
-    #[serde(default)]
-    pub Note: Option<Vec<Distributed>>,
-    #[serde(default)]
-    pub Opinion: Option<Vec<Distributed>>,
-    #[serde(borrow, default)]
-    pub Relationship: Option<Vec<Relationship<'a>>>,
-    #[serde(borrow, default)]
-    pub Attribute: Option<Vec<Attribute<'a>>>,
-    #[serde(borrow, default)]
-    pub Object: Option<Vec<Object<'a>>>,
-    #[serde(borrow, default)]
-    pub ShadowAttribute: Option<Vec<Attribute<'a>>>,
+/// What a record's field carries, as far as the policy is concerned. Each
+/// kind has its rule in `checks` and its planted sample in the carrier test
+/// (`engine::tests::carriers`), whose matches on it are exhaustive: a new
+/// kind does not compile until it is tested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carrier {
+    /// A distribution level.
+    Distribution,
+    /// `Tag[]`: tag names.
+    Tags,
+    /// `EventTag[]` / `AttributeTag[]`: `{"Tag": {"name"}}` links.
+    TagLinks,
+    /// `Galaxy[]`: each cluster's `tag_name`, which MISP attaches as a tag.
+    Galaxies,
+    /// A sharing group: blocked uuids, and membership on pulls.
+    SharingGroup,
+    /// `EventReport[]`, each with a distribution.
+    EventReports,
+    /// `Note[]` / `Opinion[]`, each with a distribution.
+    AnalystData,
+    /// `Relationship[]`: a distribution and the related object.
+    Relationships,
+    /// A list of attributes.
+    Attributes,
+    /// A list of proposals (`ShadowAttribute[]`), checked as attributes.
+    Proposals,
+    /// A list of objects.
+    Objects,
+    /// An attribute's category.
+    Category,
+    /// An attribute's type.
+    AttributeType,
+    /// An object's template name.
+    ObjectName,
+}
+
+/// The single definition of the records the policy reads field by field.
+///
+/// Each field is declared once, with its serde attributes, its JSON key
+/// (`as "key"` when it differs from the Rust name) and its `Carrier` kind.
+/// From this the macro generates:
+/// - the serde-derived struct (the buffered reader);
+/// - for records marked `[streamed]`, `read_streamed`: the field dispatch of
+///   the streaming reader (`engine::stream`), which reads every field the
+///   derived struct reads, and streams `Listed` fields element by element;
+/// - `SCHEMA`: every record with its (JSON key, carrier) pairs, which the
+///   carrier test walks to plant a blocked value in each.
+///
+/// So a carrier added here is read by both readers and tested; `checks`
+/// must then use it (the carrier test fails until it blocks).
+///
+/// The streaming dispatch matches the JSON key only and starts from
+/// `Default`: on a `[streamed]` record, no serde `alias`, `flatten` or
+/// `skip`, and every field optional (`default`); the carrier tests check
+/// the keys, the defaults and the skips.
+macro_rules! schema {
+    ($(
+        $(#[$attr:meta])*
+        $([$mode:ident])? struct $name:ident<$lt:lifetime> {
+            $(
+                $(#[$fattr:meta])*
+                $field:ident $(as $key:literal)? : $ty:ty => $carrier:ident
+            ),* $(,)?
+        }
+    )*) => {
+        /// The records `schema!` defines.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Record { $($name),* }
+
+        /// Every record with its fields' JSON keys and carrier kinds, in
+        /// declaration order.
+        pub const SCHEMA: &[(Record, &[(&str, Carrier)])] = &[$(
+            (Record::$name, &[$( (schema!(@key $field $($key)?), Carrier::$carrier) ),*])
+        ),*];
+
+        $(
+            $(#[$attr])*
+            #[derive(Debug, Deserialize)]
+            pub struct $name<$lt> {
+                $(
+                    $(#[$fattr])*
+                    $(#[serde(rename = $key)])?
+                    pub $field: $ty,
+                )*
+            }
+
+            schema!(@reader [$($mode)?] $name { $( $field $(as $key)? ),* });
+        )*
+    };
+
+    (@key $field:ident) => { stringify!($field) };
+    (@key $field:ident $key:literal) => { $key };
+
+    (@reader [] $name:ident { $( $field:ident $(as $key:literal)? ),* }) => {};
+    (@reader [streamed] $name:ident { $( $field:ident $(as $key:literal)? ),* }) => {
+        impl<'de> $name<'de> {
+            /// The streaming reader's field dispatch: reads `key`'s value
+            /// into its field and returns true, or returns false for a key
+            /// the policy does not read (the caller skips its value). Each
+            /// key may appear once, as with the derived reader.
+            pub fn read_streamed<A: MapAccess<'de>>(
+                &mut self,
+                key: &str,
+                map: &mut A,
+                ctx: &Ctx,
+                seen: &mut Seen,
+            ) -> Result<bool, A::Error> {
+                $(
+                    if key == schema!(@key $field $($key)?) {
+                        seen.once(schema!(@key $field $($key)?))?;
+                        self.$field = StreamField::read(map, ctx)?;
+                        return Ok(true);
+                    }
+                )*
+                Ok(false)
+            }
+        }
+    };
+}
+
+schema! {
+    /// An event's fields the policy reads: the top-level event of a push or
+    /// pull (streamed) and a relationship's related event (buffered).
+    #[derive(Default)]
+    [streamed] struct Event<'a> {
+        #[serde(default)]
+        distribution: Dist => Distribution,
+        #[serde(borrow, default)]
+        Tag: Option<Vec<Tag<'a>>> => Tags,
+        #[serde(borrow, default)]
+        EventTag: Option<Vec<TagLink<'a>>> => TagLinks,
+        #[serde(borrow, default)]
+        Galaxy: Option<Vec<Galaxy<'a>>> => Galaxies,
+        #[serde(default)]
+        EventReport: Option<Vec<Distributed>> => EventReports,
+        #[serde(borrow, default)]
+        SharingGroup: Option<Box<SharingGroup<'a>>> => SharingGroup,
+        #[serde(default)]
+        Note: Option<Vec<Distributed>> => AnalystData,
+        #[serde(default)]
+        Opinion: Option<Vec<Distributed>> => AnalystData,
+        #[serde(borrow, default)]
+        Relationship: Option<Vec<Relationship<'a>>> => Relationships,
+        #[serde(borrow, default)]
+        Attribute: Listed<Attribute<'a>> => Attributes,
+        #[serde(borrow, default)]
+        Object: Listed<Object<'a>> => Objects,
+        /// Event-level proposals are imported with the event too.
+        #[serde(borrow, default)]
+        ShadowAttribute: Listed<Attribute<'a>> => Proposals,
+    }
+
+    /// An attribute, or a proposal (`ShadowAttribute`), which MISP imports
+    /// with the same fields.
+    struct Attribute<'a> {
+        #[serde(borrow)]
+        category: Str<'a> => Category,
+        #[serde(borrow)]
+        kind as "type": Str<'a> => AttributeType,
+        #[serde(default)]
+        distribution: Dist => Distribution,
+        #[serde(borrow, default)]
+        Tag: Option<Vec<Tag<'a>>> => Tags,
+        #[serde(borrow, default)]
+        AttributeTag: Option<Vec<TagLink<'a>>> => TagLinks,
+        #[serde(borrow, default)]
+        Galaxy: Option<Vec<Galaxy<'a>>> => Galaxies,
+        #[serde(borrow, default)]
+        SharingGroup: Option<Box<SharingGroup<'a>>> => SharingGroup,
+        #[serde(borrow, default)]
+        ShadowAttribute: Option<Vec<Attribute<'a>>> => Proposals,
+        #[serde(default)]
+        Note: Option<Vec<Distributed>> => AnalystData,
+        #[serde(default)]
+        Opinion: Option<Vec<Distributed>> => AnalystData,
+        #[serde(borrow, default)]
+        Relationship: Option<Vec<Relationship<'a>>> => Relationships,
+    }
+
+    struct Object<'a> {
+        #[serde(default)]
+        distribution: Dist => Distribution,
+        #[serde(borrow, default)]
+        SharingGroup: Option<Box<SharingGroup<'a>>> => SharingGroup,
+        #[serde(borrow)]
+        name: Str<'a> => ObjectName,
+        #[serde(borrow)]
+        Attribute: Vec<Attribute<'a>> => Attributes,
+        #[serde(default)]
+        Note: Option<Vec<Distributed>> => AnalystData,
+        #[serde(default)]
+        Opinion: Option<Vec<Distributed>> => AnalystData,
+        #[serde(borrow, default)]
+        Relationship: Option<Vec<Relationship<'a>>> => Relationships,
+    }
+}
+
+/// A list of records the policy checks element by element. The buffered
+/// reader (serde) keeps the elements; the streaming reader checks each one
+/// as it is parsed, drops it and keeps only the first violation. Either way
+/// `checks::event` reads the list in the same place of its rule order.
+#[derive(Debug, Default)]
+pub enum Listed<T> {
+    /// Absent or `null` (as a derived `Option` reads it).
+    #[default]
+    Absent,
+    /// Read by the buffered reader.
+    Items(Vec<T>),
+    /// Read by the streaming reader: the first element's violation, if any.
+    Streamed(Option<Violation>),
+}
+
+impl<T> Listed<T> {
+    pub fn is_absent(&self) -> bool {
+        matches!(self, Listed::Absent)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Listed<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match Option::<Vec<T>>::deserialize(d)? {
+            Some(items) => Listed::Items(items),
+            None => Listed::Absent,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -204,50 +410,6 @@ pub struct OrgRef<'a> {
 pub struct SharingGroupServer {
     #[serde(default)]
     pub all_orgs: Truthy,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Attribute<'a> {
-    #[serde(borrow)]
-    pub category: Str<'a>,
-    #[serde(borrow, rename = "type")]
-    pub kind: Str<'a>,
-    #[serde(default)]
-    pub distribution: Dist,
-    #[serde(borrow, default)]
-    pub Tag: Option<Vec<Tag<'a>>>,
-    #[serde(borrow, default)]
-    pub AttributeTag: Option<Vec<TagLink<'a>>>,
-    #[serde(borrow, default)]
-    pub Galaxy: Option<Vec<Galaxy<'a>>>,
-    #[serde(borrow, default)]
-    pub SharingGroup: Option<Box<SharingGroup<'a>>>,
-    #[serde(borrow, default)]
-    pub ShadowAttribute: Option<Vec<Attribute<'a>>>,
-    #[serde(default)]
-    pub Note: Option<Vec<Distributed>>,
-    #[serde(default)]
-    pub Opinion: Option<Vec<Distributed>>,
-    #[serde(borrow, default)]
-    pub Relationship: Option<Vec<Relationship<'a>>>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Object<'a> {
-    #[serde(default)]
-    pub distribution: Dist,
-    #[serde(borrow, default)]
-    pub SharingGroup: Option<Box<SharingGroup<'a>>>,
-    #[serde(borrow)]
-    pub name: Str<'a>,
-    #[serde(borrow)]
-    pub Attribute: Vec<Attribute<'a>>,
-    #[serde(default)]
-    pub Note: Option<Vec<Distributed>>,
-    #[serde(default)]
-    pub Opinion: Option<Vec<Distributed>>,
-    #[serde(borrow, default)]
-    pub Relationship: Option<Vec<Relationship<'a>>>,
 }
 
 /// Anything whose only policy field is its distribution: event reports,

@@ -3,13 +3,15 @@
 //! A 50 MB event holds tens of thousands of attributes. Building them all
 //! into a `Vec` before checking costs memory (a large fraction of the body)
 //! and time (allocation, copying, cache misses). Here the event object is
-//! visited by hand: every element of `Attribute[]`, `Object[]` and
-//! `ShadowAttribute[]` is deserialized, checked and dropped on the spot,
+//! visited by hand: the field dispatch is generated from the same `schema!`
+//! definition as the derived `model::Event` (`Event::read_streamed`), and
+//! every element of a `Listed` field (`Attribute[]`, `Object[]`,
+//! `ShadowAttribute[]`) is deserialized, checked and dropped on the spot,
 //! keeping only the first violation of each list. Parsing still continues
 //! to the end, so a malformed element anywhere blocks the body (fail
-//! closed), and the reported reason is exactly the one the sequential order
-//! of `checks::event` would give: event-level rules first, then attributes,
-//! then objects, then proposals.
+//! closed). The filled `Event` then goes through `checks::event` like a
+//! buffered one, so the reason reported is exactly the one the buffered
+//! reader would give.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -18,28 +20,13 @@ use std::marker::PhantomData;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::checks::{self, Checked, Ctx, Violation};
-use super::model::{Attribute, Event, Object, Present};
-
-/// What one streamed list yielded.
-#[derive(Default)]
-pub struct ListOutcome {
-    pub present: bool,
-    pub first_violation: Option<Violation>,
-}
+use super::checks::{self, Check, Checked, Ctx, Violation};
+use super::model::{Dist, Event, Listed, Present};
 
 /// The top-level body: `{"Event": {...}}` plus the wrapper keys MISP unwraps.
 pub struct StreamedDoc<'a> {
-    pub event: Option<StreamedEvent<'a>>,
+    pub event: Option<Event<'a>>,
     pub wrapped: bool,
-}
-
-pub struct StreamedEvent<'a> {
-    /// Event-level fields; its lists are left empty.
-    pub fields: Event<'a>,
-    pub attributes: ListOutcome,
-    pub objects: ListOutcome,
-    pub proposals: ListOutcome,
 }
 
 /// Parses and checks an event body in one pass (see the module comment).
@@ -60,18 +47,35 @@ pub fn check_event_body(ctx: &Ctx, body: &str) -> Checked {
             "no `Event` property in request body".into(),
         ));
     };
-    checks::event(ctx, &ev.fields, false)?;
-    for (list, name) in [(ev.attributes, "Attribute"), (ev.objects, "Object")] {
-        if !list.present {
-            return Err(Violation::Rule(format!("event has no {name} list")));
-        }
-        if let Some(v) = list.first_violation {
-            return Err(v);
-        }
+    checks::event(ctx, &ev, true)
+}
+
+/// How the streaming reader reads one field type of a `schema!` record
+/// marked `[streamed]`: `Listed` fields element by element, everything else
+/// as serde's derive would. A field of a type without an impl here does not
+/// compile, rather than being read differently by the two readers.
+pub trait StreamField<'de>: Sized {
+    fn read<A: MapAccess<'de>>(map: &mut A, ctx: &Ctx) -> Result<Self, A::Error>;
+}
+
+impl<'de> StreamField<'de> for Dist {
+    fn read<A: MapAccess<'de>>(map: &mut A, _: &Ctx) -> Result<Self, A::Error> {
+        map.next_value()
     }
-    match ev.proposals.first_violation {
-        Some(v) => Err(v),
-        None => Ok(()),
+}
+
+impl<'de, T: Deserialize<'de>> StreamField<'de> for Option<T> {
+    fn read<A: MapAccess<'de>>(map: &mut A, _: &Ctx) -> Result<Self, A::Error> {
+        map.next_value()
+    }
+}
+
+impl<'de, T: Deserialize<'de> + Check> StreamField<'de> for Listed<T> {
+    fn read<A: MapAccess<'de>>(map: &mut A, ctx: &Ctx) -> Result<Self, A::Error> {
+        map.next_value_seed(ListSeed::<T> {
+            ctx,
+            _t: PhantomData,
+        })
     }
 }
 
@@ -102,18 +106,16 @@ impl<'de> Visitor<'de> for DocSeed<'_, '_> {
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             match &*key {
                 "Event" => {
-                    seen.once(0, "Event")?;
+                    seen.once("Event")?;
                     doc.event = map.next_value_seed(EventSeed { ctx: self.ctx })?;
                 }
-                "response" | "request" => {
-                    seen.once(
-                        if &*key == "response" { 1 } else { 2 },
-                        if &*key == "response" {
-                            "response"
-                        } else {
-                            "request"
-                        },
-                    )?;
+                "response" => {
+                    seen.once("response")?;
+                    map.next_value::<Present>()?;
+                    doc.wrapped = true;
+                }
+                "request" => {
+                    seen.once("request")?;
                     map.next_value::<Present>()?;
                     doc.wrapped = true;
                 }
@@ -126,16 +128,17 @@ impl<'de> Visitor<'de> for DocSeed<'_, '_> {
     }
 }
 
-/// Duplicate-key guard for hand-written visitors (derived ones have their own).
+/// Duplicate-key guard for hand-written visitors (derived ones have their
+/// own): the keys read so far, at most a dozen per object.
 #[derive(Default)]
-struct Seen(u32);
+pub struct Seen(Vec<&'static str>);
 
 impl Seen {
-    fn once<E: de::Error>(&mut self, bit: u32, name: &'static str) -> Result<(), E> {
-        if self.0 & (1 << bit) != 0 {
+    pub fn once<E: de::Error>(&mut self, name: &'static str) -> Result<(), E> {
+        if self.0.contains(&name) {
             return Err(E::duplicate_field(name));
         }
-        self.0 |= 1 << bit;
+        self.0.push(name);
         Ok(())
     }
 }
@@ -146,14 +149,14 @@ struct EventSeed<'c, 'r> {
 
 impl<'de> DeserializeSeed<'de> for EventSeed<'_, '_> {
     /// `None` for `"Event": null` (as a derived `Option` would read it).
-    type Value = Option<StreamedEvent<'de>>;
+    type Value = Option<Event<'de>>;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_option(self)
     }
 }
 
 impl<'de> Visitor<'de> for EventSeed<'_, '_> {
-    type Value = Option<StreamedEvent<'de>>;
+    type Value = Option<Event<'de>>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an event object")
@@ -172,72 +175,11 @@ impl<'de> Visitor<'de> for EventSeed<'_, '_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let ctx = self.ctx;
-        let mut ev = StreamedEvent {
-            fields: Event::default(),
-            attributes: ListOutcome::default(),
-            objects: ListOutcome::default(),
-            proposals: ListOutcome::default(),
-        };
-        let f = &mut ev.fields;
+        let mut ev = Event::default();
         let mut seen = Seen::default();
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            // Field names as MISP spells them; each may appear once.
-            match &*key {
-                "distribution" => {
-                    seen.once(0, "distribution")?;
-                    f.distribution = map.next_value()?;
-                }
-                "Tag" => {
-                    seen.once(1, "Tag")?;
-                    f.Tag = map.next_value()?;
-                }
-                "EventTag" => {
-                    seen.once(2, "EventTag")?;
-                    f.EventTag = map.next_value()?;
-                }
-                "Galaxy" => {
-                    seen.once(3, "Galaxy")?;
-                    f.Galaxy = map.next_value()?;
-                }
-                "EventReport" => {
-                    seen.once(4, "EventReport")?;
-                    f.EventReport = map.next_value()?;
-                }
-                "SharingGroup" => {
-                    seen.once(5, "SharingGroup")?;
-                    f.SharingGroup = map.next_value()?;
-                }
-                "Note" => {
-                    seen.once(6, "Note")?;
-                    f.Note = map.next_value()?;
-                }
-                "Opinion" => {
-                    seen.once(7, "Opinion")?;
-                    f.Opinion = map.next_value()?;
-                }
-                "Relationship" => {
-                    seen.once(8, "Relationship")?;
-                    f.Relationship = map.next_value()?;
-                }
-                "Attribute" => {
-                    seen.once(9, "Attribute")?;
-                    ev.attributes =
-                        map.next_value_seed(ListSeed::<Attribute>::new(ctx, checks::attribute))?;
-                }
-                "Object" => {
-                    seen.once(10, "Object")?;
-                    ev.objects =
-                        map.next_value_seed(ListSeed::<Object>::new(ctx, checks::object))?;
-                }
-                "ShadowAttribute" => {
-                    seen.once(11, "ShadowAttribute")?;
-                    ev.proposals =
-                        map.next_value_seed(ListSeed::<Attribute>::new(ctx, checks::attribute))?;
-                }
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
+            if !ev.read_streamed(&key, &mut map, self.ctx, &mut seen)? {
+                map.next_value::<IgnoredAny>()?;
             }
         }
         Ok(Some(ev))
@@ -245,43 +187,32 @@ impl<'de> Visitor<'de> for EventSeed<'_, '_> {
 }
 
 /// Streams a JSON array (or `null`, read as absent like a derived `Option`),
-/// checking each element with `check` until the first violation.
+/// checking each element until the first violation.
 struct ListSeed<'c, 'r, T> {
     ctx: &'c Ctx<'r>,
-    check: fn(&Ctx, &T) -> Checked,
     _t: PhantomData<T>,
 }
 
-impl<'c, 'r, T> ListSeed<'c, 'r, T> {
-    fn new(ctx: &'c Ctx<'r>, check: fn(&Ctx, &T) -> Checked) -> Self {
-        ListSeed {
-            ctx,
-            check,
-            _t: PhantomData,
-        }
-    }
-}
-
-impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for ListSeed<'_, '_, T> {
-    type Value = ListOutcome;
+impl<'de, T: Deserialize<'de> + Check> DeserializeSeed<'de> for ListSeed<'_, '_, T> {
+    type Value = Listed<T>;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_option(self)
     }
 }
 
-impl<'de, T: Deserialize<'de>> Visitor<'de> for ListSeed<'_, '_, T> {
-    type Value = ListOutcome;
+impl<'de, T: Deserialize<'de> + Check> Visitor<'de> for ListSeed<'_, '_, T> {
+    type Value = Listed<T>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a list")
     }
 
     fn visit_none<E>(self) -> Result<Self::Value, E> {
-        Ok(ListOutcome::default())
+        Ok(Listed::Absent)
     }
 
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(ListOutcome::default())
+        Ok(Listed::Absent)
     }
 
     fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
@@ -289,15 +220,12 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for ListSeed<'_, '_, T> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut out = ListOutcome {
-            present: true,
-            first_violation: None,
-        };
+        let mut first_violation = None;
         while let Some(item) = seq.next_element::<T>()? {
-            if out.first_violation.is_none() {
-                out.first_violation = (self.check)(self.ctx, &item).err();
+            if first_violation.is_none() {
+                first_violation = item.check(self.ctx).err();
             }
         }
-        Ok(out)
+        Ok(Listed::Streamed(first_violation))
     }
 }

@@ -12,6 +12,9 @@ use serde_json::{json, Value};
 use super::*;
 use crate::config;
 
+/// Every carrier of `model::SCHEMA`, planted and checked through both readers.
+mod carriers;
+
 const POLICY: &str = r#"{
   "allowlist": {"urls": ["https://feeds.example.org/list.txt"], "domains": ["updates.example.org"]},
   "compartments_rules": {"can_reach": {"c1": ["c1", "c2"], "c2": ["c1", "c2"], "c3": ["c3"]}},
