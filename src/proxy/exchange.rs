@@ -139,12 +139,14 @@ pub async fn serve(
                         Ok(Ok(None)) => return,
                         Ok(Err(e)) => {
                             tracing::warn!(client = %target.client_ip, "bad request: {e}");
-                            let _ = client.write_all(&respond::plain(e.status())).await;
+                            let answer = respond::refusal("", e.status(), &e.to_string(), "");
+                            let _ = client.write_all(&answer).await;
                             return;
                         }
                         Err(_) => {
                             if served == 0 || client.has_buffered() {
-                                let _ = client.write_all(&respond::plain(408)).await;
+                                let answer = respond::refusal("", 408, "request head timed out", "");
+                                let _ = client.write_all(&answer).await;
                             }
                             return;
                         }
@@ -307,11 +309,20 @@ async fn exchange(
 ) -> Result<bool, End> {
     let t = policy.gateway.timeouts;
     let method = head.method.clone();
+    // Every refusal below is logged as a block and answered as a MISP API
+    // error carrying the same reason (see `respond`).
     let refuse = |status: u16, reason: &str, path: &str| {
         let b = Block::with_status(status, reason);
         tracing::warn!(client = %target.client_ip, "{}", b.log_line(&method, path));
-        respond::plain(status)
+        respond::refusal(&method, status, reason, path)
     };
+    let blocked = |b: &Block, path: &str| {
+        log_block(target, b, &method, path);
+        respond::refusal(&method, b.status, &b.reason, path)
+    };
+    // Failures that are not decisions (upstream unreachable, timed out) are
+    // logged where they happen; the answer names them the same way.
+    let failed = |status: u16, why: &str, path: &str| respond::refusal(&method, status, why, path);
 
     // Phase 1: request head.
     let p = match parse_target(policy, target, &head) {
@@ -321,23 +332,10 @@ async fn exchange(
             return Err(End::Close);
         }
     };
-    if head.headers.contains("upgrade") || method == "CONNECT" {
-        let _ = client
-            .write_all(&refuse(
-                403,
-                "protocol upgrades and nested CONNECT are not allowed",
-                &p.path,
-            ))
-            .await;
-        return Err(End::Close);
-    }
-    let expect = head.headers.get("expect").map(<[u8]>::to_ascii_lowercase);
-    if expect.as_deref().is_some_and(|e| e != b"100-continue") {
-        let _ = client
-            .write_all(&refuse(417, "unsupported Expect", &p.path))
-            .await;
-        return Err(End::Close);
-    }
+    // Upgrades, nested CONNECT, the method's spelling and `Expect` are
+    // refused by the engine (`engine::protocol`), as `evaluate` does; an
+    // allowed head may only expect `100-continue`, answered below.
+    let expects_continue = head.headers.contains("expect");
     let engine_head = EngineHead {
         client_ip: target.client_ip,
         host: &p.host,
@@ -351,8 +349,7 @@ async fn exchange(
     let exchange = match engine::request_head(policy, &engine_head) {
         Ok(x) => x,
         Err(b) => {
-            log_block(target, &b, &method, &p.path);
-            let _ = client.write_all(&respond::plain(b.status)).await;
+            let _ = client.write_all(&blocked(&b, &p.path)).await;
             return Err(End::Close);
         }
     };
@@ -382,7 +379,7 @@ async fn exchange(
             return Err(End::Close);
         }
     }
-    if expect.is_some() && framing != Framing::None {
+    if expects_continue && framing != Framing::None {
         // Answer the expectation ourselves: the server never sees it.
         if client.write_all(respond::CONTINUE).await.is_err() {
             return Err(End::Close);
@@ -401,8 +398,7 @@ async fn exchange(
             }
         };
         if let Err(b) = engine::request_body(policy, &exchange, head.headers.as_slice(), &body) {
-            log_block(target, &b, &method, &p.path);
-            let _ = client.write_all(&respond::plain(b.status)).await;
+            let _ = client.write_all(&blocked(&b, &p.path)).await;
             return Err(End::Close);
         }
         Some(body)
@@ -433,7 +429,8 @@ async fn exchange(
             }
             Err((status, why)) => {
                 tracing::warn!(client = %target.client_ip, "upstream {}:{} failed: {why}", key.host, key.port);
-                let _ = client.write_all(&respond::plain(status)).await;
+                let why = format!("upstream {}:{} failed: {why}", key.host, key.port);
+                let _ = client.write_all(&failed(status, &why, &p.path)).await;
                 return Err(End::Close);
             }
         }
@@ -488,7 +485,8 @@ async fn exchange(
     .await;
     if let Err(e) = sent {
         tracing::warn!(client = %target.client_ip, "forwarding request failed: {e}");
-        let _ = client.write_all(&respond::plain(502)).await;
+        let why = format!("forwarding request failed: {e}");
+        let _ = client.write_all(&failed(502, &why, &p.path)).await;
         return Err(End::Close);
     }
 
@@ -513,12 +511,14 @@ async fn exchange(
                     502
                 };
                 tracing::warn!(client = %target.client_ip, "upstream response: {e}");
-                let _ = client.write_all(&respond::plain(status)).await;
+                let why = format!("upstream response: {e}");
+                let _ = client.write_all(&failed(status, &why, &p.path)).await;
                 return Err(End::Close);
             }
             Err(_) => {
                 tracing::warn!(client = %target.client_ip, "upstream response timed out");
-                let _ = client.write_all(&respond::plain(504)).await;
+                let why = "upstream response timed out";
+                let _ = client.write_all(&failed(504, why, &p.path)).await;
                 return Err(End::Close);
             }
         }
@@ -527,7 +527,8 @@ async fn exchange(
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(client = %target.client_ip, "upstream response: {e}");
-            let _ = client.write_all(&respond::plain(502)).await;
+            let why = format!("upstream response: {e}");
+            let _ = client.write_all(&failed(502, &why, &p.path)).await;
             return Err(End::Close);
         }
     };
@@ -555,8 +556,7 @@ async fn exchange(
                 // Fail closed: a response that cannot be read whole is not
                 // passed on uninspected.
                 let b = Block::forbidden(format!("response body could not be inspected: {e}"));
-                log_block(target, &b, &method, &p.path);
-                let _ = client.write_all(&respond::plain(403)).await;
+                let _ = client.write_all(&blocked(&b, &p.path)).await;
                 return Err(End::Close);
             }
         };
@@ -566,8 +566,10 @@ async fn exchange(
             body: &body,
         };
         if let Err(b) = engine::response(policy, &exchange, &r) {
-            log_block(target, &b, &method, &p.path);
-            let _ = client.write_all(&respond::plain(403)).await;
+            // Whatever the cause, a refused response is a 403 with none of
+            // the upstream's body.
+            let b = Block { status: 403, ..b };
+            let _ = client.write_all(&blocked(&b, &p.path)).await;
             return Err(End::Close);
         }
         if resp_framing != Framing::None {
