@@ -233,7 +233,10 @@ fn parse_flow(line: &[u8], base: &Path) -> Result<Resolved, String> {
     if flow.port == 0 {
         return Err("port: must be 1-65535".into());
     }
-    if flow.method.is_empty() || !flow.method.bytes().all(|b| b.is_ascii_uppercase()) {
+    // Any token an HTTP parser accepts is a flow; whether the gateway lets
+    // that spelling through (`get`, `TRACE`) is the engine's decision, so
+    // it answers here as it does live.
+    if flow.method.is_empty() || !flow.method.bytes().all(is_token_char) {
         return Err(format!("method: {:?} is not an HTTP method", flow.method));
     }
     let request_body = body(
@@ -266,6 +269,11 @@ fn parse_flow(line: &[u8], base: &Path) -> Result<Resolved, String> {
         request_body,
         response,
     })
+}
+
+/// RFC 9110 §5.6.2 `tchar`: what a method may be spelled with.
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn headers(map: Option<UniqueMap<HeaderValue>>) -> Headers {

@@ -110,8 +110,9 @@ pub fn server_tls(addr: SocketAddr, name: &str, ca_file: &Path) -> Arc<rustls::S
 
 /// A MISP-like HTTPS server for `name`, certificate from its own CA
 /// (written to `ca_file`). Answers: `GET /events/view/...` with
-/// `pull_body` (+ `pull_headers`), everything else 200 `{}`; records every
-/// request.
+/// `pull_body` (+ `pull_headers`); `POST /events/add|edit...` with the
+/// pushed event, as MISP answers with the event it stored (same
+/// Content-Encoding); everything else 200 `{}`; records every request.
 pub async fn misp_upstream(
     addr: SocketAddr,
     name: &str,
@@ -146,16 +147,26 @@ pub async fn misp_upstream(
                         method: head.method.clone(),
                         path: head.target.clone(),
                         headers: head.headers.clone(),
-                        body,
+                        body: body.clone(),
                     });
+                    let pushed_event = head.method == "POST"
+                        && (head.target.starts_with("/events/add")
+                            || head.target.starts_with("/events/edit/"));
+                    let mut encoding = String::new();
                     let answer: Vec<u8> =
                         if head.target.starts_with("/events/view/") && head.method == "GET" {
                             pull_body.lock().unwrap().clone()
+                        } else if pushed_event {
+                            if let Some(e) = head.headers.get("content-encoding") {
+                                encoding =
+                                    format!("Content-Encoding: {}\r\n", String::from_utf8_lossy(e));
+                            }
+                            stored_event_answer(&head.target, &body)
                         } else {
                             b"{}".to_vec()
                         };
                     let mut out = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{encoding}Content-Length: {}\r\n\r\n",
                         answer.len()
                     )
                     .into_bytes();
@@ -170,6 +181,31 @@ pub async fn misp_upstream(
         }
     });
     (bound, log)
+}
+
+/// What MISP answers to an event push: the event as stored, without its
+/// attributes, objects, reports and proposals for `metadata:1`
+/// (`fetchEvent` with `metadata`). A body this cannot read (gzip, not an
+/// event) is answered as sent.
+fn stored_event_answer(target: &str, body: &[u8]) -> Vec<u8> {
+    type Members = std::collections::BTreeMap<String, Box<serde_json::value::RawValue>>;
+    #[derive(serde::Deserialize, serde::Serialize)]
+    struct Doc {
+        #[serde(rename = "Event")]
+        event: Members,
+    }
+    if !target.contains("/metadata:1") {
+        return body.to_vec();
+    }
+    match serde_json::from_slice::<Doc>(body) {
+        Ok(mut doc) => {
+            for list in ["Attribute", "Object", "EventReport", "ShadowAttribute"] {
+                doc.event.remove(list);
+            }
+            serde_json::to_vec(&doc).unwrap()
+        }
+        Err(_) => body.to_vec(),
+    }
 }
 
 /// A free TCP port on `ip` (bound then released).
