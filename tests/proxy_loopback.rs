@@ -369,6 +369,10 @@ fn assert_misp_error(a: &Answer, status: u16, reason: &str, url: &str) {
     );
 }
 
+/// A request head sent live and through `evaluate`: method, target,
+/// headers, the status both must give.
+type HeadCase<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], u16);
+
 /// Refusals that depend only on the request head, the answers to event
 /// pushes, and the JSON shape of every refusal, through the live gateway —
 /// each head refusal also through `evaluate`, which must agree.
@@ -416,7 +420,7 @@ async fn refusals_and_push_answers() {
     };
 
     // 1. Head refusals: the live status equals evaluate's, for each.
-    let cases: &[(&str, &str, &[(&str, &str)], u16)] = &[
+    let cases: &[HeadCase] = &[
         (
             "GET",
             "/servers/getVersion",
