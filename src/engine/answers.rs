@@ -88,6 +88,60 @@ pub fn minimal_event_index(body: &str) -> Checked {
     Ok(())
 }
 
+/// One entry of a minimal cluster search: `{"GalaxyCluster": {"uuid",
+/// "version"}}` (GalaxyCluster::restSearch fetches only those two fields
+/// when `minimal` is set).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(non_snake_case)]
+struct MinimalCluster {
+    GalaxyCluster: BTreeMap<String, IgnoredAny>,
+}
+
+/// The answer to `/galaxy_clusters/restSearch`: MISP wraps the list in
+/// `response` (Server::getElligibleClusterIdsFromServerForPull unwraps it
+/// when present, so a bare list is read the same way).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ClusterSearch {
+    Wrapped(WrappedClusters),
+    Bare(Vec<MinimalCluster>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WrappedClusters {
+    response: Vec<MinimalCluster>,
+}
+
+/// A minimal cluster search: clusters named by uuid and version only. A
+/// full cluster (tags, distribution, elements, sharing group) is refused:
+/// the request was allowed only because it asked for the minimal form.
+pub fn minimal_cluster_index(body: &str) -> Checked {
+    let list = match serde_json::from_str::<ClusterSearch>(body) {
+        Ok(ClusterSearch::Wrapped(WrappedClusters { response }))
+        | Ok(ClusterSearch::Bare(response)) => response,
+        Err(_) => {
+            return Err(Violation::Rule(
+                "galaxy cluster search response is not a list of minimal clusters".into(),
+            ))
+        }
+    };
+    for (i, c) in list.iter().enumerate() {
+        if let Some(k) = c
+            .GalaxyCluster
+            .keys()
+            .find(|k| !matches!(k.as_str(), "uuid" | "version"))
+        {
+            return Err(Violation::Rule(format!(
+                "galaxy cluster search response is not minimal: entry {i} has field `{}`",
+                super::Sanitized(k)
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +188,41 @@ mod tests {
             "orgc_uuid":"9af0faab-e2b9-4f09-af6a-eb6ece9d4cfa"}]"#;
         assert_eq!(reason(minimal_event_index(index)), None);
         assert_eq!(reason(minimal_event_index("[]")), None);
+    }
+
+    #[test]
+    fn minimal_cluster_search_as_misp_answers_it() {
+        let wrapped = r#"{"response": [{"GalaxyCluster":{"uuid":"24b4f8ed-65e0-4183-808f-ae3e718a011a","version":"1"}}]}"#;
+        assert_eq!(reason(minimal_cluster_index(wrapped)), None);
+        assert_eq!(reason(minimal_cluster_index(r#"{"response": []}"#)), None);
+        assert_eq!(
+            reason(minimal_cluster_index(
+                r#"[{"GalaxyCluster":{"uuid":"u","version":"3"}}]"#
+            )),
+            None
+        );
+    }
+
+    #[test]
+    fn full_cluster_search_is_refused() {
+        let full = r#"{"response": [{"GalaxyCluster":{"uuid":"u","version":"1"}},
+            {"GalaxyCluster":{"uuid":"v","version":"1","tag_name":"misp-galaxy:x=\"y\"","distribution":"0"}}]}"#;
+        assert_eq!(
+            reason(minimal_cluster_index(full)).as_deref(),
+            Some("galaxy cluster search response is not minimal: entry 1 has field `distribution`")
+        );
+        // Anything beside the cluster in an entry, or beside `response`.
+        for other in [
+            r#"[{"GalaxyCluster":{"uuid":"u"},"Galaxy":{}}]"#,
+            r#"{"response": [], "Tag": []}"#,
+            r#"{"GalaxyCluster":{"uuid":"u"}}"#,
+        ] {
+            assert_eq!(
+                reason(minimal_cluster_index(other)).as_deref(),
+                Some("galaxy cluster search response is not a list of minimal clusters"),
+                "{other}"
+            );
+        }
     }
 
     #[test]

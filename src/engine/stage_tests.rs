@@ -193,6 +193,23 @@ fn events_index_answer_must_be_minimal() {
 }
 
 #[test]
+fn cluster_search_answer_must_be_minimal() {
+    let path = "/galaxy_clusters/restSearch";
+    let minimal = json!({"response": [{"GalaxyCluster": {"uuid": UUID, "version": "1"}}]});
+    assert_eq!(answer("POST", path, 200, &minimal), Ok(()));
+    let full = json!({"response": [{"GalaxyCluster": {"uuid": UUID, "version": "1",
+        "tag_name": "misp-galaxy:threat-actor=\"x\"", "GalaxyElement": []}}]});
+    assert_eq!(
+        answer("POST", path, 200, &full),
+        Err((
+            403,
+            "galaxy cluster search response is not minimal: entry 0 has field `GalaxyElement`"
+                .into()
+        ))
+    );
+}
+
+#[test]
 fn protocol_refusals_come_first_even_for_allowlisted_hosts() {
     let p = policy();
     let up: Headers = vec![("Upgrade".into(), "websocket".into())];

@@ -79,6 +79,9 @@ pub enum ResponseBody {
     /// `/events/index` asked for `minimal`: a list of entries holding only
     /// the minimal index's fields (no tags, distribution or info).
     MinimalEventIndex,
+    /// `/galaxy_clusters/restSearch` asked for `minimal`: clusters named
+    /// by `uuid` and `version` only.
+    MinimalClusterIndex,
     /// A MISP API error (`name`, `message`, `url`, `errors`, ...): how a
     /// 4xx/5xx answer of an inspected endpoint may pass with its status.
     MispError,
@@ -115,6 +118,7 @@ impl Endpoint {
             // too, so a parameter that slipped past the request check
             // cannot have a full index (tags, info, distribution) served.
             EventsIndex => ResponseBody::MinimalEventIndex,
+            GalaxyClustersRestSearch => ResponseBody::MinimalClusterIndex,
             ShadowAttributesIndex => ResponseBody::ShadowAttributes,
             GalaxyClustersView => ResponseBody::GalaxyCluster,
             SightingsRestSearch => ResponseBody::AnyJson,
@@ -378,6 +382,10 @@ mod tests {
         assert_eq!(
             Endpoint::EventsIndex.response_body(),
             ResponseBody::MinimalEventIndex
+        );
+        assert_eq!(
+            Endpoint::GalaxyClustersRestSearch.response_body(),
+            ResponseBody::MinimalClusterIndex
         );
         assert_eq!(
             Endpoint::EventsHead.response_body(),
