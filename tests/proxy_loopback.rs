@@ -449,7 +449,16 @@ async fn refusals_and_push_answers() {
             &[("Expect", "100-continue"), ("Expect", "100-continue")],
             417,
         ),
+        ("GET", "/servers/getVersion", &[("Host", "a.test")], 403),
+        (
+            "GET",
+            "/servers/getVersion",
+            &[("Host", "b.test"), ("Host", "b.test")],
+            400,
+        ),
+        ("GET", "/servers/getVersion", &[("Host", "b.test:x")], 400),
         // Controls: the same heads without the refused part pass.
+        ("GET", "/servers/getVersion", &[("Host", "127.0.0.2")], 200),
         ("GET", "/servers/getVersion", &[], 200),
         (
             "GET",
@@ -466,7 +475,11 @@ async fn refusals_and_push_answers() {
             .map(|(n, v)| format!("{n}: {v}\r\n"))
             .collect();
         let mut c = tunnel().await;
-        let raw = format!("{method} {path} HTTP/1.1\r\nHost: b.test\r\n{extra}\r\n");
+        let host = match headers.iter().any(|(n, _)| *n == "Host") {
+            true => "",
+            false => "Host: b.test\r\n",
+        };
+        let raw = format!("{method} {path} HTTP/1.1\r\n{host}{extra}\r\n");
         c.write_all(raw.as_bytes()).await.unwrap();
         let a = read_answer(&mut c, method).await.expect("answer");
         assert_eq!(

@@ -124,6 +124,7 @@ pub fn request_head<H: HeaderList + ?Sized>(
     req: &RequestHead<'_, H>,
 ) -> Result<Exchange, Block> {
     protocol::check(req.method, req.headers)?;
+    protocol::host_header(policy, req.host, req.headers)?;
     let client_ip = unmap_ip(req.client_ip);
     let dst_ip = req.dst_ip.map(unmap_ip);
     let host = req.host.trim_end_matches('.');

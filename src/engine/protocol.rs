@@ -1,11 +1,13 @@
 //! HTTP-level refusals that depend only on the request head: the method
 //! and the headers that would change what the exchange is (a protocol
-//! switch, a tunnel, an expectation the gateway cannot honour). They run
-//! first in [`super::request_head`], for allowlisted and sync requests
-//! alike, so the live gateway and `evaluate` refuse the same heads with the
-//! same status and reason.
+//! switch, a tunnel, an expectation the gateway cannot honour, a Host
+//! naming another destination). They run first in [`super::request_head`],
+//! for allowlisted and sync requests alike, so the live gateway and
+//! `evaluate` refuse the same heads with the same status and reason.
 
-use super::{Block, HeaderList};
+use super::{Block, HeaderList, Sanitized};
+use crate::config::formats::split_host_port;
+use crate::policy::Policy;
 
 /// Methods that may cross the gateway, spelled as RFC 9110 registers them.
 /// CakePHP routes on the method string as sent, and MISP sync only uses
@@ -30,7 +32,7 @@ pub fn check<H: HeaderList + ?Sized>(method: &str, headers: &H) -> Result<(), Bl
     if !METHODS.contains(&method) {
         return Err(Block::forbidden(format!(
             "method {} is not allowed",
-            super::Sanitized(method)
+            Sanitized(method)
         )));
     }
     let mut expect = headers.values("expect");
@@ -43,9 +45,57 @@ pub fn check<H: HeaderList + ?Sized>(method: &str, headers: &H) -> Result<(), Bl
     Ok(())
 }
 
+/// The Host header against `host`, the destination the request is decided
+/// on (the connection's TLS SNI or CONNECT authority, the absolute-form
+/// target, or the Host header itself). One Host at most, well formed, and
+/// naming that destination: the same name in any case, or another name of
+/// the same instance (its IP literal — a MISP configured with
+/// `https://<ip>` sends `Host: <ip>` and no SNI). MISP builds absolute URLs
+/// from Host, so one naming another instance is refused.
+pub fn host_header<H: HeaderList + ?Sized>(
+    policy: &Policy,
+    host: &str,
+    headers: &H,
+) -> Result<(), Block> {
+    let mut values = headers.values("host");
+    let Some(first) = values.next() else {
+        return Ok(());
+    };
+    if values.next().is_some() {
+        return Err(Block::with_status(400, "several Host headers"));
+    }
+    let named = std::str::from_utf8(first)
+        .ok()
+        .and_then(split_host_port)
+        .ok_or_else(|| Block::with_status(400, "invalid Host header"))?
+        .0;
+    if names_same_destination(policy, host, &named) {
+        Ok(())
+    } else {
+        Err(Block::forbidden(format!(
+            "Host {} does not match the connection's destination {}",
+            Sanitized(&named),
+            Sanitized(host)
+        )))
+    }
+}
+
+/// Whether two names designate the same destination: equal in any case, or
+/// both names of one instance.
+pub fn names_same_destination(policy: &Policy, a: &str, b: &str) -> bool {
+    if a.eq_ignore_ascii_case(b) {
+        return true;
+    }
+    match (policy.instance_by_host(a), policy.instance_by_host(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::check;
+    use super::*;
+    use std::path::Path;
 
     fn verdict(method: &str, headers: &[(&str, &str)]) -> Result<(), (u16, String)> {
         check(method, headers).map_err(|b| (b.status, b.reason))
@@ -98,6 +148,68 @@ mod tests {
                 &[("Expect", "100-continue"), ("Expect", "100-continue")]
             ),
             why
+        );
+    }
+
+    fn two_instances() -> Policy {
+        let inst = |ip: &str, host: &str| {
+            let id = host.replace('.', "_");
+            format!(
+                r#""{id}": {{"ip": "{ip}", "host": "{host}", "port": 443, "compartment_id": "c",
+                "affiliation": "", "taxonomies_rules": {{"required_taxonomies": [], "allowed_tags": {{}},
+                "blocked_tags": []}}, "blocked_distribution_levels": [], "blocked_sharing_groups_uuids": [],
+                "blocked_attribute_types": [], "blocked_attribute_categories": [], "blocked_object_types": []}}"#
+            )
+        };
+        let config = format!(
+            r#"{{"allowlist": {{"urls": [], "domains": ["feeds.test"]}},
+            "compartments_rules": {{"can_reach": {{"c": ["c"]}}}},
+            "instances": {{{}, {}}}}}"#,
+            inst("192.0.2.10", "a.test"),
+            inst("192.0.2.20", "b.test")
+        );
+        crate::config::from_slice(config.as_bytes(), Path::new("t.json")).unwrap()
+    }
+
+    #[test]
+    fn host_may_name_the_destination_by_ip_or_any_case() {
+        let policy = two_instances();
+        let same = |a, b| names_same_destination(&policy, a, b);
+        assert!(same("a.test", "a.test"));
+        assert!(same("a.test", "A.Test"));
+        assert!(same("a.test", "192.0.2.10"));
+        assert!(same("feeds.test", "FEEDS.test"));
+        // Another instance, by name or address, or an unknown name: refused.
+        assert!(!same("a.test", "b.test"));
+        assert!(!same("a.test", "192.0.2.20"));
+        assert!(!same("a.test", "c.test"));
+        assert!(!same("feeds.test", "a.test"));
+    }
+
+    #[test]
+    fn host_header_checks() {
+        let policy = two_instances();
+        let host = |values: &[&str]| {
+            let h: Vec<(&str, &str)> = values.iter().map(|v| ("Host", *v)).collect();
+            host_header(&policy, "a.test", h.as_slice()).map_err(|b| (b.status, b.reason))
+        };
+        assert_eq!(host(&[]), Ok(()));
+        assert_eq!(host(&["a.test:443"]), Ok(()));
+        assert_eq!(host(&["192.0.2.10"]), Ok(()));
+        assert_eq!(
+            host(&["a.test", "a.test"]),
+            Err((400, "several Host headers".into()))
+        );
+        assert_eq!(
+            host(&["a.test:x"]),
+            Err((400, "invalid Host header".into()))
+        );
+        assert_eq!(
+            host(&["b.test"]),
+            Err((
+                403,
+                "Host b.test does not match the connection's destination a.test".into()
+            ))
         );
     }
 

@@ -204,28 +204,10 @@ struct Parsed {
     scheme: Scheme,
 }
 
-/// Whether a Host header names the destination the connection is bound to:
-/// the same name in any case, or another name of the same instance (its
-/// IP literal: a MISP configured with `https://<ip>` sends `Host: <ip>`
-/// and no SNI).
-fn names_bound_destination(policy: &Policy, bound: &str, host: &str) -> bool {
-    if bound.eq_ignore_ascii_case(host) {
-        return true;
-    }
-    match (
-        policy.instance_by_host(bound),
-        policy.instance_by_host(host),
-    ) {
-        (Some(a), Some(b)) => a == b,
-        _ => false,
-    }
-}
-
-fn parse_target(
-    policy: &Policy,
-    target: &Target,
-    head: &RequestHead,
-) -> Result<Parsed, (u16, String)> {
+/// Where the request goes. Whether its Host header names that destination
+/// is the engine's decision (`engine::protocol::host_header`), taken with
+/// the same reason by `evaluate`.
+fn parse_target(target: &Target, head: &RequestHead) -> Result<Parsed, (u16, String)> {
     let bad = |why: &str| (400, why.to_string());
     let hosts: Vec<&[u8]> = head.headers.get_all("host").collect();
     let host_header = match hosts.as_slice() {
@@ -253,12 +235,6 @@ fn parse_target(
         let (authority, path) = rest.split_at(split);
         let (host, port) =
             split_host_port(authority).ok_or_else(|| bad("invalid request target"))?;
-        if host_header
-            .as_ref()
-            .is_some_and(|h| !h.eq_ignore_ascii_case(&host))
-        {
-            return Err(bad("Host header does not match the request target"));
-        }
         let path = if path.starts_with('/') {
             path.to_string()
         } else {
@@ -275,12 +251,6 @@ fn parse_target(
         return Err(bad("request target must be origin-form"));
     }
     let host = match (&target.bound_host, host_header) {
-        (Some(bound), Some(h)) if !names_bound_destination(policy, bound, &h) => {
-            return Err((
-                403,
-                format!("Host {h} does not match the connection's destination {bound}"),
-            ));
-        }
         (Some(bound), _) => bound.clone(),
         (None, Some(h)) => h,
         (None, None) => match target.orig_dst {
@@ -332,7 +302,7 @@ async fn exchange(
         let _ = client.write_all(&blocked(&b, &head.target)).await;
         return Err(End::Close);
     }
-    let p = match parse_target(policy, target, &head) {
+    let p = match parse_target(target, &head) {
         Ok(p) => p,
         Err((status, why)) => {
             let _ = client.write_all(&refuse(status, &why, &head.target)).await;
@@ -703,41 +673,4 @@ async fn connect(
         .await
         .map_err(|e| (502, e.to_string()))?;
     Ok(HttpIo::new(Box::new(tls)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::names_bound_destination;
-    use std::path::Path;
-
-    #[test]
-    fn host_may_name_the_bound_instance_by_ip_or_any_case() {
-        let inst = |ip: &str, host: &str| {
-            let id = host.replace('.', "_");
-            format!(
-                r#""{id}": {{"ip": "{ip}", "host": "{host}", "port": 443, "compartment_id": "c",
-                "affiliation": "", "taxonomies_rules": {{"required_taxonomies": [], "allowed_tags": {{}},
-                "blocked_tags": []}}, "blocked_distribution_levels": [], "blocked_sharing_groups_uuids": [],
-                "blocked_attribute_types": [], "blocked_attribute_categories": [], "blocked_object_types": []}}"#
-            )
-        };
-        let config = format!(
-            r#"{{"allowlist": {{"urls": [], "domains": ["feeds.test"]}},
-            "compartments_rules": {{"can_reach": {{"c": ["c"]}}}},
-            "instances": {{{}, {}}}}}"#,
-            inst("192.0.2.10", "a.test"),
-            inst("192.0.2.20", "b.test")
-        );
-        let policy = crate::config::from_slice(config.as_bytes(), Path::new("t.json")).unwrap();
-        let same = |bound, host| names_bound_destination(&policy, bound, host);
-        assert!(same("a.test", "a.test"));
-        assert!(same("a.test", "A.Test"));
-        assert!(same("a.test", "192.0.2.10"));
-        assert!(same("feeds.test", "FEEDS.test"));
-        // Another instance, by name or address, or an unknown name: refused.
-        assert!(!same("a.test", "b.test"));
-        assert!(!same("a.test", "192.0.2.20"));
-        assert!(!same("a.test", "c.test"));
-        assert!(!same("feeds.test", "a.test"));
-    }
 }
