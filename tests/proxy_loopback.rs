@@ -542,6 +542,35 @@ async fn refusals_and_push_answers() {
             .collect::<Vec<_>>()
     );
 
+    // An oversize body is refused even where the body is streamed
+    // uninspected (sightings), live on its declared length and by evaluate
+    // on the flow's body.
+    let bulk = format!("/sightings/bulkSaveSightings/{UUID}");
+    let mut c = tunnel().await;
+    c.write_all(
+        format!("POST {bulk} HTTP/1.1\r\nHost: b.test\r\nContent-Type: application/json\r\nContent-Length: 1000001\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let a = read_answer(&mut c, "POST").await.unwrap();
+    assert_misp_error(&a, 413, "request body exceeds 1000000 bytes", &bulk);
+    let flow = json!({"client_ip": "127.0.0.1", "host": "b.test", "port": server.port(),
+        "method": "POST", "path": bulk, "request_body": "x".repeat(1_000_001)});
+    std::fs::write(&flows_file, format!("{flow}\n")).unwrap();
+    let out = gateway_cli(&[
+        "evaluate",
+        "--config",
+        cfg.to_str().unwrap(),
+        flows_file.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        (v["status"].as_u64(), v["reason"].as_str()),
+        (Some(413), Some("request body exceeds 1000000 bytes")),
+        "{v}"
+    );
+
     // 2. Push answers: b stores what a may send, but what b answers is read
     //    with b's rules, in the metadata:1 form sync uses and in the full
     //    form; a refused answer is a JSON 403 with none of the event.

@@ -333,6 +333,9 @@ fn decide(policy: &Policy, f: &Resolved) -> Verdict {
     if let Some(note) = exchange.note() {
         tracing::info!("{note}");
     }
+    if let Err(b) = engine::request_body_size(policy, f.request_body.len() as u64) {
+        return blocked("request", b);
+    }
     if exchange.inspects_request_body() {
         if let Err(b) = engine::request_body(
             policy,

@@ -286,6 +286,21 @@ fn source(policy: &Policy, client_ip: IpAddr) -> Result<InstanceId, Block> {
     })
 }
 
+/// Between stages 1 and 2: no request body larger than
+/// `limits.max_body_bytes` crosses, inspected or streamed (413). The data
+/// path applies it to a declared `Content-Length` before reading the body
+/// (and to a chunked body while streaming it); `evaluate` to the flow's body.
+pub fn request_body_size(policy: &Policy, len: u64) -> Result<(), Block> {
+    let max = policy.limits.max_body_bytes;
+    if len > max {
+        return Err(Block::with_status(
+            413,
+            format!("request body exceeds {max} bytes"),
+        ));
+    }
+    Ok(())
+}
+
 /// Stage 2: decide on a buffered request body (pushes: source rules).
 pub fn request_body<H: HeaderList + ?Sized>(
     policy: &Policy,

@@ -238,3 +238,17 @@ fn protocol_refusals_come_first_even_for_allowlisted_hosts() {
         assert_eq!(refused(host, "GET", &vec![]), Ok(()));
     }
 }
+
+#[test]
+fn oversize_request_bodies_are_refused_inspected_or_not() {
+    let p = policy();
+    let max = p.limits.max_body_bytes;
+    assert_eq!(request_body_size(&p, max), Ok(()));
+    assert_eq!(
+        request_body_size(&p, max + 1),
+        Err(Block::with_status(
+            413,
+            format!("request body exceeds {max} bytes")
+        ))
+    );
+}

@@ -345,14 +345,8 @@ async fn exchange(
     let max_body = policy.limits.max_body_bytes;
     if let Framing::Length(n) = framing {
         // Refuse a declared oversize body before asking for it.
-        if n > max_body {
-            let _ = client
-                .write_all(&refuse(
-                    413,
-                    &format!("request body exceeds {max_body} bytes"),
-                    &p.path,
-                ))
-                .await;
+        if let Err(b) = engine::request_body_size(policy, n) {
+            let _ = client.write_all(&blocked(&b, &p.path)).await;
             return Err(End::Close);
         }
     }
