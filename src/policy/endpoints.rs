@@ -103,6 +103,23 @@ impl Endpoint {
         }
     }
 
+    /// What the answer must contain. Answers left uninspected carry no
+    /// policy carrier (tags, distributions, sharing groups, attributes) of
+    /// the answering instance, as read in MISP 2.5's controllers:
+    /// `servers/getVersion` (version and permissions), `servers/postTest`
+    /// (echoes the caller's own test body and headers), `users/view/me`
+    /// (the sync user, its org and role), `events/filterEventIdsForPush`,
+    /// `analyst_data/filterAnalystDataForPush`,
+    /// `sightings/filterSightingUuidsForPush` (uuids the caller offered),
+    /// `analyst_data/indexMinimal` (uuid/modified pairs, fixed fields),
+    /// `HEAD events/view` (no body), `galaxies/pushCluster`,
+    /// `analyst_data/pushAnalystData`, `sightings/bulkSaveSightings`,
+    /// `events/pushProposals` (saved/failed counts and messages),
+    /// `eventReports/add` (the API description), and
+    /// `servers/getAvailableSyncFilteringRules` (the names of every tag and
+    /// organisation defined on the instance, for the server-rule editor: a
+    /// vocabulary, not data; refusing it for a blocked tag's name would
+    /// break that editor on every instance that defines tlp:red).
     pub fn response_body(self) -> ResponseBody {
         use Endpoint::*;
         match self {
