@@ -627,6 +627,37 @@ async fn refusals_and_push_answers() {
         assert_eq!(answered["Event"]["Tag"][0]["name"], "tlp:green");
     }
 
+    // MISP's own refusals pass with their status and headers: a second add
+    // of one event is MISP's 404 "already exists" with the Location its
+    // sync client retries as an edit.
+    let mut with_uuid: serde_json::Value = serde_json::from_slice(&event(&["tlp:green"])).unwrap();
+    with_uuid["Event"]["uuid"] = json!(UUID);
+    let with_uuid = with_uuid.to_string().into_bytes();
+    let mut c = tunnel().await;
+    for want in [200, 404] {
+        c.write_all(&request(
+            "POST",
+            "/events/add/metadata:1",
+            "Content-Type: application/json\r\n",
+            &with_uuid,
+        ))
+        .await
+        .unwrap();
+        let a = read_answer(&mut c, "POST").await.unwrap();
+        assert_eq!(a.status, want, "{}", gw.logs());
+        if want == 404 {
+            assert!(a
+                .headers
+                .get("location")
+                .is_some_and(|l| l.starts_with(b"/events/")));
+            let body: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+            assert!(body["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("Event already exists"));
+        }
+    }
+
     // 3. Other refusals answer JSON too: endpoint not allowed (with the
     //    HEAD variant bodiless), a declared oversize body.
     let mut c = tunnel().await;
