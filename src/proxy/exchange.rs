@@ -294,17 +294,22 @@ async fn exchange(
     // logged where they happen; the answer names them the same way.
     let failed = |status: u16, why: &str, path: &str| respond::refusal(&method, status, why, path);
 
-    // Phase 1: request head. The HTTP-level refusals come first, before
-    // the target is interpreted, so a nested `CONNECT host:port` is refused
+    // Phase 1: request head. The HTTP-level refusals win over a target
+    // that cannot be interpreted, so a nested `CONNECT host:port` is refused
     // as such (as `evaluate` refuses it) rather than as a malformed target;
     // `engine::request_head` applies them again for the decision itself.
-    if let Err(b) = engine::protocol::check(&method, head.headers.as_slice()) {
-        let _ = client.write_all(&blocked(&b, &head.target)).await;
-        return Err(End::Close);
-    }
-    let p = match parse_target(target, &head) {
-        Ok(p) => p,
-        Err((status, why)) => {
+    let protocol = engine::protocol::check(&method, head.headers.as_slice());
+    let p = match (parse_target(target, &head), protocol) {
+        (Ok(p), Ok(())) => p,
+        (Ok(p), Err(b)) => {
+            let _ = client.write_all(&blocked(&b, &p.path)).await;
+            return Err(End::Close);
+        }
+        (Err(_), Err(b)) => {
+            let _ = client.write_all(&blocked(&b, &head.target)).await;
+            return Err(End::Close);
+        }
+        (Err((status, why)), Ok(())) => {
             let _ = client.write_all(&refuse(status, &why, &head.target)).await;
             return Err(End::Close);
         }
