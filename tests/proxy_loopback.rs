@@ -132,7 +132,12 @@ async fn explicit_proxy_end_to_end() {
     .await
     .unwrap();
     let a = read_answer(&mut c, "POST").await.expect("answer");
-    assert_eq!((a.status, a.body.as_slice()), (403, &b"Forbidden"[..]));
+    assert_misp_error(
+        &a,
+        403,
+        "event has blocked tag: tlp:red",
+        &format!("/events/edit/{UUID}"),
+    );
     assert!(
         seen(&format!("/events/edit/{UUID}")).is_empty(),
         "blocked push reached the server"
@@ -219,7 +224,12 @@ async fn explicit_proxy_end_to_end() {
         .await
         .unwrap();
     let a = read_answer(&mut c, "GET").await.unwrap();
-    assert_eq!((a.status, a.body.as_slice()), (403, &b"Forbidden"[..]));
+    assert_misp_error(
+        &a,
+        403,
+        "event has blocked tag: tlp:red",
+        &format!("/events/view/{UUID}"),
+    );
 
     // 6. Keep-alive and pipelining: two requests in one write, answered in order.
     let mut c = tunnel().await;
@@ -341,6 +351,335 @@ async fn explicit_proxy_end_to_end() {
     }
 
     // 10. SIGTERM: clean exit.
+    assert_eq!(gw.terminate(), Some(0), "{}", gw.logs());
+}
+
+/// A refusal as MISP's sync client reads it: JSON in the shape of MISP's
+/// API errors, the block reason in `errors`.
+fn assert_misp_error(a: &Answer, status: u16, reason: &str, url: &str) {
+    assert_eq!(a.status, status, "{:?}", String::from_utf8_lossy(&a.body));
+    let ct = a.headers.get("content-type").unwrap_or_default();
+    assert!(ct.starts_with(b"application/json"), "{ct:?}");
+    let body: serde_json::Value = serde_json::from_slice(&a.body).expect("JSON refusal");
+    assert_eq!(body["errors"], reason, "{body}");
+    assert_eq!(body["url"], url, "{body}");
+    assert!(
+        body["name"].is_string() && body["message"].is_string(),
+        "{body}"
+    );
+}
+
+/// A request head sent live and through `evaluate`: method, target,
+/// headers, the status both must give.
+type HeadCase<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], u16);
+
+/// Refusals that depend only on the request head, the answers to event
+/// pushes, and the JSON shape of every refusal, through the live gateway —
+/// each head refusal also through `evaluate`, which must agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_and_push_answers() {
+    let dir = TempDir::new("loopback-refusals");
+    let (server, received) = misp_upstream(
+        "127.0.0.2:0".parse().unwrap(),
+        "b.test",
+        &dir.0.join("server-ca.crt"),
+        Arc::new(Mutex::new(event(&["tlp:green"]))),
+    )
+    .await;
+    gateway_ca(&dir.0.join("ca"));
+    let gw_port = free_port("127.0.0.1");
+    let mut b = instance_json("127.0.0.2", "b.test", server.port(), "c2");
+    // What b answers is read with b's rules: it may hold tlp:amber events
+    // but not hand them out. a's own rules allow amber to leave.
+    b["taxonomies_rules"]["blocked_tags"] = json!(["tlp:red", "tlp:amber"]);
+    let config = json!({
+        "allowlist": {"urls": [], "domains": []},
+        "compartments_rules": {"can_reach": {"c1": ["c2"], "c2": ["c1"]}},
+        "instances": {"a": instance_json("127.0.0.1", "a.test", 443, "c1"), "b": b},
+        "gateway": {"tls": {"ca_cert": "ca/ca.crt", "ca_key": "ca/ca.key", "upstream_ca": "server-ca.crt", "use_system_roots": false},
+                    "limits": {"max_body_bytes": 1_000_000}}
+    });
+    let cfg = dir.0.join("config.json");
+    std::fs::write(&cfg, config.to_string()).unwrap();
+    let proxy: std::net::SocketAddr = format!("127.0.0.1:{gw_port}").parse().unwrap();
+    let mut gw = Gateway::start(
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--explicit",
+            &proxy.to_string(),
+        ],
+        dir.0.join("gw.log"),
+    );
+    let ca = dir.0.join("ca/ca.crt");
+    let tunnel = || async {
+        connect_tunnel(proxy, "b.test", server.port(), &ca)
+            .await
+            .expect("tunnel")
+    };
+
+    // 1. Head refusals: the live status equals evaluate's, for each.
+    let cases: &[HeadCase] = &[
+        (
+            "GET",
+            "/servers/getVersion",
+            &[("Upgrade", "websocket")],
+            403,
+        ),
+        (
+            "POST",
+            "/events/add",
+            &[("Upgrade", "h2c"), ("Content-Length", "0")],
+            403,
+        ),
+        ("CONNECT", "b.test:443", &[], 403),
+        ("get", "/servers/getVersion", &[], 403),
+        ("Post", "/events/add", &[("Content-Length", "0")], 403),
+        ("TRACE", "/servers/getVersion", &[], 403),
+        (
+            "POST",
+            "/events/add",
+            &[("Expect", "200-ok"), ("Content-Length", "2")],
+            417,
+        ),
+        (
+            "GET",
+            "/servers/getVersion",
+            &[("Expect", "100-continue"), ("Expect", "100-continue")],
+            417,
+        ),
+        ("GET", "/servers/getVersion", &[("Host", "a.test")], 403),
+        (
+            "GET",
+            "/servers/getVersion",
+            &[("Host", "b.test"), ("Host", "b.test")],
+            400,
+        ),
+        ("GET", "/servers/getVersion", &[("Host", "b.test:x")], 400),
+        // Controls: the same heads without the refused part pass.
+        ("GET", "/servers/getVersion", &[("Host", "127.0.0.2")], 200),
+        ("GET", "/servers/getVersion", &[], 200),
+        (
+            "GET",
+            "/servers/getVersion",
+            &[("Expect", "100-continue")],
+            200,
+        ),
+    ];
+    let mut flows = String::new();
+    let mut live = Vec::new();
+    for (method, path, headers, want) in cases {
+        let extra: String = headers
+            .iter()
+            .map(|(n, v)| format!("{n}: {v}\r\n"))
+            .collect();
+        let mut c = tunnel().await;
+        let host = match headers.iter().any(|(n, _)| *n == "Host") {
+            true => "",
+            false => "Host: b.test\r\n",
+        };
+        let raw = format!("{method} {path} HTTP/1.1\r\n{host}{extra}\r\n");
+        c.write_all(raw.as_bytes()).await.unwrap();
+        let a = read_answer(&mut c, method).await.expect("answer");
+        assert_eq!(
+            a.status,
+            *want,
+            "live {method} {path} {headers:?}: {}",
+            gw.logs()
+        );
+        if *want != 200 {
+            let body: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+            assert_eq!(body["url"], *path);
+            live.push((a.status, body["errors"].as_str().unwrap().to_string()));
+        } else {
+            live.push((a.status, String::new()));
+        }
+        let mut hs = serde_json::Map::new();
+        for (n, v) in headers.iter() {
+            let slot = hs.entry(n.to_string()).or_insert(json!([]));
+            slot.as_array_mut().unwrap().push(json!(v));
+        }
+        let flow = json!({"client_ip": "127.0.0.1", "host": "b.test", "port": server.port(),
+            "method": method, "path": path, "request_headers": hs});
+        flows.push_str(&format!("{flow}\n"));
+    }
+    let flows_file = dir.0.join("flows.jsonl");
+    std::fs::write(&flows_file, flows).unwrap();
+    let out = gateway_cli(&[
+        "evaluate",
+        "--config",
+        cfg.to_str().unwrap(),
+        flows_file.to_str().unwrap(),
+    ]);
+    let verdicts: Vec<serde_json::Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(verdicts.len(), cases.len());
+    for ((case, v), (status, reason)) in cases.iter().zip(&verdicts).zip(&live) {
+        if *status == 200 {
+            assert_eq!(v["decision"], "allow", "{case:?}: {v}");
+        } else {
+            assert_eq!(v["status"], *status, "{case:?}: {v}");
+            assert_eq!(v["reason"], reason.as_str(), "{case:?}: {v}");
+        }
+    }
+    // Nothing refused reached the server.
+    assert!(
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|r| r.path == "/servers/getVersion" && r.method == "GET"),
+        "{:?}",
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| (&r.method, &r.path))
+            .collect::<Vec<_>>()
+    );
+
+    // An oversize body is refused even where the body is streamed
+    // uninspected (sightings), live on its declared length and by evaluate
+    // on the flow's body.
+    let bulk = format!("/sightings/bulkSaveSightings/{UUID}");
+    let mut c = tunnel().await;
+    c.write_all(
+        format!("POST {bulk} HTTP/1.1\r\nHost: b.test\r\nContent-Type: application/json\r\nContent-Length: 1000001\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let a = read_answer(&mut c, "POST").await.unwrap();
+    assert_misp_error(&a, 413, "request body exceeds 1000000 bytes", &bulk);
+    let flow = json!({"client_ip": "127.0.0.1", "host": "b.test", "port": server.port(),
+        "method": "POST", "path": bulk, "request_body": "x".repeat(1_000_001)});
+    std::fs::write(&flows_file, format!("{flow}\n")).unwrap();
+    let out = gateway_cli(&[
+        "evaluate",
+        "--config",
+        cfg.to_str().unwrap(),
+        flows_file.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        (v["status"].as_u64(), v["reason"].as_str()),
+        (Some(413), Some("request body exceeds 1000000 bytes")),
+        "{v}"
+    );
+
+    // 2. Push answers: b stores what a may send, but what b answers is read
+    //    with b's rules, in the metadata:1 form sync uses and in the full
+    //    form; a refused answer is a JSON 403 with none of the event.
+    for path in [
+        "/events/add/metadata:1".to_string(),
+        format!("/events/edit/{UUID}"),
+    ] {
+        let mut amber = event(&["tlp:amber"]);
+        let marker = format!("stored-{}", path.len());
+        amber = String::from_utf8(amber)
+            .unwrap()
+            .replace("loopback test", &marker)
+            .into_bytes();
+        let mut c = tunnel().await;
+        c.write_all(&request(
+            "POST",
+            &path,
+            "Content-Type: application/json\r\n",
+            &amber,
+        ))
+        .await
+        .unwrap();
+        let a = read_answer(&mut c, "POST").await.unwrap();
+        assert_misp_error(&a, 403, "event has blocked tag: tlp:amber", &path);
+        let text = String::from_utf8_lossy(&a.body);
+        assert!(
+            !text.contains(&marker) && !text.contains("example"),
+            "{text}"
+        );
+        assert!(
+            received.lock().unwrap().iter().any(|r| r.path == path),
+            "the push itself was allowed and must have reached b"
+        );
+        assert!(
+            gw.logs().contains(&format!(
+                "request blocked: [POST]{path} - event has blocked tag: tlp:amber"
+            )),
+            "{}",
+            gw.logs()
+        );
+        let mut c = tunnel().await;
+        let green = event(&["tlp:green"]);
+        c.write_all(&request(
+            "POST",
+            &path,
+            "Content-Type: application/json\r\n",
+            &green,
+        ))
+        .await
+        .unwrap();
+        let a = read_answer(&mut c, "POST").await.unwrap();
+        assert_eq!(a.status, 200, "{}", gw.logs());
+        let answered: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(answered["Event"]["Tag"][0]["name"], "tlp:green");
+    }
+
+    // MISP's own refusals pass with their status and headers: a second add
+    // of one event is MISP's 404 "already exists" with the Location its
+    // sync client retries as an edit.
+    let mut with_uuid: serde_json::Value = serde_json::from_slice(&event(&["tlp:green"])).unwrap();
+    with_uuid["Event"]["uuid"] = json!(UUID);
+    let with_uuid = with_uuid.to_string().into_bytes();
+    let mut c = tunnel().await;
+    for want in [200, 404] {
+        c.write_all(&request(
+            "POST",
+            "/events/add/metadata:1",
+            "Content-Type: application/json\r\n",
+            &with_uuid,
+        ))
+        .await
+        .unwrap();
+        let a = read_answer(&mut c, "POST").await.unwrap();
+        assert_eq!(a.status, want, "{}", gw.logs());
+        if want == 404 {
+            assert!(a
+                .headers
+                .get("location")
+                .is_some_and(|l| l.starts_with(b"/events/")));
+            let body: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+            assert!(body["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("Event already exists"));
+        }
+    }
+
+    // 3. Other refusals answer JSON too: endpoint not allowed (with the
+    //    HEAD variant bodiless), a declared oversize body.
+    let mut c = tunnel().await;
+    c.write_all(&request("GET", "/users/login", "", b""))
+        .await
+        .unwrap();
+    let a = read_answer(&mut c, "GET").await.unwrap();
+    assert_misp_error(&a, 403, "endpoint not allowed", "/users/login");
+    let mut c = tunnel().await;
+    c.write_all(&request("HEAD", "/users/login", "", b""))
+        .await
+        .unwrap();
+    let a = read_answer(&mut c, "HEAD").await.unwrap();
+    assert_eq!(a.status, 403);
+    assert!(a.body.is_empty());
+    let mut c = tunnel().await;
+    c.write_all(b"POST /events/add HTTP/1.1\r\nHost: b.test\r\nContent-Type: application/json\r\nContent-Length: 1500000\r\n\r\n")
+        .await
+        .unwrap();
+    let a = read_answer(&mut c, "POST").await.unwrap();
+    assert_misp_error(&a, 413, "request body exceeds 1000000 bytes", "/events/add");
+
     assert_eq!(gw.terminate(), Some(0), "{}", gw.logs());
 }
 

@@ -233,7 +233,10 @@ fn parse_flow(line: &[u8], base: &Path) -> Result<Resolved, String> {
     if flow.port == 0 {
         return Err("port: must be 1-65535".into());
     }
-    if flow.method.is_empty() || !flow.method.bytes().all(|b| b.is_ascii_uppercase()) {
+    // Any token an HTTP parser accepts is a flow; whether the gateway lets
+    // that spelling through (`get`, `TRACE`) is the engine's decision, so
+    // it answers here as it does live.
+    if flow.method.is_empty() || !flow.method.bytes().all(is_token_char) {
         return Err(format!("method: {:?} is not an HTTP method", flow.method));
     }
     let request_body = body(
@@ -266,6 +269,11 @@ fn parse_flow(line: &[u8], base: &Path) -> Result<Resolved, String> {
         request_body,
         response,
     })
+}
+
+/// RFC 9110 §5.6.2 `tchar`: what a method may be spelled with.
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn headers(map: Option<UniqueMap<HeaderValue>>) -> Headers {
@@ -324,6 +332,9 @@ fn decide(policy: &Policy, f: &Resolved) -> Verdict {
     };
     if let Some(note) = exchange.note() {
         tracing::info!("{note}");
+    }
+    if let Err(b) = engine::request_body_size(policy, f.request_body.len() as u64) {
+        return blocked("request", b);
     }
     if exchange.inspects_request_body() {
         if let Err(b) = engine::request_body(

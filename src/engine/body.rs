@@ -95,6 +95,10 @@ pub(super) fn check_response<H: HeaderList + ?Sized>(
         ResponseBody::AnalystDataList => serde_json::from_str::<Vec<AnalystEntry>>(decoded)
             .map_err(Violation::from)
             .and_then(|list| list.iter().try_for_each(|e| analyst_entry(&ctx, e))),
+        ResponseBody::StoredEvent => super::answers::stored_event(&ctx, decoded),
+        ResponseBody::MinimalEventIndex => super::answers::minimal_event_index(decoded),
+        ResponseBody::MinimalClusterIndex => super::answers::minimal_cluster_index(decoded),
+        ResponseBody::MispError => super::answers::misp_error(decoded),
     };
     outcome.map_err(|v| forbid(violation_block(v, side)))
 }

@@ -4,20 +4,25 @@
 //! `evaluate` command and the tests run exactly the same decisions. A flow is
 //! decided in up to three stages, matching what the data path knows when:
 //!
-//! 1. [`request_head`]: who is talking to whom (allowlist, source and
-//!    destination instance, compartments, port), path hardening, endpoint
-//!    allowlist. Yields an [`Exchange`] that says which bodies must be read.
+//! 1. [`request_head`]: the HTTP-level refusals ([`protocol`]: upgrades,
+//!    nested CONNECT, method spelling, `Expect`), then who is talking to
+//!    whom (allowlist, source and destination instance, compartments,
+//!    port), path hardening, endpoint allowlist. Yields an [`Exchange`]
+//!    that says which bodies must be read.
 //! 2. [`request_body`]: for pushes, the decoded request body against the
 //!    *source* instance's rules. Called only when
 //!    [`Exchange::inspects_request_body`].
-//! 3. [`response`]: for pulls, the decoded response body against the
-//!    *destination* instance's rules. Called only when
-//!    [`Exchange::inspects_response_body`].
+//! 3. [`response`]: for pulls and for the answers to event pushes (which
+//!    carry the event as the receiving server stored it), the decoded
+//!    response body against the *destination* (answering) instance's rules.
+//!    Called only when [`Exchange::inspects_response_body`].
 
+pub mod answers;
 pub mod body;
 pub mod checks;
 pub mod model;
 pub mod path;
+pub mod protocol;
 pub mod stream;
 pub mod verdict;
 
@@ -118,6 +123,8 @@ pub fn request_head<H: HeaderList + ?Sized>(
     policy: &Policy,
     req: &RequestHead<'_, H>,
 ) -> Result<Exchange, Block> {
+    protocol::check(req.method, req.headers)?;
+    protocol::host_header(policy, req.host, req.headers)?;
     let client_ip = unmap_ip(req.client_ip);
     let dst_ip = req.dst_ip.map(unmap_ip);
     let host = req.host.trim_end_matches('.');
@@ -279,6 +286,21 @@ fn source(policy: &Policy, client_ip: IpAddr) -> Result<InstanceId, Block> {
     })
 }
 
+/// Between stages 1 and 2: no request body larger than
+/// `limits.max_body_bytes` crosses, inspected or streamed (413). The data
+/// path applies it to a declared `Content-Length` before reading the body
+/// (and to a chunked body while streaming it); `evaluate` to the flow's body.
+pub fn request_body_size(policy: &Policy, len: u64) -> Result<(), Block> {
+    let max = policy.limits.max_body_bytes;
+    if len > max {
+        return Err(Block::with_status(
+            413,
+            format!("request body exceeds {max} bytes"),
+        ));
+    }
+    Ok(())
+}
+
 /// Stage 2: decide on a buffered request body (pushes: source rules).
 pub fn request_body<H: HeaderList + ?Sized>(
     policy: &Policy,
@@ -296,7 +318,13 @@ pub fn request_body<H: HeaderList + ?Sized>(
     body::check_request(policy, &policy.instance(*src).rules, kind, headers, body)
 }
 
-/// Stage 3: decide on a buffered response (pulls: destination rules).
+/// Stage 3: decide on a buffered response (destination rules).
+///
+/// A 4xx/5xx answer that is one of MISP's API errors passes with its
+/// status: sync clients act on them (a 404 with `Location` on
+/// `events/add` makes MISP retry as an edit; a 403 "not newer than the
+/// local copy" is expected). Any other answer, whatever its status, must
+/// pass the endpoint's check.
 pub fn response<H: HeaderList + ?Sized>(
     policy: &Policy,
     exchange: &Exchange,
@@ -309,8 +337,16 @@ pub fn response<H: HeaderList + ?Sized>(
     if kind == ResponseBody::Uninspected {
         return Ok(());
     }
-    body::check_response(policy, &policy.instance(*dst).rules, kind, resp)
+    let rules = &policy.instance(*dst).rules;
+    if (400..600).contains(&resp.status)
+        && body::check_response(policy, rules, ResponseBody::MispError, resp).is_ok()
+    {
+        return Ok(());
+    }
+    body::check_response(policy, rules, kind, resp)
 }
 
+#[cfg(test)]
+mod stage_tests;
 #[cfg(test)]
 mod tests;

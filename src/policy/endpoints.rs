@@ -63,6 +63,11 @@ pub enum ResponseBody {
     Uninspected,
     /// An event, checked with the destination's rules and `X-UserOrgUUID`.
     Event,
+    /// The answer to an event push: the event as the receiving server
+    /// stored it, checked like [`ResponseBody::Event`] but without
+    /// requiring the `Attribute`/`Object` lists (the `metadata:1` form
+    /// leaves them out).
+    StoredEvent,
     /// A list of `{"ShadowAttribute": {...}}`.
     ShadowAttributes,
     /// One `{"GalaxyCluster": {...}}`.
@@ -71,6 +76,15 @@ pub enum ResponseBody {
     AnyJson,
     /// A list of analyst-data objects.
     AnalystDataList,
+    /// `/events/index` asked for `minimal`: a list of entries holding only
+    /// the minimal index's fields (no tags, distribution or info).
+    MinimalEventIndex,
+    /// `/galaxy_clusters/restSearch` asked for `minimal`: clusters named
+    /// by `uuid` and `version` only.
+    MinimalClusterIndex,
+    /// A MISP API error (`name`, `message`, `url`, `errors`, ...): how a
+    /// 4xx/5xx answer of an inspected endpoint may pass with its status.
+    MispError,
 }
 
 impl Endpoint {
@@ -89,10 +103,39 @@ impl Endpoint {
         }
     }
 
+    /// What the answer must contain. Answers left uninspected carry no
+    /// policy carrier (tags, distributions, sharing groups, attributes) of
+    /// the answering instance, as read in MISP 2.5's controllers:
+    /// `servers/getVersion` (version and permissions), `servers/postTest`
+    /// (echoes the caller's own test body and headers), `users/view/me`
+    /// (the sync user, its org and role), `events/filterEventIdsForPush`,
+    /// `analyst_data/filterAnalystDataForPush`,
+    /// `sightings/filterSightingUuidsForPush` (uuids the caller offered),
+    /// `analyst_data/indexMinimal` (uuid/modified pairs, fixed fields),
+    /// `HEAD events/view` (no body), `galaxies/pushCluster`,
+    /// `analyst_data/pushAnalystData`, `sightings/bulkSaveSightings`,
+    /// `events/pushProposals` (saved/failed counts and messages),
+    /// `eventReports/add` (the API description), and
+    /// `servers/getAvailableSyncFilteringRules` (the names of every tag and
+    /// organisation defined on the instance, for the server-rule editor: a
+    /// vocabulary, not data; refusing it for a blocked tag's name would
+    /// break that editor on every instance that defines tlp:red).
     pub fn response_body(self) -> ResponseBody {
         use Endpoint::*;
         match self {
+            // Pushes of events are answered with the event as the receiving
+            // server stored it: `fetchEvent` then `__restResponse` in
+            // EventsController add/edit. The `metadata:1` form MISP's sync
+            // uses still carries the event's tags, galaxies, distribution
+            // and sharing group (only attributes, objects and reports are
+            // left out), so both forms are read with the pull's rules.
+            EventsAdd | EventsEdit => ResponseBody::StoredEvent,
             EventsView => ResponseBody::Event,
+            // The request is held to `minimal`; the answer must be minimal
+            // too, so a parameter that slipped past the request check
+            // cannot have a full index (tags, info, distribution) served.
+            EventsIndex => ResponseBody::MinimalEventIndex,
+            GalaxyClustersRestSearch => ResponseBody::MinimalClusterIndex,
             ShadowAttributesIndex => ResponseBody::ShadowAttributes,
             GalaxyClustersView => ResponseBody::GalaxyCluster,
             SightingsRestSearch => ResponseBody::AnyJson,
@@ -345,6 +388,22 @@ mod tests {
     fn inspection_kinds() {
         assert_eq!(Endpoint::EventsAdd.request_body(), RequestBody::Event);
         assert_eq!(Endpoint::EventsView.response_body(), ResponseBody::Event);
+        assert_eq!(
+            Endpoint::EventsAdd.response_body(),
+            ResponseBody::StoredEvent
+        );
+        assert_eq!(
+            Endpoint::EventsEdit.response_body(),
+            ResponseBody::StoredEvent
+        );
+        assert_eq!(
+            Endpoint::EventsIndex.response_body(),
+            ResponseBody::MinimalEventIndex
+        );
+        assert_eq!(
+            Endpoint::GalaxyClustersRestSearch.response_body(),
+            ResponseBody::MinimalClusterIndex
+        );
         assert_eq!(
             Endpoint::EventsHead.response_body(),
             ResponseBody::Uninspected

@@ -139,12 +139,14 @@ pub async fn serve(
                         Ok(Ok(None)) => return,
                         Ok(Err(e)) => {
                             tracing::warn!(client = %target.client_ip, "bad request: {e}");
-                            let _ = client.write_all(&respond::plain(e.status())).await;
+                            let answer = respond::refusal("", e.status(), &e.to_string(), "");
+                            let _ = client.write_all(&answer).await;
                             return;
                         }
                         Err(_) => {
                             if served == 0 || client.has_buffered() {
-                                let _ = client.write_all(&respond::plain(408)).await;
+                                let answer = respond::refusal("", 408, "request head timed out", "");
+                                let _ = client.write_all(&answer).await;
                             }
                             return;
                         }
@@ -202,28 +204,10 @@ struct Parsed {
     scheme: Scheme,
 }
 
-/// Whether a Host header names the destination the connection is bound to:
-/// the same name in any case, or another name of the same instance (its
-/// IP literal: a MISP configured with `https://<ip>` sends `Host: <ip>`
-/// and no SNI).
-fn names_bound_destination(policy: &Policy, bound: &str, host: &str) -> bool {
-    if bound.eq_ignore_ascii_case(host) {
-        return true;
-    }
-    match (
-        policy.instance_by_host(bound),
-        policy.instance_by_host(host),
-    ) {
-        (Some(a), Some(b)) => a == b,
-        _ => false,
-    }
-}
-
-fn parse_target(
-    policy: &Policy,
-    target: &Target,
-    head: &RequestHead,
-) -> Result<Parsed, (u16, String)> {
+/// Where the request goes. Whether its Host header names that destination
+/// is the engine's decision (`engine::protocol::host_header`), taken with
+/// the same reason by `evaluate`.
+fn parse_target(target: &Target, head: &RequestHead) -> Result<Parsed, (u16, String)> {
     let bad = |why: &str| (400, why.to_string());
     let hosts: Vec<&[u8]> = head.headers.get_all("host").collect();
     let host_header = match hosts.as_slice() {
@@ -251,12 +235,6 @@ fn parse_target(
         let (authority, path) = rest.split_at(split);
         let (host, port) =
             split_host_port(authority).ok_or_else(|| bad("invalid request target"))?;
-        if host_header
-            .as_ref()
-            .is_some_and(|h| !h.eq_ignore_ascii_case(&host))
-        {
-            return Err(bad("Host header does not match the request target"));
-        }
         let path = if path.starts_with('/') {
             path.to_string()
         } else {
@@ -273,12 +251,6 @@ fn parse_target(
         return Err(bad("request target must be origin-form"));
     }
     let host = match (&target.bound_host, host_header) {
-        (Some(bound), Some(h)) if !names_bound_destination(policy, bound, &h) => {
-            return Err((
-                403,
-                format!("Host {h} does not match the connection's destination {bound}"),
-            ));
-        }
         (Some(bound), _) => bound.clone(),
         (None, Some(h)) => h,
         (None, None) => match target.orig_dst {
@@ -307,37 +279,45 @@ async fn exchange(
 ) -> Result<bool, End> {
     let t = policy.gateway.timeouts;
     let method = head.method.clone();
+    // Every refusal below is logged as a block and answered as a MISP API
+    // error carrying the same reason (see `respond`).
     let refuse = |status: u16, reason: &str, path: &str| {
         let b = Block::with_status(status, reason);
         tracing::warn!(client = %target.client_ip, "{}", b.log_line(&method, path));
-        respond::plain(status)
+        respond::refusal(&method, status, reason, path)
     };
+    let blocked = |b: &Block, path: &str| {
+        log_block(target, b, &method, path);
+        respond::refusal(&method, b.status, &b.reason, path)
+    };
+    // Failures that are not decisions (upstream unreachable, timed out) are
+    // logged where they happen; the answer names them the same way.
+    let failed = |status: u16, why: &str, path: &str| respond::refusal(&method, status, why, path);
 
-    // Phase 1: request head.
-    let p = match parse_target(policy, target, &head) {
-        Ok(p) => p,
-        Err((status, why)) => {
+    // Phase 1: request head. The HTTP-level refusals win over a target
+    // that cannot be interpreted, so a nested `CONNECT host:port` is refused
+    // as such (as `evaluate` refuses it) rather than as a malformed target;
+    // `engine::request_head` applies them again for the decision itself.
+    let protocol = engine::protocol::check(&method, head.headers.as_slice());
+    let p = match (parse_target(target, &head), protocol) {
+        (Ok(p), Ok(())) => p,
+        (Ok(p), Err(b)) => {
+            let _ = client.write_all(&blocked(&b, &p.path)).await;
+            return Err(End::Close);
+        }
+        (Err(_), Err(b)) => {
+            let _ = client.write_all(&blocked(&b, &head.target)).await;
+            return Err(End::Close);
+        }
+        (Err((status, why)), Ok(())) => {
             let _ = client.write_all(&refuse(status, &why, &head.target)).await;
             return Err(End::Close);
         }
     };
-    if head.headers.contains("upgrade") || method == "CONNECT" {
-        let _ = client
-            .write_all(&refuse(
-                403,
-                "protocol upgrades and nested CONNECT are not allowed",
-                &p.path,
-            ))
-            .await;
-        return Err(End::Close);
-    }
-    let expect = head.headers.get("expect").map(<[u8]>::to_ascii_lowercase);
-    if expect.as_deref().is_some_and(|e| e != b"100-continue") {
-        let _ = client
-            .write_all(&refuse(417, "unsupported Expect", &p.path))
-            .await;
-        return Err(End::Close);
-    }
+    // Upgrades, nested CONNECT, the method's spelling and `Expect` are
+    // refused by the engine (`engine::protocol`), as `evaluate` does; an
+    // allowed head may only expect `100-continue`, answered below.
+    let expects_continue = head.headers.contains("expect");
     let engine_head = EngineHead {
         client_ip: target.client_ip,
         host: &p.host,
@@ -351,8 +331,7 @@ async fn exchange(
     let exchange = match engine::request_head(policy, &engine_head) {
         Ok(x) => x,
         Err(b) => {
-            log_block(target, &b, &method, &p.path);
-            let _ = client.write_all(&respond::plain(b.status)).await;
+            let _ = client.write_all(&blocked(&b, &p.path)).await;
             return Err(End::Close);
         }
     };
@@ -371,18 +350,12 @@ async fn exchange(
     let max_body = policy.limits.max_body_bytes;
     if let Framing::Length(n) = framing {
         // Refuse a declared oversize body before asking for it.
-        if n > max_body {
-            let _ = client
-                .write_all(&refuse(
-                    413,
-                    &format!("request body exceeds {max_body} bytes"),
-                    &p.path,
-                ))
-                .await;
+        if let Err(b) = engine::request_body_size(policy, n) {
+            let _ = client.write_all(&blocked(&b, &p.path)).await;
             return Err(End::Close);
         }
     }
-    if expect.is_some() && framing != Framing::None {
+    if expects_continue && framing != Framing::None {
         // Answer the expectation ourselves: the server never sees it.
         if client.write_all(respond::CONTINUE).await.is_err() {
             return Err(End::Close);
@@ -401,8 +374,7 @@ async fn exchange(
             }
         };
         if let Err(b) = engine::request_body(policy, &exchange, head.headers.as_slice(), &body) {
-            log_block(target, &b, &method, &p.path);
-            let _ = client.write_all(&respond::plain(b.status)).await;
+            let _ = client.write_all(&blocked(&b, &p.path)).await;
             return Err(End::Close);
         }
         Some(body)
@@ -433,7 +405,8 @@ async fn exchange(
             }
             Err((status, why)) => {
                 tracing::warn!(client = %target.client_ip, "upstream {}:{} failed: {why}", key.host, key.port);
-                let _ = client.write_all(&respond::plain(status)).await;
+                let why = format!("upstream {}:{} failed: {why}", key.host, key.port);
+                let _ = client.write_all(&failed(status, &why, &p.path)).await;
                 return Err(End::Close);
             }
         }
@@ -488,7 +461,8 @@ async fn exchange(
     .await;
     if let Err(e) = sent {
         tracing::warn!(client = %target.client_ip, "forwarding request failed: {e}");
-        let _ = client.write_all(&respond::plain(502)).await;
+        let why = format!("forwarding request failed: {e}");
+        let _ = client.write_all(&failed(502, &why, &p.path)).await;
         return Err(End::Close);
     }
 
@@ -513,12 +487,14 @@ async fn exchange(
                     502
                 };
                 tracing::warn!(client = %target.client_ip, "upstream response: {e}");
-                let _ = client.write_all(&respond::plain(status)).await;
+                let why = format!("upstream response: {e}");
+                let _ = client.write_all(&failed(status, &why, &p.path)).await;
                 return Err(End::Close);
             }
             Err(_) => {
                 tracing::warn!(client = %target.client_ip, "upstream response timed out");
-                let _ = client.write_all(&respond::plain(504)).await;
+                let why = "upstream response timed out";
+                let _ = client.write_all(&failed(504, why, &p.path)).await;
                 return Err(End::Close);
             }
         }
@@ -527,7 +503,8 @@ async fn exchange(
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(client = %target.client_ip, "upstream response: {e}");
-            let _ = client.write_all(&respond::plain(502)).await;
+            let why = format!("upstream response: {e}");
+            let _ = client.write_all(&failed(502, &why, &p.path)).await;
             return Err(End::Close);
         }
     };
@@ -555,8 +532,7 @@ async fn exchange(
                 // Fail closed: a response that cannot be read whole is not
                 // passed on uninspected.
                 let b = Block::forbidden(format!("response body could not be inspected: {e}"));
-                log_block(target, &b, &method, &p.path);
-                let _ = client.write_all(&respond::plain(403)).await;
+                let _ = client.write_all(&blocked(&b, &p.path)).await;
                 return Err(End::Close);
             }
         };
@@ -566,8 +542,10 @@ async fn exchange(
             body: &body,
         };
         if let Err(b) = engine::response(policy, &exchange, &r) {
-            log_block(target, &b, &method, &p.path);
-            let _ = client.write_all(&respond::plain(403)).await;
+            // Whatever the cause, a refused response is a 403 with none of
+            // the upstream's body.
+            let b = Block { status: 403, ..b };
+            let _ = client.write_all(&blocked(&b, &p.path)).await;
             return Err(End::Close);
         }
         if resp_framing != Framing::None {
@@ -694,41 +672,4 @@ async fn connect(
         .await
         .map_err(|e| (502, e.to_string()))?;
     Ok(HttpIo::new(Box::new(tls)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::names_bound_destination;
-    use std::path::Path;
-
-    #[test]
-    fn host_may_name_the_bound_instance_by_ip_or_any_case() {
-        let inst = |ip: &str, host: &str| {
-            let id = host.replace('.', "_");
-            format!(
-                r#""{id}": {{"ip": "{ip}", "host": "{host}", "port": 443, "compartment_id": "c",
-                "affiliation": "", "taxonomies_rules": {{"required_taxonomies": [], "allowed_tags": {{}},
-                "blocked_tags": []}}, "blocked_distribution_levels": [], "blocked_sharing_groups_uuids": [],
-                "blocked_attribute_types": [], "blocked_attribute_categories": [], "blocked_object_types": []}}"#
-            )
-        };
-        let config = format!(
-            r#"{{"allowlist": {{"urls": [], "domains": ["feeds.test"]}},
-            "compartments_rules": {{"can_reach": {{"c": ["c"]}}}},
-            "instances": {{{}, {}}}}}"#,
-            inst("192.0.2.10", "a.test"),
-            inst("192.0.2.20", "b.test")
-        );
-        let policy = crate::config::from_slice(config.as_bytes(), Path::new("t.json")).unwrap();
-        let same = |bound, host| names_bound_destination(&policy, bound, host);
-        assert!(same("a.test", "a.test"));
-        assert!(same("a.test", "A.Test"));
-        assert!(same("a.test", "192.0.2.10"));
-        assert!(same("feeds.test", "FEEDS.test"));
-        // Another instance, by name or address, or an unknown name: refused.
-        assert!(!same("a.test", "b.test"));
-        assert!(!same("a.test", "192.0.2.20"));
-        assert!(!same("a.test", "c.test"));
-        assert!(!same("feeds.test", "a.test"));
-    }
 }

@@ -1,4 +1,13 @@
 //! Answers the gateway writes itself.
+//!
+//! Every refusal is a JSON error in the shape MISP's own API errors have
+//! (`{"name", "message", "url", "errors"}`, `Content-Type: application/json`),
+//! whatever the status: MISP's sync client json-decodes the body of a failed
+//! call inside its error handler (`Event::uploadEventToServer` reads
+//! `errors`), and a body it cannot decode aborts the whole push at the first
+//! refused event. `errors` carries the block reason, worded as in the log.
+
+use serde::Serialize;
 
 use crate::http::head::{write_head, Headers};
 
@@ -21,19 +30,59 @@ pub fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-/// A complete `text/plain` answer that closes the connection. A 403 says
-/// only `Forbidden`, as misp-guard does: the reason is in the log, not in
-/// what a possibly hostile peer reads.
-pub fn plain(status: u16) -> Vec<u8> {
-    let body = reason_phrase(status);
+/// The body of a refusal, fields in the order MISP renders them.
+#[derive(Serialize)]
+struct MispError<'a> {
+    /// MISP puts the exception's message in both `name` and `message`; the
+    /// gateway puts the status phrase there, so a client that shows only
+    /// `message` still says what kind of refusal it was.
+    name: &'a str,
+    message: &'a str,
+    /// The request path as the client sent it (empty when the refusal
+    /// comes before a request could be read).
+    url: &'a str,
+    errors: &'a str,
+}
+
+/// The JSON body of a refusal.
+pub fn error_body(status: u16, reason: &str, url: &str) -> Vec<u8> {
+    let phrase = reason_phrase(status);
+    let e = MispError {
+        name: phrase,
+        message: phrase,
+        url,
+        errors: reason,
+    };
+    // Serializing a struct of strings cannot fail.
+    serde_json::to_vec(&e).unwrap_or_default()
+}
+
+/// A complete refusal that closes the connection. `method` is the refused
+/// request's method ("" when none was read): the answer to a HEAD request
+/// announces its body's length but carries none (RFC 9110 §9.3.2).
+pub fn refusal(method: &str, status: u16, reason: &str, url: &str) -> Vec<u8> {
+    let body = error_body(status, reason, url);
     let mut h = Headers::default();
-    h.push("Content-Type", "text/plain");
+    h.push("Content-Type", "application/json; charset=UTF-8");
     h.push("Content-Length", body.len().to_string());
     h.push("Connection", "close");
     let mut out = Vec::new();
-    write_head(&format!("HTTP/1.1 {status} {body}"), &h, &mut out);
-    out.extend_from_slice(body.as_bytes());
+    write_head(
+        &format!("HTTP/1.1 {status} {}", reason_phrase(status)),
+        &h,
+        &mut out,
+    );
+    if method != "HEAD" {
+        out.extend_from_slice(&body);
+    }
     out
+}
+
+/// A refusal written before any request was understood (unreadable head,
+/// head timeout, a refused CONNECT): the status phrase is the only reason.
+/// Kept under this name for the connection-level callers (`conn.rs`).
+pub fn plain(status: u16) -> Vec<u8> {
+    refusal("", status, reason_phrase(status), "")
 }
 
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -41,11 +90,71 @@ pub const CONNECT_OK: &[u8] = b"HTTP/1.1 200 Connection established\r\n\r\n";
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn split(answer: &[u8]) -> (String, serde_json::Value) {
+        let text = String::from_utf8(answer.to_vec()).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        (head.to_string(), serde_json::from_str(body).unwrap())
+    }
+
     #[test]
-    fn forbidden_is_misp_guard_shaped() {
-        let r = String::from_utf8(super::plain(403)).unwrap();
-        assert!(r.starts_with("HTTP/1.1 403 Forbidden\r\n"));
-        assert!(r.contains("Content-Type: text/plain\r\n"));
-        assert!(r.ends_with("\r\n\r\nForbidden"));
+    fn policy_refusal_is_a_misp_api_error() {
+        let reason = "event has blocked tag: tlp:red";
+        let answer = refusal("POST", 403, reason, "/events/add/metadata:1");
+        let (head, body) = split(&answer);
+        assert!(head.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{head}");
+        assert!(head.contains("\r\nContent-Type: application/json; charset=UTF-8"));
+        assert!(head.contains("\r\nConnection: close"));
+        let len = answer.len() - head.len() - 4;
+        assert!(
+            head.contains(&format!("\r\nContent-Length: {len}")),
+            "{head}"
+        );
+        // The keys MISP's JSON errors have, in its order; `errors` is a
+        // string so uploadEventToServer can log it as is.
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.ends_with(&format!(
+                r#"{{"name":"Forbidden","message":"Forbidden","url":"/events/add/metadata:1","errors":"{reason}"}}"#
+            )),
+            "{text}"
+        );
+        assert_eq!(body.as_object().unwrap().len(), 4);
+        assert_eq!(body["name"], "Forbidden");
+        assert_eq!(body["message"], "Forbidden");
+        assert_eq!(body["url"], "/events/add/metadata:1");
+        assert_eq!(body["errors"], reason);
+    }
+
+    #[test]
+    fn every_status_answers_json_with_its_phrase() {
+        for status in [400, 403, 408, 413, 415, 417, 431, 502, 503, 504] {
+            let (head, body) = split(&plain(status));
+            let phrase = reason_phrase(status);
+            assert!(
+                head.starts_with(&format!("HTTP/1.1 {status} {phrase}\r\n")),
+                "{head}"
+            );
+            assert!(head.contains("Content-Type: application/json"));
+            assert_eq!(body["name"], phrase);
+            assert_eq!(body["errors"], phrase);
+            assert_eq!(body["url"], "");
+        }
+    }
+
+    #[test]
+    fn reason_with_quotes_and_controls_stays_valid_json() {
+        let reason = "bad \"tag\"\n\u{1b}[31m";
+        let (_, body) = split(&refusal("GET", 403, reason, "/a\"b"));
+        assert_eq!(body["errors"], reason);
+        assert_eq!(body["url"], "/a\"b");
+    }
+
+    #[test]
+    fn head_refusal_has_no_body() {
+        let answer = String::from_utf8(refusal("HEAD", 403, "endpoint not allowed", "/x")).unwrap();
+        assert!(answer.ends_with("\r\n\r\n"), "{answer}");
+        assert!(!answer.contains("Content-Length: 0"));
     }
 }

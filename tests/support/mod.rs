@@ -110,8 +110,11 @@ pub fn server_tls(addr: SocketAddr, name: &str, ca_file: &Path) -> Arc<rustls::S
 
 /// A MISP-like HTTPS server for `name`, certificate from its own CA
 /// (written to `ca_file`). Answers: `GET /events/view/...` with
-/// `pull_body` (+ `pull_headers`), everything else 200 `{}`; records every
-/// request.
+/// `pull_body` (+ `pull_headers`); `POST /events/add|edit...` with the
+/// pushed event, as MISP answers with the event it stored (same
+/// Content-Encoding) — a second `events/add` of the same `Event.uuid` gets
+/// MISP's 404 "already exists" error with `Location`; everything else 200
+/// `{}`; records every request.
 pub async fn misp_upstream(
     addr: SocketAddr,
     name: &str,
@@ -123,6 +126,7 @@ pub async fn misp_upstream(
     let bound = listener.local_addr().unwrap();
     let log: Log = Arc::default();
     let log2 = log.clone();
+    let added: Arc<Mutex<Vec<String>>> = Arc::default();
     tokio::spawn(async move {
         loop {
             let Ok((tcp, peer)) = listener.accept().await else {
@@ -133,6 +137,7 @@ pub async fn misp_upstream(
             let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
             let log = log2.clone();
             let pull_body = pull_body.clone();
+            let added = added.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
@@ -146,16 +151,39 @@ pub async fn misp_upstream(
                         method: head.method.clone(),
                         path: head.target.clone(),
                         headers: head.headers.clone(),
-                        body,
+                        body: body.clone(),
                     });
-                    let answer: Vec<u8> =
-                        if head.target.starts_with("/events/view/") && head.method == "GET" {
-                            pull_body.lock().unwrap().clone()
-                        } else {
-                            b"{}".to_vec()
-                        };
+                    let pushed_event = head.method == "POST"
+                        && (head.target.starts_with("/events/add")
+                            || head.target.starts_with("/events/edit/"));
+                    let mut encoding = String::new();
+                    let mut status = "200 OK";
+                    let answer: Vec<u8> = if head.target.starts_with("/events/view/")
+                        && head.method == "GET"
+                    {
+                        pull_body.lock().unwrap().clone()
+                    } else if pushed_event {
+                        if let Some(e) = head.headers.get("content-encoding") {
+                            encoding =
+                                format!("Content-Encoding: {}\r\n", String::from_utf8_lossy(e));
+                        }
+                        match stored_event_answer(&head.target, &body, &added) {
+                            Ok(stored) => stored,
+                            Err(id) => {
+                                status = "404 Not Found";
+                                encoding = format!("Location: /events/{id}\r\n");
+                                serde_json::to_vec(&serde_json::json!({
+                                        "name": "Event already exists, if you would like to edit it, use the url in the location header.",
+                                        "message": "Event already exists, if you would like to edit it, use the url in the location header.",
+                                        "url": head.target}))
+                                    .unwrap()
+                            }
+                        }
+                    } else {
+                        b"{}".to_vec()
+                    };
                     let mut out = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{encoding}Content-Length: {}\r\n\r\n",
                         answer.len()
                     )
                     .into_bytes();
@@ -170,6 +198,42 @@ pub async fn misp_upstream(
         }
     });
     (bound, log)
+}
+
+/// What MISP answers to an event push: the event as stored, without its
+/// attributes, objects, reports and proposals for `metadata:1`
+/// (`fetchEvent` with `metadata`). A body this cannot read (gzip, not an
+/// event) is answered as sent. Err(id): an `events/add` of an `Event.uuid`
+/// already added, which MISP refuses with the stored event's id.
+fn stored_event_answer(
+    target: &str,
+    body: &[u8],
+    added: &Mutex<Vec<String>>,
+) -> Result<Vec<u8>, usize> {
+    type Members = std::collections::BTreeMap<String, Box<serde_json::value::RawValue>>;
+    #[derive(serde::Deserialize, serde::Serialize)]
+    struct Doc {
+        #[serde(rename = "Event")]
+        event: Members,
+    }
+    let Ok(mut doc) = serde_json::from_slice::<Doc>(body) else {
+        return Ok(body.to_vec());
+    };
+    if let (true, Some(uuid)) = (target.starts_with("/events/add"), doc.event.get("uuid")) {
+        let uuid = uuid.get().to_string();
+        let mut added = added.lock().unwrap();
+        if let Some(i) = added.iter().position(|u| *u == uuid) {
+            return Err(i + 1);
+        }
+        added.push(uuid);
+    }
+    if !target.contains("/metadata:1") {
+        return Ok(body.to_vec());
+    }
+    for list in ["Attribute", "Object", "EventReport", "ShadowAttribute"] {
+        doc.event.remove(list);
+    }
+    Ok(serde_json::to_vec(&doc).unwrap())
 }
 
 /// A free TCP port on `ip` (bound then released).
