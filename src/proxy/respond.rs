@@ -5,7 +5,8 @@
 //! whatever the status: MISP's sync client json-decodes the body of a failed
 //! call inside its error handler (`Event::uploadEventToServer` reads
 //! `errors`), and a body it cannot decode aborts the whole push at the first
-//! refused event. `errors` carries the block reason, worded as in the log.
+//! refused event. `name`, `message` and `errors` carry the block reason,
+//! worded as in the log.
 
 use serde::Serialize;
 
@@ -33,9 +34,11 @@ pub fn reason_phrase(status: u16) -> &'static str {
 /// The body of a refusal, fields in the order MISP renders them.
 #[derive(Serialize)]
 struct MispError<'a> {
-    /// MISP puts the exception's message in both `name` and `message`; the
-    /// gateway puts the status phrase there, so a client that shows only
-    /// `message` still says what kind of refusal it was.
+    /// MISP's exception renderer puts the exception's message in both
+    /// `name` and `message`; the gateway puts the reason there. MISP's sync
+    /// client logs most failed calls as "Remote server returns HTTP error
+    /// code N …: " plus the body's first 100 characters, so the reason must
+    /// come first to be seen there.
     name: &'a str,
     message: &'a str,
     /// The request path as the client sent it (empty when the refusal
@@ -45,11 +48,10 @@ struct MispError<'a> {
 }
 
 /// The JSON body of a refusal.
-pub fn error_body(status: u16, reason: &str, url: &str) -> Vec<u8> {
-    let phrase = reason_phrase(status);
+pub fn error_body(reason: &str, url: &str) -> Vec<u8> {
     let e = MispError {
-        name: phrase,
-        message: phrase,
+        name: reason,
+        message: reason,
         url,
         errors: reason,
     };
@@ -61,7 +63,7 @@ pub fn error_body(status: u16, reason: &str, url: &str) -> Vec<u8> {
 /// request's method ("" when none was read): the answer to a HEAD request
 /// announces its body's length but carries none (RFC 9110 §9.3.2).
 pub fn refusal(method: &str, status: u16, reason: &str, url: &str) -> Vec<u8> {
-    let body = error_body(status, reason, url);
+    let body = error_body(reason, url);
     let mut h = Headers::default();
     h.push("Content-Type", "application/json; charset=UTF-8");
     h.push("Content-Length", body.len().to_string());
@@ -116,13 +118,13 @@ mod tests {
         let text = String::from_utf8_lossy(&answer);
         assert!(
             text.ends_with(&format!(
-                r#"{{"name":"Forbidden","message":"Forbidden","url":"/events/add/metadata:1","errors":"{reason}"}}"#
+                r#"{{"name":"{reason}","message":"{reason}","url":"/events/add/metadata:1","errors":"{reason}"}}"#
             )),
             "{text}"
         );
         assert_eq!(body.as_object().unwrap().len(), 4);
-        assert_eq!(body["name"], "Forbidden");
-        assert_eq!(body["message"], "Forbidden");
+        assert_eq!(body["name"], reason);
+        assert_eq!(body["message"], reason);
         assert_eq!(body["url"], "/events/add/metadata:1");
         assert_eq!(body["errors"], reason);
     }
@@ -149,6 +151,14 @@ mod tests {
         let (_, body) = split(&refusal("GET", 403, reason, "/a\"b"));
         assert_eq!(body["errors"], reason);
         assert_eq!(body["url"], "/a\"b");
+    }
+
+    #[test]
+    fn reason_is_within_what_misp_logs_of_a_failed_call() {
+        // HttpSocketHttpException quotes the body's first 100 characters.
+        let reason = "event has blocked tag: tlp:red";
+        let body = error_body(reason, "/events/add/metadata:1");
+        assert!(String::from_utf8_lossy(&body[..100]).contains(reason));
     }
 
     #[test]
