@@ -40,6 +40,7 @@ impl TlsState {
         let ca_key = o.ca_key.clone().or_else(|| s.ca_key.clone());
         let minted = match (ca_cert, ca_key) {
             (Some(c), Some(k)) => {
+                tls::ca::warn_if_key_file_unsafe(&k);
                 let ca = Arc::new(CertificateAuthority::from_pem_files(&c, &k)?);
                 let cache = LeafCache::new(ca, LeafCache::DEFAULT_CAPACITY)
                     .with_host_ips(policy.instances.iter().map(|i| (i.host.as_str(), i.ip)));
