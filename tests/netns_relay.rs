@@ -134,6 +134,14 @@ fn no_relay(test: &str, mode: &str) {
         got
     });
     let got = join(client);
+    // The refusal is logged just after the socket is closed: wait for it.
+    let refusal = format!(
+        "connection refused: {OTHER_IP}:{OTHER_PORT} - destination host {OTHER_IP} does not exist in instances hosts mapping"
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    while !gw.logs().contains(&refusal) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let logs = gw.logs();
     assert!(
         !got.windows(SECRET.len()).any(|w| w == SECRET),
@@ -146,9 +154,7 @@ fn no_relay(test: &str, mode: &str) {
         "{mode}: the gateway connected to a non-instance address\n{logs}"
     );
     assert!(
-        logs.contains(&format!(
-            "connection refused: {OTHER_IP}:{OTHER_PORT} - destination host {OTHER_IP} does not exist in instances hosts mapping"
-        )),
+        logs.contains(&refusal),
         "{mode}: the refusal must be logged with its reason\n{logs}"
     );
     let _ = stop_tx.send(());
