@@ -1,21 +1,96 @@
-//! `misp-guard-gw check-config --config FILE`: validate and summarise.
+//! `misp-guard-gw check-config --config FILE [--strict] [--user NAME]`:
+//! validate, check what `run` would hit (see [`super::preflight`]) and
+//! summarise.
 
 use std::path::Path;
 use std::process::ExitCode;
 
+use super::preflight::{self, Finding, Identity, Reader, Severity, SERVICE_USER};
 use crate::config;
 use crate::policy::{CompartmentId, Policy};
 
-pub fn run(path: &Path) -> ExitCode {
-    match config::load(path) {
-        Ok(policy) => {
-            print!("{}", summary(path, &policy));
-            ExitCode::SUCCESS
+pub fn run(path: &Path, strict: bool, user: Option<&str>) -> ExitCode {
+    let policy = match config::load(path) {
+        Ok(policy) => policy,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut findings = Vec::new();
+    let reader = match choose_reader(user) {
+        Ok((reader, note)) => {
+            findings.extend(note);
+            reader
         }
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
+    };
+    findings.extend(preflight::check(&policy, &reader));
+    let failing = |f: &Finding| f.severity == Severity::Error || strict;
+    let mut failed = false;
+    for f in findings.iter().filter(|f| failing(f)) {
+        let strict_note = if f.severity == Severity::Warning {
+            " (a warning; --strict makes it an error)"
+        } else {
+            ""
+        };
+        eprintln!(
+            "error: {}: {}: {}{strict_note}",
+            path.display(),
+            f.at,
+            f.message
+        );
+        failed = true;
+    }
+    if strict {
+        for w in &policy.warnings {
+            eprintln!(
+                "error: {}: {w} (a warning; --strict makes it an error)",
+                path.display()
+            );
+            failed = true;
+        }
+    }
+    if failed {
+        return ExitCode::FAILURE;
+    }
+    print!("{}", summary(path, &policy));
+    println!("files: readable by {}", reader.describe());
+    for f in &findings {
+        println!("warning: {}: {}", f.at, f.message);
+    }
+    ExitCode::SUCCESS
+}
+
+/// Whose access to check: `--user NAME`, else (as root) the service user
+/// when it exists, else this process. Without root another user's access
+/// cannot be judged; that is said as a warning.
+fn choose_reader(user: Option<&str>) -> Result<(Reader, Option<Finding>), String> {
+    let root = nix::unistd::geteuid().is_root();
+    let lookup = |name: &str| Identity::lookup(name).map_err(|e| format!("--user {name}: {e}"));
+    match (root, user) {
+        (true, Some(name)) => lookup(name)?
+            .map(|id| (Reader::User(id), None))
+            .ok_or_else(|| format!("--user {name}: no such user")),
+        (true, None) => Ok(match lookup(SERVICE_USER)? {
+            Some(id) => (Reader::User(id), None),
+            None => (Reader::Process, None),
+        }),
+        (false, Some(name)) => {
+            let me = Reader::Process.describe();
+            let note = (!me.starts_with(&format!("user {name} "))).then(|| Finding {
+                severity: Severity::Warning,
+                at: "(files)".into(),
+                message: format!(
+                    "cannot judge access as user {name} without root; checked as {me}"
+                ),
+            });
+            Ok((Reader::Process, note))
+        }
+        (false, None) => Ok((Reader::Process, None)),
     }
 }
 

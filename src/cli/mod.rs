@@ -3,6 +3,7 @@
 
 mod check_config;
 pub mod evaluate;
+pub mod preflight;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,10 +26,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate a config file and summarise it (exit 1 with the error if invalid).
+    /// Validate a config file and what `run` would need (files readable by
+    /// the service user, certificate and key matching, a certificate source
+    /// for TLS listeners), then summarise it (exit 1 on any error).
     CheckConfig {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+        /// Treat warnings as errors (exit 1).
+        #[arg(long)]
+        strict: bool,
+        /// Check file access for this user (as root; default: the
+        /// misp-guard-gw user when it exists).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
     },
     /// Run the gateway (until SIGTERM/SIGINT; SIGHUP reloads the policy).
     Run {
@@ -89,7 +99,11 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::CheckConfig { config } => check_config::run(&config),
+        Command::CheckConfig {
+            config,
+            strict,
+            user,
+        } => check_config::run(&config, strict, user.as_deref()),
         Command::Evaluate { config, flows } => evaluate::run(&config, flows.as_deref()),
         Command::Run {
             config,

@@ -128,11 +128,14 @@ pub fn request_head<H: HeaderList + ?Sized>(
     let client_ip = unmap_ip(req.client_ip);
     let dst_ip = req.dst_ip.map(unmap_ip);
     let host = req.host.trim_end_matches('.');
-    // An original destination that is an instance is never allowlisted,
-    // whatever Host says: the allowlist keys on names the client controls.
-    let dst_is_instance = dst_ip.is_some_and(|ip| policy.instance_by_ip(ip).is_some());
-
-    if !dst_is_instance {
+    // Transparent mode (an original destination is known): only an
+    // instance's `ip:port` is served and the allowlist never applies — it
+    // keys on names the client controls (see [`transparent_destination`]).
+    let transparent_dst = if let Some(ip) = dst_ip {
+        // misp-guard's order: the source is reported before the destination.
+        source(policy, client_ip)?;
+        Some((ip, transparent_destination(policy, ip, req.port)?))
+    } else {
         let note = if policy.url_is_allowlisted(&req.scheme, host, req.port, req.path) {
             // Spelled as misp-guard (mitmproxy) spells a URL: the port only
             // when it is not the scheme's default.
@@ -159,16 +162,12 @@ pub fn request_head<H: HeaderList + ?Sized>(
             source(policy, client_ip)?;
             return Ok(Exchange::Allowlisted { note });
         }
-    }
+        None
+    };
 
     let src = source(policy, client_ip)?;
-    let dst = match dst_ip {
-        Some(ip) => {
-            let dst = policy.instance_by_ip(ip).ok_or_else(|| {
-                Block::forbidden(format!(
-                    "destination host {ip} does not exist in instances hosts mapping"
-                ))
-            })?;
+    let dst = match transparent_dst {
+        Some((ip, dst)) => {
             let named = policy.instance_by_host(host);
             if named != Some(dst) {
                 return Err(Block::forbidden(format!(
@@ -237,10 +236,11 @@ pub fn connection(
     port: u16,
 ) -> Result<Destination, Block> {
     let src = source(policy, unmap_ip(client_ip))?;
-    // In transparent mode the original destination decides; a host name
-    // (SNI) may then only confirm it. Without one, the host decides.
-    let dst = match dst_ip.map(unmap_ip) {
-        Some(ip) => policy.instance_by_ip(ip),
+    // In transparent mode the original destination decides and must be an
+    // instance's `ip:port` (no relay); a host name (SNI) may then only
+    // confirm it. Without one, the host decides.
+    let dst = match dst_ip {
+        Some(ip) => Some(transparent_destination(policy, ip, port)?),
         None => host.and_then(|h| policy.instance_by_host(h)),
     };
     let dst = match (dst, host) {
@@ -258,11 +258,8 @@ pub fn connection(
             return Ok(Destination::Allowlisted)
         }
         (None, h) => {
-            let shown = match (h, dst_ip) {
-                (Some(h), _) => Sanitized(h).to_string(),
-                (None, Some(ip)) => ip.to_string(),
-                (None, None) => "(none)".to_string(),
-            };
+            // Only reached without an original destination (see above).
+            let shown = h.map_or_else(|| "(none)".to_string(), |h| Sanitized(h).to_string());
             return Err(Block::forbidden(format!(
                 "destination host {shown} does not exist in instances hosts mapping"
             )));
@@ -276,6 +273,30 @@ pub fn connection(
         return Err(Block::forbidden("destination port is not allowed"));
     }
     Ok(Destination::Instance(dst))
+}
+
+/// No relay (transparent mode): a capture hands the gateway whatever
+/// address the client dialled, so only a configured instance's `ip:port` is
+/// served. Any other original destination is refused before an upstream
+/// connection is made, whatever the Host header or SNI names: the allowlist
+/// is for explicit-mode clients, where the gateway itself resolves the name.
+/// Otherwise a client could make the gateway connect, from the router
+/// itself, to any address it chooses.
+pub fn transparent_destination(
+    policy: &Policy,
+    dst_ip: IpAddr,
+    port: u16,
+) -> Result<InstanceId, Block> {
+    let ip = unmap_ip(dst_ip);
+    let dst = policy.instance_by_ip(ip).ok_or_else(|| {
+        Block::forbidden(format!(
+            "destination host {ip} does not exist in instances hosts mapping"
+        ))
+    })?;
+    if policy.instance(dst).port != port {
+        return Err(Block::forbidden("destination port is not allowed"));
+    }
+    Ok(dst)
 }
 
 fn source(policy: &Policy, client_ip: IpAddr) -> Result<InstanceId, Block> {

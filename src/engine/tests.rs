@@ -290,18 +290,62 @@ fn consistent_destination_in_transparent_mode() {
     );
     // An allowlisted name cannot unlock an instance address.
     assert!(t("updates.example.org", "10.2.0.1").is_err());
-    // ...but works for a destination that is not an instance.
-    head(
-        &p,
-        "10.1.0.1",
-        "updates.example.org",
-        443,
-        Some("192.0.2.10"),
-        "GET",
-        "/",
-        &h,
+}
+
+/// No relay: in transparent mode the allowlist never applies, so a Host
+/// naming an allowlisted domain or URL cannot make the gateway connect to a
+/// client-chosen address; an instance address on another port is refused
+/// too. The same names pass in explicit mode (no original destination).
+#[test]
+fn transparent_mode_serves_instance_addresses_only() {
+    let p = policy();
+    let h = json_ct();
+    let transparent = |host: &str, port: u16, dst: Option<&str>, path: &str| {
+        head(&p, "10.1.0.1", host, port, dst, "GET", path, &h)
+    };
+    for (host, path) in [
+        ("updates.example.org", "/"),
+        ("feeds.example.org", "/list.txt"),
+    ] {
+        assert!(matches!(
+            transparent(host, 443, None, path),
+            Ok(Exchange::Allowlisted { .. })
+        ));
+        assert_eq!(
+            reason(transparent(host, 443, Some("192.0.2.10"), path).map(drop)),
+            "destination host 192.0.2.10 does not exist in instances hosts mapping"
+        );
+    }
+    assert_eq!(
+        reason(transparent("b.example", 443, Some("10.2.0.1"), "/servers/getVersion").map(drop)),
+        "destination port is not allowed"
+    );
+    // The rule itself: an instance's ip:port, nothing else (mapped IPv6
+    // addresses are the IPv4 ones).
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let b = p.instance_by_host("b.example").unwrap();
+    assert_eq!(transparent_destination(&p, ip("10.2.0.1"), 8443), Ok(b));
+    assert_eq!(
+        transparent_destination(&p, ip("::ffff:10.2.0.1"), 8443),
+        Ok(b)
+    );
+    assert!(transparent_destination(&p, ip("10.2.0.1"), 443).is_err());
+    assert!(transparent_destination(&p, ip("192.0.2.10"), 8443).is_err());
+    // An unknown source is still reported first, as misp-guard orders it.
+    assert!(reason(
+        head(
+            &p,
+            "10.9.0.9",
+            "updates.example.org",
+            443,
+            Some("192.0.2.10"),
+            "GET",
+            "/",
+            &h
+        )
+        .map(drop)
     )
-    .unwrap();
+    .starts_with("source host"));
 }
 
 // --- path, method, content type -------------------------------------------
@@ -954,17 +998,27 @@ fn connection_time_decisions() {
         443
     ))
     .starts_with("source host"));
-    // A transparent connection to a non-instance address is only an
-    // allowlisted host if its SNI says so.
+    // A transparent connection to a non-instance address is refused even
+    // when its SNI names an allowlisted host (no relay).
     assert_eq!(
-        connection(
+        reason(connection(
             &p,
             ip("10.1.0.1"),
             Some(ip("192.0.2.1")),
             Some("updates.example.org"),
             443
-        ),
-        Ok(Destination::Allowlisted)
+        )),
+        "destination host 192.0.2.1 does not exist in instances hosts mapping"
+    );
+    assert_eq!(
+        reason(connection(
+            &p,
+            ip("10.1.0.1"),
+            Some(ip("10.2.0.1")),
+            None,
+            443
+        )),
+        "destination port is not allowed"
     );
     assert!(connection(
         &p,

@@ -66,18 +66,20 @@ async fn transparent(
         ));
     }
     let policy = shared.policy();
-    // An instance address is decided now; any other address can only be an
-    // allowlisted host, known once SNI or Host is read.
-    let early = engine::connection(&policy, client.ip(), Some(orig.ip()), None, orig.port());
-    // The instance's own name, for a client that sends no SNI.
-    let default_name = match early {
-        Ok(Destination::Instance(id)) => Some(policy.instance(id).host.clone()),
-        Ok(Destination::Allowlisted) => None,
-        Err(b) if policy.instance_by_ip(orig.ip()).is_some() || !has_allowlist(&policy) => {
-            return Err(refused(b, &format!("{orig}")));
-        }
-        Err(_) => None,
-    };
+    // Decided now, before a byte is read or an upstream connection made:
+    // only an instance's ip:port is served in transparent mode (no relay,
+    // whatever SNI or Host will say; see engine::transparent_destination).
+    let default_name =
+        match engine::connection(&policy, client.ip(), Some(orig.ip()), None, orig.port()) {
+            // The instance's own name, for a client that sends no SNI.
+            Ok(Destination::Instance(id)) => policy.instance(id).host.clone(),
+            Ok(Destination::Allowlisted) => {
+                return Err(format!(
+                    "{orig} - allowlist does not apply in transparent mode"
+                ))
+            }
+            Err(b) => return Err(refused(b, &format!("{orig}"))),
+        };
     let mut first = [0u8; 1];
     let timeouts = policy.gateway.timeouts;
     match tokio::time::timeout(timeouts.handshake, tcp.peek(&mut first)).await {
@@ -94,11 +96,7 @@ async fn transparent(
         absolute_form: false,
     };
     let io: BoxIo = Box::new(Prefixed::new(Vec::new(), tcp));
-    start(shared, target, io, default_name, None, shutdown).await
-}
-
-fn has_allowlist(policy: &crate::policy::Policy) -> bool {
-    !policy.allowlist_is_empty()
+    start(shared, target, io, Some(default_name), None, shutdown).await
 }
 
 async fn explicit(

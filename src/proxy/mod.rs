@@ -3,6 +3,7 @@
 
 pub mod conn;
 pub mod exchange;
+pub mod listeners;
 pub mod notify;
 pub mod respond;
 pub mod state;
@@ -10,14 +11,14 @@ pub mod stream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use crate::config;
-use crate::net::{self, ListenerKind, LocalListeners};
+use crate::net;
 use crate::policy::{ListenMode, Listener, Policy};
+use listeners::{AcceptContext, InFlight, ListenerSet};
 pub use state::{Shared, TlsOverrides, TlsState};
 
 /// Command-line settings that override the config file.
@@ -28,28 +29,9 @@ pub struct RunOptions {
     pub tls: TlsOverrides,
 }
 
-/// Counts live connections so shutdown can wait for them.
-#[derive(Default)]
-struct InFlight {
-    count: AtomicUsize,
-    idle: Notify,
-}
-
-struct Guard(Arc<InFlight>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
-
-/// Runs the gateway until SIGTERM/SIGINT: binds every listener, serves,
-/// reloads the policy on SIGHUP (a broken file keeps the old policy), and
-/// on shutdown stops accepting and lets in-flight exchanges finish within
-/// the grace period.
-pub async fn run(config_path: &Path, policy: Policy, opts: RunOptions) -> Result<(), String> {
+/// The listeners to run for `policy`: the command line's when given (they
+/// then stay across reloads), else the config's.
+fn wanted_listeners(policy: &Policy, opts: &RunOptions) -> Result<Vec<Listener>, String> {
     let listeners = if opts.listeners.is_empty() {
         policy.gateway.listeners.clone()
     } else {
@@ -61,20 +43,18 @@ pub async fn run(config_path: &Path, policy: Policy, opts: RunOptions) -> Result
                 .into(),
         );
     }
+    Ok(listeners)
+}
+
+/// Runs the gateway until SIGTERM/SIGINT: binds every listener, serves,
+/// reloads on SIGHUP (all or nothing, see [`reload`]), and on shutdown stops
+/// accepting and lets in-flight exchanges finish within the grace period.
+pub async fn run(config_path: &Path, policy: Policy, opts: RunOptions) -> Result<(), String> {
+    let wanted = wanted_listeners(&policy, &opts)?;
     let tls = TlsState::build(&policy, &opts.tls).map_err(|e| e.to_string())?;
-    let mut bound = Vec::new();
-    for l in &listeners {
-        let kind = match l.mode {
-            ListenMode::Redirect => ListenerKind::Redirect,
-            ListenMode::Tproxy => ListenerKind::Tproxy,
-            ListenMode::Explicit => ListenerKind::Explicit,
-        };
-        let socket = net::bind_listener(l.addr, kind, 1024).map_err(|e| e.to_string())?;
-        let addr = socket.local_addr().map_err(|e| e.to_string())?;
-        tracing::info!("listening on {addr} ({})", l.mode.as_str());
-        bound.push((l.mode, addr, socket));
-    }
-    let local = LocalListeners::new(bound.iter().map(|(_, a, _)| *a));
+    let mut set = ListenerSet::default();
+    let staged = set.stage(&wanted)?;
+    let local = set.local_after(&staged);
     let local_ips = net::local_ip_addresses().unwrap_or_default();
     let grace = policy.gateway.timeouts.shutdown_grace;
     let shared = Arc::new(Shared::new(
@@ -84,40 +64,15 @@ pub async fn run(config_path: &Path, policy: Policy, opts: RunOptions) -> Result
         local_ips,
     ));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let inflight = Arc::new(InFlight::default());
+    let ctx = AcceptContext {
+        shared: shared.clone(),
+        inflight: Arc::new(InFlight::default()),
+        shutdown: stop_rx,
+    };
+    set.commit(staged, &ctx, || {}).await;
 
-    let mut accept_tasks = Vec::new();
-    for (mode, addr, socket) in bound {
-        let shared = shared.clone();
-        let mut stop = stop_rx.clone();
-        let inflight = inflight.clone();
-        accept_tasks.push(tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    r = socket.accept() => match r {
-                        Ok((tcp, peer)) => {
-                            inflight.count.fetch_add(1, Ordering::AcqRel);
-                            let guard = Guard(inflight.clone());
-                            let shared = shared.clone();
-                            let stop = stop.clone();
-                            tokio::spawn(async move {
-                                conn::handle(shared, mode, tcp, peer, stop).await;
-                                drop(guard);
-                            });
-                        }
-                        // Out of descriptors and similar: log, breathe, go on.
-                        Err(e) => {
-                            tracing::warn!("accept on {addr}: {e}");
-                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        }
-                    },
-                    _ = stop.changed() => return,
-                }
-            }
-        }));
-    }
     let notifier = Arc::new(notify::Notifier::from_env());
-    let status = status_line(&shared.policy(), &listeners);
+    let status = status_line(&shared.policy(), &set.listeners());
     tracing::info!(
         "misp-guard-gw {} ready: {status}",
         env!("CARGO_PKG_VERSION")
@@ -135,30 +90,22 @@ pub async fn run(config_path: &Path, policy: Policy, opts: RunOptions) -> Result
         });
     }
 
-    signals(config_path, &shared, &opts, &notifier, &listeners).await;
+    signals(config_path, &opts, &notifier, &mut set, &ctx).await;
     notifier.send("STOPPING=1\nSTATUS=shutting down");
 
     tracing::info!(
         "shutting down: no new connections, {} in flight",
-        inflight.count.load(Ordering::Acquire)
+        ctx.inflight.count()
     );
     let _ = stop_tx.send(true);
-    for t in accept_tasks {
-        let _ = t.await;
-    }
-    let drained = async {
-        while inflight.count.load(Ordering::Acquire) > 0 {
-            let notified = inflight.idle.notified();
-            if inflight.count.load(Ordering::Acquire) == 0 {
-                break;
-            }
-            notified.await;
-        }
-    };
-    if tokio::time::timeout(grace, drained).await.is_err() {
+    set.join().await;
+    if tokio::time::timeout(grace, ctx.inflight.drained())
+        .await
+        .is_err()
+    {
         tracing::warn!(
             "grace period over, {} connection(s) cut",
-            inflight.count.load(Ordering::Acquire)
+            ctx.inflight.count()
         );
     }
     Ok(())
@@ -181,10 +128,10 @@ fn status_line(policy: &Policy, listeners: &[Listener]) -> String {
 /// Waits for SIGTERM/SIGINT; handles SIGHUP (reload) meanwhile.
 async fn signals(
     config_path: &Path,
-    shared: &Shared,
     opts: &RunOptions,
     notifier: &notify::Notifier,
-    listeners: &[Listener],
+    set: &mut ListenerSet,
+    ctx: &AcceptContext,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
@@ -201,8 +148,11 @@ async fn signals(
             _ = int.recv() => return,
             _ = hup.recv() => {
                 notifier.send("RELOADING=1");
-                let status = match reload(config_path, shared, opts) {
-                    Ok(()) => format!("reloaded; {}", status_line(&shared.policy(), listeners)),
+                let status = match reload(config_path, opts, set, ctx).await {
+                    Ok(()) => format!(
+                        "reloaded; {}",
+                        status_line(&ctx.shared.policy(), &set.listeners())
+                    ),
                     Err(e) => format!("reload failed, old policy kept: {e}"),
                 };
                 notifier.send(&format!("READY=1\nSTATUS={status}"));
@@ -211,25 +161,48 @@ async fn signals(
     }
 }
 
-/// Loads the config again; on any error the running policy stays.
-pub fn reload(config_path: &Path, shared: &Shared, opts: &RunOptions) -> Result<(), String> {
-    let loaded = config::load(config_path)
-        .map_err(|e| e.to_string())
-        .and_then(|p| {
-            let tls = TlsState::build(&p, &opts.tls).map_err(|e| e.to_string())?;
-            Ok((p, tls))
-        });
-    match loaded {
-        Ok((p, tls)) => {
-            shared.replace(Arc::new(p), Arc::new(tls));
-            tracing::info!("policy reloaded from {}", config_path.display());
-            Ok(())
-        }
-        Err(e) => {
-            tracing::error!("reload failed, keeping the running policy: {e}");
-            Err(e)
-        }
+/// Applies the config file again, everything or nothing: the new policy,
+/// its TLS material and every new listener are prepared first; if any of it
+/// fails, the running policy and listeners stay exactly as they were and
+/// the error is logged with its reason. Only then is the change committed
+/// (a step that cannot fail): removed listeners stop accepting (their
+/// connections continue), the policy is swapped, new listeners start.
+pub async fn reload(
+    config_path: &Path,
+    opts: &RunOptions,
+    set: &mut ListenerSet,
+    ctx: &AcceptContext,
+) -> Result<(), String> {
+    let result = async {
+        // 1. Prepare; nothing running is touched.
+        let policy = config::load(config_path).map_err(|e| e.to_string())?;
+        let tls = TlsState::build(&policy, &opts.tls).map_err(|e| e.to_string())?;
+        let wanted = wanted_listeners(&policy, opts)?;
+        // Binds the new listeners; dropping `staged` closes them again.
+        let staged = set.stage(&wanted)?;
+
+        // 2. HOOK for the nftables rules (deploy): apply the capture/guard
+        //    rules rendered from `policy` here and `return Err(reason)` if
+        //    that fails: nothing has been committed yet, `staged` is dropped
+        //    and the running state stays whole. Keep it the last fallible
+        //    step before the commit point.
+
+        // 3. Commit point: nothing below can fail.
+        let local = set.local_after(&staged);
+        let shared = &ctx.shared;
+        set.commit(staged, ctx, || {
+            shared.replace(Arc::new(policy), Arc::new(tls));
+            shared.set_listeners(local);
+        })
+        .await;
+        Ok(())
     }
+    .await;
+    match &result {
+        Ok(()) => tracing::info!("policy reloaded from {}", config_path.display()),
+        Err(e) => tracing::error!("reload failed, keeping the running policy and listeners: {e}"),
+    }
+    result
 }
 
 /// `--explicit ADDR` etc. on the command line.

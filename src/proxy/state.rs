@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use rustls::{ClientConfig, ServerConfig};
 
-use crate::net::LocalListeners;
+use crate::net::{LocalListeners, OrigDstAddr};
 use crate::policy::{InstanceId, Policy};
 use crate::tls::{self, CertSource, CertificateAuthority, LeafCache, TlsError, UpstreamTlsOptions};
 
@@ -40,6 +40,7 @@ impl TlsState {
         let ca_key = o.ca_key.clone().or_else(|| s.ca_key.clone());
         let minted = match (ca_cert, ca_key) {
             (Some(c), Some(k)) => {
+                tls::ca::warn_if_key_file_unsafe(&k);
                 let ca = Arc::new(CertificateAuthority::from_pem_files(&c, &k)?);
                 let cache = LeafCache::new(ca, LeafCache::DEFAULT_CAPACITY)
                     .with_host_ips(policy.instances.iter().map(|i| (i.host.as_str(), i.ip)));
@@ -136,10 +137,24 @@ pub struct Snapshot {
     pub tls: Arc<TlsState>,
 }
 
+/// The gateway's own listener addresses for the loop guard; replaced when
+/// a reload changes the listeners.
+pub struct ListenerAddrs(RwLock<LocalListeners>);
+
+impl ListenerAddrs {
+    /// See [`LocalListeners::is_self`].
+    pub fn is_self(&self, dst: OrigDstAddr, local_ips: &[IpAddr]) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_self(dst, local_ips)
+    }
+}
+
 /// The state every connection task reads.
 pub struct Shared {
     current: RwLock<Snapshot>,
-    pub listeners: LocalListeners,
+    pub listeners: ListenerAddrs,
     pub local_ips: Vec<IpAddr>,
 }
 
@@ -152,7 +167,7 @@ impl Shared {
     ) -> Self {
         Shared {
             current: RwLock::new(Snapshot { policy, tls }),
-            listeners,
+            listeners: ListenerAddrs(RwLock::new(listeners)),
             local_ips,
         }
     }
@@ -175,5 +190,10 @@ impl Shared {
     /// Swaps in a new policy and its TLS material (SIGHUP), in one step.
     pub fn replace(&self, policy: Arc<Policy>, tls: Arc<TlsState>) {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Snapshot { policy, tls };
+    }
+
+    /// Records the listener addresses after a reload changed them.
+    pub fn set_listeners(&self, listeners: LocalListeners) {
+        *self.listeners.0.write().unwrap_or_else(|e| e.into_inner()) = listeners;
     }
 }

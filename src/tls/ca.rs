@@ -6,7 +6,7 @@
 use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use rcgen::{
@@ -96,7 +96,6 @@ impl CertificateAuthority {
         let ca_der = &chain[0];
         check_ca_certificate(cert_path, ca_der)?;
 
-        warn_if_key_file_is_readable_by_others(key_path);
         let key_bytes = fs::read(key_path).map_err(|e| TlsError::io(key_path, e))?;
         let key_der = load_private_key(key_path, &key_bytes)?;
         // ring can only load PKCS#8; say so instead of "could not parse".
@@ -300,17 +299,51 @@ fn check_key_matches(
     }
 }
 
-fn warn_if_key_file_is_readable_by_others(path: &Path) {
+/// Warns when the CA key file's permissions are unsafe for the user this
+/// process runs as (see [`key_file_mode_problem`]); `run` calls it when it
+/// loads the CA (`check-config` reports the same rule for the service user).
+pub fn warn_if_key_file_unsafe(path: &Path) {
     if let Ok(meta) = fs::metadata(path) {
-        let mode = meta.permissions().mode();
-        if mode & 0o077 != 0 {
-            tracing::warn!(
-                path = %path.display(),
-                mode = format_args!("{:o}", mode & 0o777),
-                "CA key file is accessible to group/others; chmod 600 it"
-            );
+        if let Some(problem) = key_file_mode_problem(meta.mode(), meta.gid(), &process_groups()) {
+            tracing::warn!(path = %path.display(), "CA key file: {problem}");
         }
     }
+}
+
+/// The groups this process has (effective and supplementary).
+pub fn process_groups() -> Vec<u32> {
+    let mut gids = vec![nix::unistd::getegid().as_raw()];
+    if let Ok(more) = nix::unistd::getgroups() {
+        gids.extend(more.into_iter().map(|g| g.as_raw()));
+    }
+    gids
+}
+
+/// Why a CA key file with `mode`, owned by group `file_gid`, is unsafe for
+/// a gateway whose user is in `reader_gids`, if it is. The package installs
+/// the key 0640 root:misp-guard-gw (the service reads it through its group,
+/// nobody can change it); `misp-guard-gw ca` writes 0600. Both are fine.
+/// Anything writable by group or others, readable by others, or readable
+/// by a group the gateway's user is not in (other people then) is not.
+pub fn key_file_mode_problem(mode: u32, file_gid: u32, reader_gids: &[u32]) -> Option<String> {
+    let perms = mode & 0o777;
+    const FIX: &str = "chmod 0640 with the service's group (chgrp misp-guard-gw), or chmod 0600";
+    if perms & 0o022 != 0 {
+        return Some(format!(
+            "mode {perms:04o} lets group or others change the key; {FIX}"
+        ));
+    }
+    if perms & 0o004 != 0 {
+        return Some(format!(
+            "mode {perms:04o} lets everyone read the key; {FIX}"
+        ));
+    }
+    if perms & 0o040 != 0 && !reader_gids.contains(&file_gid) {
+        return Some(format!(
+            "mode {perms:04o} lets group {file_gid} read the key, a group the gateway's user is not in; {FIX}"
+        ));
+    }
+    None
 }
 
 /// PEM-encodes one DER object (RFC 7468: base64, 64 columns).
@@ -342,6 +375,26 @@ pub(crate) fn der_to_pem(label: &str, der: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn key_file_modes_agree_with_the_package() {
+        let service = 996;
+        // What `ca` writes and what the package sets: fine.
+        assert_eq!(key_file_mode_problem(0o100600, 0, &[service]), None);
+        assert_eq!(key_file_mode_problem(0o100640, service, &[service]), None);
+        assert_eq!(key_file_mode_problem(0o100400, 0, &[]), None);
+        // Readable through a group the gateway is not in.
+        assert!(key_file_mode_problem(0o100640, 4, &[service])
+            .unwrap()
+            .contains("group 4"));
+        // World-readable or writable by anyone else.
+        for mode in [0o100644, 0o100604, 0o100660, 0o100602, 0o100620] {
+            assert!(
+                key_file_mode_problem(mode, service, &[service]).is_some(),
+                "{mode:o}"
+            );
+        }
+    }
+
     use super::*;
     use crate::tls::tests::TempDir;
 
@@ -386,9 +439,9 @@ mod tests {
         let (cert_path, key_path) = ca.write_new_ca(&dir).unwrap();
         assert_eq!(cert_path, dir.join("ca.crt"));
         assert_eq!(key_path, dir.join("ca.key"));
-        let key_mode = fs::metadata(&key_path).unwrap().permissions().mode() & 0o777;
+        let key_mode = fs::metadata(&key_path).unwrap().mode() & 0o777;
         assert_eq!(key_mode, 0o600);
-        let dir_mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        let dir_mode = fs::metadata(&dir).unwrap().mode() & 0o777;
         assert_eq!(dir_mode & 0o077, 0, "created directory is private");
 
         let loaded = CertificateAuthority::from_pem_files(&cert_path, &key_path).unwrap();
