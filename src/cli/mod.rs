@@ -55,14 +55,21 @@ enum Command {
         /// Do not verify upstream certificates (logged as a warning).
         #[arg(long)]
         insecure_upstream: bool,
+        /// Keep this mode's guard and capture tables loaded: applied at
+        /// start and on reload, restored when they disappear or change.
+        #[arg(long, value_enum, value_name = "MODE")]
+        nftables: Option<NftMode>,
     },
-    /// Print the nftables capture ruleset for the policy (sets rendered from
-    /// the instances, listener port, capture interfaces).
+    /// Print the nftables rules for the policy (guard and capture tables;
+    /// sets rendered from the instances, listener port, capture interfaces).
     Nft {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
         #[arg(long, value_enum, default_value = "redirect")]
         mode: NftMode,
+        /// Only the guard table (the include file for /etc/nftables.conf).
+        #[arg(long, conflicts_with = "mode")]
+        guard_only: bool,
     },
     /// Write a new gateway CA certificate and key (mode 0600) into DIR.
     Ca {
@@ -85,6 +92,15 @@ enum NftMode {
     Tproxy,
 }
 
+impl From<NftMode> for ListenMode {
+    fn from(m: NftMode) -> ListenMode {
+        match m {
+            NftMode::Redirect => ListenMode::Redirect,
+            NftMode::Tproxy => ListenMode::Tproxy,
+        }
+    }
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
@@ -100,6 +116,7 @@ pub fn main() -> ExitCode {
             ca_key,
             upstream_ca,
             insecure_upstream,
+            nftables,
         } => {
             let mut listeners = Vec::new();
             for (mode, addrs) in [
@@ -125,22 +142,27 @@ pub fn main() -> ExitCode {
                     upstream_ca,
                     insecure_upstream,
                 },
+                rules: nftables.map(|m| {
+                    std::sync::Arc::new(crate::deploy::runtime::RulesKeeper::new(m.into()))
+                }),
             };
             run_gateway(&config, opts)
         }
-        Command::Nft { config, mode } => {
-            let mode = match mode {
-                NftMode::Redirect => ListenMode::Redirect,
-                NftMode::Tproxy => ListenMode::Tproxy,
-            };
+        Command::Nft {
+            config,
+            mode,
+            guard_only,
+        } => {
             let label = config.file_name().map_or_else(
                 || config.display().to_string(),
                 |n| n.to_string_lossy().into_owned(),
             );
             match crate::config::load(&config)
                 .map_err(|e| e.to_string())
-                .and_then(|p| crate::deploy::nftables::render(&p, mode, &label))
-            {
+                .and_then(|p| match guard_only {
+                    true => Ok(crate::deploy::nftables::render_guard(&p, &label)),
+                    false => crate::deploy::nftables::render(&p, mode.into(), &label),
+                }) {
                 Ok(ruleset) => {
                     print!("{ruleset}");
                     ExitCode::SUCCESS

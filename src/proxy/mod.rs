@@ -26,6 +26,8 @@ pub struct RunOptions {
     /// When non-empty, replaces the config's `gateway.listeners`.
     pub listeners: Vec<Listener>,
     pub tls: TlsOverrides,
+    /// `--nftables MODE`: the gateway keeps its nftables tables loaded.
+    pub rules: Option<Arc<crate::deploy::runtime::RulesKeeper>>,
 }
 
 /// Counts live connections so shutdown can wait for them.
@@ -74,6 +76,9 @@ pub async fn run(config_path: &Path, policy: Policy, opts: RunOptions) -> Result
         tracing::info!("listening on {addr} ({})", l.mode.as_str());
         bound.push((l.mode, addr, socket));
     }
+    if let Some(rules) = &opts.rules {
+        rules.apply(&policy)?;
+    }
     let local = LocalListeners::new(bound.iter().map(|(_, a, _)| *a));
     let local_ips = net::local_ip_addresses().unwrap_or_default();
     let grace = policy.gateway.timeouts.shutdown_grace;
@@ -115,6 +120,9 @@ pub async fn run(config_path: &Path, policy: Policy, opts: RunOptions) -> Result
                 }
             }
         }));
+    }
+    if let Some(rules) = opts.rules.clone() {
+        tokio::spawn(crate::deploy::runtime::watch(rules, stop_rx.clone()));
     }
     let notifier = Arc::new(notify::Notifier::from_env());
     let status = status_line(&shared.policy(), &listeners);
@@ -217,6 +225,11 @@ pub fn reload(config_path: &Path, shared: &Shared, opts: &RunOptions) -> Result<
         .map_err(|e| e.to_string())
         .and_then(|p| {
             let tls = TlsState::build(&p, &opts.tls).map_err(|e| e.to_string())?;
+            // Last fallible step: the new tables are loaded only when
+            // everything else of the new policy is good.
+            if let Some(rules) = &opts.rules {
+                rules.apply(&p)?;
+            }
             Ok((p, tls))
         });
     match loaded {
