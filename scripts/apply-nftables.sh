@@ -98,7 +98,8 @@ if [ "$mode" = tproxy ]; then
             ip -"$fam" rule add fwmark "$mark/$mark" lookup "$table"
             record "rule $fam $mark $table"
         fi
-        route_now=$(ip -"$fam" route show table "$table" exact "$dst" type local dev lo)
+        # (An error here means the table does not exist yet: no route.)
+        route_now=$(ip -"$fam" route show table "$table" exact "$dst" type local dev lo 2>/dev/null || true)
         if [ -z "$route_now" ]; then
             ip -"$fam" route add local "$dst" dev lo table "$table"
             record "route $fam $dst $table"
