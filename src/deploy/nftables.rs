@@ -262,15 +262,19 @@ fn capture_table(
             );
             let _ = writeln!(
                 out,
-                "        # connection; nothing else with a transparent socket is handed over."
+                "        # connection (on whichever interface the instance is); nothing"
             );
             let _ = writeln!(
                 out,
-                "        {iif}ip saddr . tcp sport @misp_v4 socket transparent 1 {mark} accept"
+                "        # else with a transparent socket is handed over."
             );
             let _ = writeln!(
                 out,
-                "        {iif}ip6 saddr . tcp sport @misp_v6 socket transparent 1 {mark} accept"
+                "        ip saddr . tcp sport @misp_v4 socket transparent 1 {mark} accept"
+            );
+            let _ = writeln!(
+                out,
+                "        ip6 saddr . tcp sport @misp_v6 socket transparent 1 {mark} accept"
             );
             let _ = writeln!(
                 out,
