@@ -48,6 +48,11 @@ fn bin() -> &'static str {
 struct Unit {
     env: BTreeMap<String, String>,
     lines: Vec<(String, String)>,
+    /// `User=` is set: the gateway runs unprivileged.
+    has_user: bool,
+    /// `AmbientCapabilities=`, as setpriv spells them (`+net_admin,...`).
+    ambient: String,
+    no_new_privileges: bool,
 }
 
 impl Unit {
@@ -59,6 +64,9 @@ impl Unit {
         let mut unit = Unit {
             env: BTreeMap::new(),
             lines: Vec::new(),
+            has_user: false,
+            ambient: String::new(),
+            no_new_privileges: false,
         };
         for line in text.lines() {
             let Some((key, value)) = line.split_once('=') else {
@@ -71,6 +79,16 @@ impl Unit {
                     .find(|(n, _)| *n == name)
                     .unwrap_or_else(|| panic!("the unit sets {name}; the test must redirect it"));
                 unit.env.insert(name.to_string(), ours.1.clone());
+            } else if key == "User" {
+                unit.has_user = true;
+            } else if key == "AmbientCapabilities" {
+                let caps: Vec<String> = value
+                    .split_whitespace()
+                    .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+                    .collect();
+                unit.ambient = caps.join(",");
+            } else if key == "NoNewPrivileges" {
+                unit.no_new_privileges = value == "yes";
             } else if key.starts_with("Exec") {
                 let command = value
                     .trim_start_matches(['+', '-', '@', '!', ':'])
@@ -110,7 +128,10 @@ impl Unit {
         }
     }
 
-    /// ExecStartPre lines, then ExecStart (until the gateway says ready).
+    /// ExecStartPre lines, then ExecStart (until the gateway says ready),
+    /// as the unit runs it: with `User=`, as an unprivileged user (nobody)
+    /// holding only the unit's ambient capabilities, so keeping the rules
+    /// (it execs nft) is shown to work without root.
     fn start(&self, ns: &str, log: PathBuf) -> Gateway {
         self.run("ExecStartPre", ns, None);
         let start = self.commands("ExecStart");
@@ -125,7 +146,34 @@ impl Unit {
             .collect();
         assert_eq!(words[0], bin(), "{words:?}");
         let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
-        Gateway::start_wrapped(&["ip", "netns", "exec", ns], &args, log)
+        let mut prefix = vec!["ip", "netns", "exec", ns];
+        let (inh, amb) = (
+            format!("--inh-caps={}", self.ambient),
+            format!("--ambient-caps={}", self.ambient),
+        );
+        if self.has_user {
+            prefix.extend([
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+            ]);
+            prefix.extend([inh.as_str(), amb.as_str()]);
+            if self.no_new_privileges {
+                prefix.push("--no-new-privs");
+            }
+            prefix.push("--");
+        }
+        let gw = Gateway::start_wrapped(&prefix, &args, log);
+        if self.has_user {
+            let status =
+                std::fs::read_to_string(format!("/proc/{}/status", gw.child.id())).unwrap();
+            assert!(
+                status.lines().any(|l| l.starts_with("Uid:\t65534\t")),
+                "not unprivileged: {status}"
+            );
+        }
+        gw
     }
 }
 
@@ -181,6 +229,9 @@ impl Site {
         std::fs::write(&bundle, pem).unwrap();
         let config = d.join("config.json");
         write_config(&config, &sample_policy());
+        // The service user reads its files (the package gives them to its
+        // group); here "nobody" gets read access to this test's files.
+        run(&["chmod", "-R", "a+rX", d.to_str().unwrap()], None).unwrap();
         std::fs::create_dir_all(d.join("state")).unwrap();
         let unit = Unit::shipped(&[
             ("MODE", mode.to_string()),
