@@ -534,7 +534,8 @@ fn firewall_reload_while_stopped_keeps_the_guard_through_the_include() {
 
 /// A reload (the unit's ExecReload lines) that adds an instance: the
 /// gateway loads the new sets before it commits the policy, so the new
-/// instance is captured, and the guard file follows.
+/// instance is captured, and the guard file follows. A reload whose rules
+/// cannot be made fails whole: old rules, old policy.
 #[test]
 fn reload_adding_an_instance_captures_it() {
     if !prerequisites_met("reload_adding_an_instance_captures_it") {
@@ -562,11 +563,34 @@ fn reload_adding_an_instance_captures_it() {
     })
     .unwrap_or_else(|| panic!("new instance not captured: {}", gw.logs()));
     eprintln!("reload_adding_an_instance_captures_it: captured after {took:?}");
+    // The rules are loaded just before the policy is committed: wait for it.
+    within(Duration::from_secs(5), || {
+        gw.logs().contains("policy reloaded")
+    })
+    .unwrap_or_else(|| panic!("no reload: {}", gw.logs()));
     let guard = std::fs::read_to_string(site.dir.0.join("guard.nft")).unwrap();
     assert!(guard.contains("198.51.100.10 . 443"), "{guard}");
     site.assert_sync_filtered("after the reload", 41, 42, &gw);
     // The gateway's own check sees what it loaded: no restoration.
     assert!(!gw.logs().contains("restoring"), "{}", gw.logs());
+
+    // A policy whose rules cannot be made (no redirect listener for the
+    // redirect capture) fails the reload: rules and policy stay as they were.
+    let captured = site.capture_listing();
+    let mut no_redirect = sample_policy();
+    no_redirect["gateway"]["listeners"] = json!([{"mode": "tproxy", "listen": "[::]:15002"}]);
+    no_redirect["compartments_rules"]["can_reach"]["secret"] = json!(["secret"]);
+    write_config(&site.config, &no_redirect);
+    site.unit
+        .run("ExecReload", &site.rtr(), Some(gw.child.id()));
+    within(Duration::from_secs(5), || {
+        gw.logs().contains("reload failed")
+    })
+    .unwrap_or_else(|| panic!("reload did not fail: {}", gw.logs()));
+    assert!(gw.logs().contains("no redirect listener"), "{}", gw.logs());
+    assert_eq!(site.capture_listing(), captured);
+    // Still the old policy: secret may reach restricted.
+    site.assert_sync_filtered("after the failed reload", 43, 44, &gw);
 }
 
 /// Issue 12 item 7: the compartments meet only through the router. With
