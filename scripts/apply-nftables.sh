@@ -19,11 +19,11 @@
 #   --guard-file   with --config: also write the guard table alone to FILE,
 #                  for `include` in /etc/nftables.conf (README)
 #   --guard-file-only  only (re)write that file; load and change nothing
-#   --state-dir    where what was added is recorded (default /run/misp-guard-gw)
+#   --state-dir    where what was added is recorded (default /run/misp-guard-gw-rules)
 #   --enable-forwarding  turn IPv4 and IPv6 forwarding on (restored by remove)
 set -eu
 
-mode=redirect rules= config= guard_file= guard_only= state_dir=/run/misp-guard-gw forwarding=
+mode=redirect rules= config= guard_file= guard_only= state_dir=/run/misp-guard-gw-rules forwarding=
 while [ $# -gt 0 ]; do
     case "$1" in
         --mode) mode=${2:?--mode needs a value}; shift 2 ;;
@@ -55,7 +55,8 @@ if [ -n "$guard_file" ]; then
     [ -z "$guard_only" ] || { echo "misp-guard-gw: guard rules written to $guard_file"; exit 0; }
 fi
 
-mkdir -p "$state_dir"
+# Root's own: remove-nftables.sh acts on this record as root.
+(umask 077 && mkdir -p "$state_dir")
 state=$state_dir/installed
 touch "$state"
 if [ -n "$config" ]; then

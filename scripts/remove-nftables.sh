@@ -8,11 +8,11 @@
 # from /etc/nftables.conf unless it names the file by a glob.
 #
 # Usage: remove-nftables.sh [--state-dir DIR] [--guard-file FILE]
-#   --state-dir   the record apply-nftables.sh wrote (default /run/misp-guard-gw)
+#   --state-dir   the record apply-nftables.sh wrote (default /run/misp-guard-gw-rules)
 #   --guard-file  the guard include file to delete
 set -eu
 
-state_dir=/run/misp-guard-gw guard_file=
+state_dir=/run/misp-guard-gw-rules guard_file=
 while [ $# -gt 0 ]; do
     case "$1" in
         --state-dir) state_dir=${2:?--state-dir needs a value}; shift 2 ;;
@@ -31,12 +31,16 @@ done
 state=$state_dir/installed
 if [ -f "$state" ]; then
     # Newest first; an entry someone already removed is not an error.
+    # Only the shapes apply writes are acted on (never an arbitrary sysctl).
     sed '1!G;h;$!d' "$state" | while read -r kind a b c; do
-        case "$kind" in
-            rule) ip -"$a" rule del fwmark "$b/$b" lookup "$c" 2>/dev/null || true ;;
-            route) ip -"$a" route del local "$b" dev lo table "$c" 2>/dev/null || true ;;
-            sysctl) sysctl -q -w "$a=$b" ;;
-            *) echo "remove-nftables.sh: ignoring unknown record '$kind $a $b $c'" >&2 ;;
+        case "$kind:$a:$b:$c" in
+            rule:[46]:0x[0-9a-f]*:[0-9]*)
+                ip -"$a" rule del fwmark "$b/$b" lookup "$c" 2>/dev/null || true ;;
+            route:4:0.0.0.0/0:[0-9]* | route:6:::/0:[0-9]*)
+                ip -"$a" route del local "$b" dev lo table "$c" 2>/dev/null || true ;;
+            sysctl:net.ipv4.ip_forward:[01]: | sysctl:net.ipv6.conf.all.forwarding:[01]:)
+                sysctl -q -w "$a=$b" ;;
+            *) echo "remove-nftables.sh: ignoring unexpected record '$kind $a $b $c'" >&2 ;;
         esac
     done
     rm -f "$state"

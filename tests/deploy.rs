@@ -161,7 +161,12 @@ fn routing_snapshot(ns: &Netns) -> String {
             "net.ipv6.conf.all.forwarding",
         ],
     ] {
-        all.push_str(&ns.output(args));
+        // IPv6 link-local addresses and routes appear whenever the kernel's
+        // autoconfiguration gets to them: not something the scripts touch.
+        for line in ns.output(args).lines().filter(|l| !l.contains("fe80:")) {
+            all.push_str(line);
+            all.push('\n');
+        }
     }
     all
 }
@@ -241,6 +246,18 @@ fn apply_and_remove_leave_preexisting_rules_routes_and_sysctls() {
             "{mode} {extra:?}: not as found"
         );
     }
+    // The record is acted on only in the shapes apply writes: a line that
+    // names any other sysctl (say, written by someone else) changes nothing.
+    let rp = |ns: &Netns| ns.output(&["sysctl", "-n", "net.ipv4.conf.all.rp_filter"]);
+    let rp_before = rp(&ns);
+    assert_ne!(rp_before.trim(), "2", "the record must try a change");
+    std::fs::write(
+        Path::new(state).join("installed"),
+        "sysctl net.ipv4.conf.all.rp_filter 2\n",
+    )
+    .unwrap();
+    ns.exec(&[remove, "--state-dir", state]).unwrap();
+    assert_eq!(rp(&ns), rp_before);
 }
 
 /// Every shipped script answers `--help` with its usage comment and
