@@ -648,3 +648,64 @@ fn compartments_meet_only_through_the_router() {
         "the router routes to the underlay"
     );
 }
+
+/// Issue 12 item 7: the guard drops packets entering a compartment
+/// interface with a source address of another compartment. The secret host
+/// sends from a restricted address: the guard's anti-spoofing rule counts
+/// and drops those packets, and nothing reaches the restricted server; the
+/// same host with its own address is served.
+#[test]
+fn spoofed_sources_are_dropped_at_the_compartment_interface() {
+    if !prerequisites_met("spoofed_sources_are_dropped_at_the_compartment_interface") {
+        return;
+    }
+    let site = Site::up("redirect");
+    let gw = site.start("spoof");
+    let secret = format!("{}-secret", site.prefix);
+    run(
+        &[
+            "ip",
+            "-n",
+            &secret,
+            "addr",
+            "add",
+            "198.51.100.77/32",
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+        None,
+    )
+    .unwrap();
+    let counted = || {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &site.rtr(), "nft", "list", "chain", "inet"])
+            .args(["misp_guard_gw_guard", "anti_spoofing"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split("counter packets ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no counter: {text}"))
+    };
+    let before = counted();
+    let seen_before = site.restricted.seen.lock().unwrap().len();
+    // To the restricted MISP and to a port nobody captures.
+    for port in [443u16, 9] {
+        let reached = support::netns::join(in_netns(&secret, move || async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("198.51.100.77:0".parse().unwrap()).unwrap();
+            let to = SocketAddr::new("198.51.100.10".parse().unwrap(), port);
+            matches!(
+                tokio::time::timeout(Duration::from_secs(2), socket.connect(to)).await,
+                Ok(Ok(_))
+            )
+        }));
+        assert!(!reached, "spoofed connection to port {port} completed");
+    }
+    assert!(counted() > before, "the anti-spoofing rule dropped nothing");
+    assert_eq!(site.restricted.seen.lock().unwrap().len(), seen_before);
+    site.assert_sync_filtered("own address", 51, 52, &gw);
+}
