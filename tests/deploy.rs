@@ -337,3 +337,21 @@ fn systemd_unit_verifies_and_is_sandboxed() {
         .unwrap_or_else(|| panic!("no exposure in: {text}"));
     assert!(exposure < 2.5, "exposure {exposure}: {text}");
 }
+
+/// `run --nftables` renders from the config's listeners, so a listener
+/// given only as a flag would never be captured: refused, naming the flags.
+#[test]
+fn run_with_nftables_refuses_listener_flags() {
+    let config = root().join("config.sample.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_misp-guard-gw"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .args(["--nftables", "redirect", "--redirect", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--nftables") && err.contains("gateway.listeners"),
+        "{err}"
+    );
+}

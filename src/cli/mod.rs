@@ -134,6 +134,12 @@ pub fn main() -> ExitCode {
                     }
                 }
             }
+            if nftables.is_some() && !listeners.is_empty() {
+                // The rules are rendered from the config's listeners (also
+                // on reload): a flag-only listener would not be captured.
+                eprintln!("error: --nftables takes the listeners from gateway.listeners; drop --explicit/--redirect/--tproxy");
+                return ExitCode::FAILURE;
+            }
             let opts = proxy::RunOptions {
                 listeners,
                 tls: proxy::TlsOverrides {
