@@ -88,7 +88,8 @@ if ! "$gw" nft --config "$config" --mode redirect | cmp -s - nftables/redirect.n
 fi
 
 echo "== router: shipped capture rules (nftables/redirect.nft) and the gateway"
-ip netns exec "$rtr" scripts/apply-nftables.sh --mode redirect | sed 's/^/  /'
+# (Its record goes into the demo's temp dir, not the host's /run.)
+ip netns exec "$rtr" scripts/apply-nftables.sh --mode redirect --state-dir "$work/rules-state" | sed 's/^/  /'
 ip netns exec "$rtr" env RUST_LOG=info "$gw" run --config "$config" 2>"$work/gw.log" &
 pids+=($!)
 ip netns exec "$sec" python3 scripts/demo/misp_server.py misp.secret.example 192.0.2.10 443 \

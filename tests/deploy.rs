@@ -31,6 +31,13 @@ fn shipped_rulesets_match_the_sample_policy() {
             "nftables/{mode}.nft is stale: regenerate with `misp-guard-gw nft --config config.sample.json --mode {mode}`"
         );
     }
+    let config = root().join("config.sample.json");
+    let guard = gateway_cli(&["nft", "--config", config.to_str().unwrap(), "--guard-only"]);
+    assert_eq!(
+        std::fs::read_to_string(root().join("nftables/guard.nft")).unwrap(),
+        String::from_utf8(guard).unwrap(),
+        "nftables/guard.nft is stale: regenerate with `misp-guard-gw nft --config config.sample.json --guard-only`"
+    );
 }
 
 /// A single namespace for this test, deleted on drop.
@@ -73,6 +80,8 @@ fn scripts_apply_and_remove_idempotently_in_a_namespace() {
         return;
     }
     let ns = Netns::new("deploy");
+    let state = support::TempDir::new("deploy-state");
+    let state = state.0.to_str().unwrap();
     let apply = root().join("scripts/apply-nftables.sh");
     let remove = root().join("scripts/remove-nftables.sh");
     let (apply, remove) = (apply.to_str().unwrap(), remove.to_str().unwrap());
@@ -82,40 +91,173 @@ fn scripts_apply_and_remove_idempotently_in_a_namespace() {
             .unwrap_or_else(|e| panic!("{mode}: {e}"));
         // Twice: applying is idempotent.
         for _ in 0..2 {
-            ns.exec(&[apply, "--mode", mode])
+            ns.exec(&[apply, "--mode", mode, "--state-dir", state])
                 .unwrap_or_else(|e| panic!("{mode}: {e}"));
         }
-        let table = ns.output(&["nft", "list", "table", "inet", "misp_guard_gw"]);
-        assert!(table.contains("192.0.2.10 . 443"), "{mode}: {table}");
-        let rules = ns.output(&["ip", "-4", "rule", "show"]);
-        assert_eq!(
-            rules.matches("fwmark 0x1/0x1 lookup 100").count(),
-            usize::from(mode == "tproxy"),
-            "{rules}"
-        );
-        for _ in 0..2 {
-            ns.exec(&[remove]).unwrap();
+        for table in ["misp_guard_gw", "misp_guard_gw_guard"] {
+            let listed = ns.output(&["nft", "list", "table", "inet", table]);
+            assert!(
+                listed.contains("192.0.2.10 . 443"),
+                "{mode} {table}: {listed}"
+            );
         }
-        assert!(
-            ns.exec(&["nft", "list", "table", "inet", "misp_guard_gw"])
-                .is_err(),
-            "{mode}: table left behind"
-        );
+        for fam in ["-4", "-6"] {
+            let rules = ns.output(&["ip", fam, "rule", "show"]);
+            assert_eq!(
+                rules.matches("fwmark 0x1/0x1 lookup 100").count(),
+                usize::from(mode == "tproxy"),
+                "{rules}"
+            );
+        }
+        for _ in 0..2 {
+            ns.exec(&[remove, "--state-dir", state]).unwrap();
+        }
+        for table in ["misp_guard_gw", "misp_guard_gw_guard"] {
+            assert!(
+                ns.exec(&["nft", "list", "table", "inet", table]).is_err(),
+                "{mode}: {table} left behind"
+            );
+        }
         assert!(!ns
             .output(&["ip", "-6", "rule", "show"])
             .contains("lookup 100"));
+        assert!(!ns
+            .output(&["ip", "-4", "route", "show", "table", "all"])
+            .contains("table 100"));
     }
     // A broken ruleset is refused before anything changes.
     let ns = Netns::new("deploy-bad");
     let bad = std::env::temp_dir().join(format!("mgw-bad-{}.nft", std::process::id()));
     std::fs::write(&bad, "table inet misp_guard_gw { chain x { nonsense } }\n").unwrap();
-    assert!(ns.exec(&[apply, "--rules", bad.to_str().unwrap()]).is_err());
+    assert!(ns
+        .exec(&[
+            apply,
+            "--rules",
+            bad.to_str().unwrap(),
+            "--state-dir",
+            state,
+            "--enable-forwarding"
+        ])
+        .is_err());
     let _ = std::fs::remove_file(&bad);
     assert_eq!(
         ns.output(&["sysctl", "-n", "net.ipv4.ip_forward"]).trim(),
         "0",
         "nothing applied"
     );
+}
+
+/// What `ip rule`, every routing table and the forwarding sysctls look like.
+fn routing_snapshot(ns: &Netns) -> String {
+    let mut all = String::new();
+    for args in [
+        &["ip", "-4", "rule", "show"][..],
+        &["ip", "-6", "rule", "show"],
+        &["ip", "-4", "route", "show", "table", "all"],
+        &["ip", "-6", "route", "show", "table", "all"],
+        &[
+            "sysctl",
+            "net.ipv4.ip_forward",
+            "net.ipv6.conf.all.forwarding",
+        ],
+    ] {
+        // IPv6 link-local addresses and routes appear whenever the kernel's
+        // autoconfiguration gets to them: not something the scripts touch.
+        for line in ns.output(args).lines().filter(|l| !l.contains("fe80:")) {
+            all.push_str(line);
+            all.push('\n');
+        }
+    }
+    all
+}
+
+/// Issue 12 (g): the scripts own only what they add. A router that already
+/// has a `fwmark 0x1/0x1 lookup 100` rule, a route in table 100 and its own
+/// forwarding settings keeps all of them, byte for byte, after apply and
+/// remove in both modes (and with --enable-forwarding, which restores).
+#[test]
+fn apply_and_remove_leave_preexisting_rules_routes_and_sysctls() {
+    if !prerequisites_met("apply_and_remove_leave_preexisting_rules_routes_and_sysctls") {
+        return;
+    }
+    let ns = Netns::new("own");
+    let state = support::TempDir::new("own-state");
+    let state = state.0.to_str().unwrap();
+    // (No dummy module on every host: a veth pair inside the namespace.)
+    ns.exec(&[
+        "ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1",
+    ])
+    .unwrap();
+    ns.exec(&["ip", "link", "set", "d0", "up"]).unwrap();
+    ns.exec(&["ip", "link", "set", "d1", "up"]).unwrap();
+    ns.exec(&["ip", "addr", "add", "10.77.0.1/24", "dev", "d0"])
+        .unwrap();
+    for fam in ["-4", "-6"] {
+        ns.exec(&[
+            "ip", fam, "rule", "add", "fwmark", "0x1/0x1", "lookup", "100",
+        ])
+        .unwrap();
+    }
+    ns.exec(&[
+        "ip",
+        "route",
+        "add",
+        "10.88.0.0/16",
+        "via",
+        "10.77.0.2",
+        "table",
+        "100",
+    ])
+    .unwrap();
+    ns.exec(&["sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1"])
+        .unwrap();
+    let before = routing_snapshot(&ns);
+    let apply = root().join("scripts/apply-nftables.sh");
+    let remove = root().join("scripts/remove-nftables.sh");
+    let (apply, remove) = (apply.to_str().unwrap(), remove.to_str().unwrap());
+    for (mode, extra) in [
+        ("redirect", None),
+        ("tproxy", None),
+        ("tproxy", Some("--enable-forwarding")),
+    ] {
+        let mut args = vec![apply, "--mode", mode, "--state-dir", state];
+        args.extend(extra);
+        ns.exec(&args).unwrap_or_else(|e| panic!("{mode}: {e}"));
+        let during = routing_snapshot(&ns);
+        if mode == "tproxy" {
+            // Its local routes were added next to the router's own route,
+            // its rule was not (the router's identical one serves).
+            assert!(
+                during.contains("local default dev lo table 100"),
+                "{during}"
+            );
+            assert!(during.contains("10.88.0.0/16 via 10.77.0.2 dev d0 table 100"));
+            assert_eq!(during.matches("fwmark 0x1/0x1 lookup 100").count(), 2);
+        } else {
+            assert_eq!(during, before, "redirect touches no routing or sysctl");
+        }
+        if extra.is_some() {
+            assert!(during.contains("net.ipv4.ip_forward = 1"), "{during}");
+        }
+        ns.exec(&[remove, "--state-dir", state]).unwrap();
+        assert_eq!(
+            routing_snapshot(&ns),
+            before,
+            "{mode} {extra:?}: not as found"
+        );
+    }
+    // The record is acted on only in the shapes apply writes: a line that
+    // names any other sysctl (say, written by someone else) changes nothing.
+    let rp = |ns: &Netns| ns.output(&["sysctl", "-n", "net.ipv4.conf.all.rp_filter"]);
+    let rp_before = rp(&ns);
+    assert_ne!(rp_before.trim(), "2", "the record must try a change");
+    std::fs::write(
+        Path::new(state).join("installed"),
+        "sysctl net.ipv4.conf.all.rp_filter 2\n",
+    )
+    .unwrap();
+    ns.exec(&[remove, "--state-dir", state]).unwrap();
+    assert_eq!(rp(&ns), rp_before);
 }
 
 /// Every shipped script answers `--help` with its usage comment and
@@ -194,4 +336,22 @@ fn systemd_unit_verifies_and_is_sandboxed() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no exposure in: {text}"));
     assert!(exposure < 2.5, "exposure {exposure}: {text}");
+}
+
+/// `run --nftables` renders from the config's listeners, so a listener
+/// given only as a flag would never be captured: refused, naming the flags.
+#[test]
+fn run_with_nftables_refuses_listener_flags() {
+    let config = root().join("config.sample.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_misp-guard-gw"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .args(["--nftables", "redirect", "--redirect", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--nftables") && err.contains("gateway.listeners"),
+        "{err}"
+    );
 }

@@ -86,6 +86,10 @@ fn transparent(test: &str, mode: &str) {
             mode,
             "--rules",
             rules.to_str().unwrap(),
+            // Its record of the routing it added stays with the test, not
+            // in the host's /run (where an uninstall would act on it).
+            "--state-dir",
+            d.to_str().unwrap(),
         ],
         None,
     )

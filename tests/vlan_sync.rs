@@ -281,6 +281,9 @@ fn apply_shipped_rules(vlans: &Vlans, config: &Path, mode: &str) {
             apply.to_str().unwrap(),
             "--mode",
             mode,
+            // Its record goes with the test, not into the host's /run.
+            "--state-dir",
+            config.parent().unwrap().to_str().unwrap(),
         ],
         None,
     )

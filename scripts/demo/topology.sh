@@ -15,15 +15,20 @@
 #
 # The trunk's segments are 802.1Q VLAN sub-interfaces when the kernel has
 # 8021q; on kernels without it (some CI and container hosts) each segment is
-# a VXLAN (VNI 10, 20) over the same trunk link, with the same names. Either
-# way the router sees two sub-interfaces of one trunk, and nothing else of
-# the namespaces is connected to anything: no route leaves the topology.
+# a VXLAN (VNI 10, 20) with the same names, whose underlay lives in two
+# namespaces of its own (PREFIX-ulr, PREFIX-uls, joined by one link): the
+# VXLAN devices were created there and moved into router and switch, so
+# neither has an underlay address and no compartment host can reach the
+# underlay to inject frames into the other segment. Either way the router
+# sees two sub-interfaces, is the only path between the compartments, and
+# forwards (its own sysctls, set here: the gateway's scripts leave them as
+# found); nothing is connected to anything else: no route leaves it.
 #
 # Usage: topology.sh up PREFIX | down PREFIX    (root; iproute2)
 #   up prints the segment kind (8021q or vxlan) on stdout.
 set -euo pipefail
 
-usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; }
 case "${1:-}" in
     -h|--help) usage; exit 0 ;;
     up|down) ;;
@@ -34,10 +39,11 @@ prefix=${2:?topology.sh: PREFIX needed}
 [[ "$prefix" =~ ^[A-Za-z0-9_-]{1,40}$ ]] || { echo "topology.sh: bad PREFIX" >&2; exit 2; }
 
 rtr=$prefix-rtr sw=$prefix-sw sec=$prefix-secret res=$prefix-restricted
+ulr=$prefix-ulr uls=$prefix-uls
 
 if [[ "$action" == down ]]; then
     # Deleting a namespace removes its interfaces, rules and routes with it.
-    for ns in "$rtr" "$sw" "$sec" "$res"; do
+    for ns in "$rtr" "$sw" "$sec" "$res" "$ulr" "$uls"; do
         if [[ -e "/run/netns/$ns" ]]; then ip netns del "$ns"; fi
     done
     exit 0
@@ -65,16 +71,29 @@ if ip -n "$rtr" link add link eth0 name eth0.10 mtu 1500 type vlan id 10 2>/dev/
     done
 else
     kind=vxlan
-    # Point-to-point underlay on the trunk link (link-local, never routed).
-    ip -n "$rtr" addr add 169.254.231.1/30 dev eth0
-    ip -n "$sw" addr add 169.254.231.2/30 dev trunk0
+    # The underlay gets its own namespaces; the trunk veth is not used.
+    ip -n "$rtr" link del eth0
+    for ns in "$ulr" "$uls"; do
+        ip netns add "$ns"
+        ip -n "$ns" link set lo up
+    done
+    ip -n "$ulr" link add ul0 mtu 1600 type veth peer name ul1 netns "$uls" mtu 1600
+    ip -n "$ulr" addr add 169.254.231.1/30 dev ul0
+    ip -n "$uls" addr add 169.254.231.2/30 dev ul1
+    ip -n "$ulr" link set ul0 up
+    ip -n "$uls" link set ul1 up
     for vid in 10 20; do
-        ip -n "$rtr" link add "eth0.$vid" mtu 1500 type vxlan id "$vid" \
-            local 169.254.231.1 remote 169.254.231.2 dstport 4789 dev eth0
-        ip -n "$sw" link add "trunk0.$vid" mtu 1500 type vxlan id "$vid" \
-            local 169.254.231.2 remote 169.254.231.1 dstport 4789 dev trunk0
+        ip -n "$ulr" link add "eth0.$vid" mtu 1500 type vxlan id "$vid" \
+            local 169.254.231.1 remote 169.254.231.2 dstport 4789 dev ul0
+        ip -n "$uls" link add "trunk0.$vid" mtu 1500 type vxlan id "$vid" \
+            local 169.254.231.2 remote 169.254.231.1 dstport 4789 dev ul1
+        # Moved devices keep their UDP socket in the underlay namespace.
+        ip -n "$ulr" link set "eth0.$vid" netns "$rtr"
+        ip -n "$uls" link set "trunk0.$vid" netns "$sw"
     done
 fi
+# A router forwards: the router's own setting, not the gateway's.
+ip netns exec "$rtr" sysctl -q -w net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
 
 # The switch: one bridge per VLAN, joining the trunk's segment and the
 # access port of that compartment's MISP host.

@@ -65,14 +65,21 @@ enum Command {
         /// Do not verify upstream certificates (logged as a warning).
         #[arg(long)]
         insecure_upstream: bool,
+        /// Keep this mode's guard and capture tables loaded: applied at
+        /// start and on reload, restored when they disappear or change.
+        #[arg(long, value_enum, value_name = "MODE")]
+        nftables: Option<NftMode>,
     },
-    /// Print the nftables capture ruleset for the policy (sets rendered from
-    /// the instances, listener port, capture interfaces).
+    /// Print the nftables rules for the policy (guard and capture tables;
+    /// sets rendered from the instances, listener port, capture interfaces).
     Nft {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
         #[arg(long, value_enum, default_value = "redirect")]
         mode: NftMode,
+        /// Only the guard table (the include file for /etc/nftables.conf).
+        #[arg(long, conflicts_with = "mode")]
+        guard_only: bool,
     },
     /// Write a new gateway CA certificate and key (mode 0600) into DIR.
     Ca {
@@ -95,6 +102,15 @@ enum NftMode {
     Tproxy,
 }
 
+impl From<NftMode> for ListenMode {
+    fn from(m: NftMode) -> ListenMode {
+        match m {
+            NftMode::Redirect => ListenMode::Redirect,
+            NftMode::Tproxy => ListenMode::Tproxy,
+        }
+    }
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
@@ -114,6 +130,7 @@ pub fn main() -> ExitCode {
             ca_key,
             upstream_ca,
             insecure_upstream,
+            nftables,
         } => {
             let mut listeners = Vec::new();
             for (mode, addrs) in [
@@ -131,6 +148,12 @@ pub fn main() -> ExitCode {
                     }
                 }
             }
+            if nftables.is_some() && !listeners.is_empty() {
+                // The rules are rendered from the config's listeners (also
+                // on reload): a flag-only listener would not be captured.
+                eprintln!("error: --nftables takes the listeners from gateway.listeners; drop --explicit/--redirect/--tproxy");
+                return ExitCode::FAILURE;
+            }
             let opts = proxy::RunOptions {
                 listeners,
                 tls: proxy::TlsOverrides {
@@ -139,22 +162,27 @@ pub fn main() -> ExitCode {
                     upstream_ca,
                     insecure_upstream,
                 },
+                rules: nftables.map(|m| {
+                    std::sync::Arc::new(crate::deploy::runtime::RulesKeeper::new(m.into()))
+                }),
             };
             run_gateway(&config, opts)
         }
-        Command::Nft { config, mode } => {
-            let mode = match mode {
-                NftMode::Redirect => ListenMode::Redirect,
-                NftMode::Tproxy => ListenMode::Tproxy,
-            };
+        Command::Nft {
+            config,
+            mode,
+            guard_only,
+        } => {
             let label = config.file_name().map_or_else(
                 || config.display().to_string(),
                 |n| n.to_string_lossy().into_owned(),
             );
             match crate::config::load(&config)
                 .map_err(|e| e.to_string())
-                .and_then(|p| crate::deploy::nftables::render(&p, mode, &label))
-            {
+                .and_then(|p| match guard_only {
+                    true => Ok(crate::deploy::nftables::render_guard(&p, &label)),
+                    false => crate::deploy::nftables::render(&p, mode.into(), &label),
+                }) {
                 Ok(ruleset) => {
                     print!("{ruleset}");
                     ExitCode::SUCCESS

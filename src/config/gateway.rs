@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::schema::{RawGateway, RawTimeouts, RawTls};
 use super::CompileError;
 use crate::policy::{
-    GatewaySettings, InstanceGateway, ListenMode, Listener, Timeouts, TlsSettings,
+    GatewaySettings, InstanceGateway, ListenMode, Listener, Timeouts, TlsSettings, TproxyRouting,
 };
 
 pub fn compile(
@@ -24,6 +24,8 @@ pub fn compile(
         instances,
         transparent_source,
         capture_interfaces,
+        tproxy_mark,
+        tproxy_table,
         limits: _,
     } = raw;
     let mut out = Vec::new();
@@ -110,7 +112,10 @@ pub fn compile(
         }
     }
 
+    let tproxy = compile_tproxy(tproxy_mark, tproxy_table)?;
+
     Ok(GatewaySettings {
+        tproxy,
         capture_interfaces,
         listeners: out,
         tls: tls_settings,
@@ -118,6 +123,26 @@ pub fn compile(
         instances: per_instance,
         transparent_source,
     })
+}
+
+/// The TPROXY mark must have at least one bit (a zero mark matches every
+/// packet); the table must not be one of the kernel's own (0 unspec,
+/// 253 default, 254 main, 255 local): the gateway's routes would mix with
+/// the router's and removing them would touch what it does not own.
+fn compile_tproxy(mark: Option<u32>, table: Option<u32>) -> Result<TproxyRouting, CompileError> {
+    let d = TproxyRouting::default();
+    let mark = mark.unwrap_or(d.mark);
+    if mark == 0 {
+        return Err(("gateway.tproxy_mark".into(), "must not be 0".into()));
+    }
+    let table = table.unwrap_or(d.table);
+    if matches!(table, 0 | 253..=255) {
+        return Err((
+            "gateway.tproxy_table".into(),
+            format!("{table} is a reserved routing table (0, 253, 254, 255)"),
+        ));
+    }
+    Ok(TproxyRouting { mark, table })
 }
 
 fn both_or_neither(

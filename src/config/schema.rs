@@ -90,6 +90,12 @@ pub struct RawGateway {
     /// traffic the shipped nftables rules capture.
     #[serde(default)]
     pub capture_interfaces: Vec<String>,
+    /// Firewall mark (bits) the TPROXY rules set; default 0x1.
+    #[serde(default)]
+    pub tproxy_mark: Option<u32>,
+    /// Routing table the TPROXY mark looks up; default 100.
+    #[serde(default)]
+    pub tproxy_table: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

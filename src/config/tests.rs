@@ -278,3 +278,29 @@ fn gateway_section_errors_name_the_field() {
         "greater than 0",
     );
 }
+
+#[test]
+fn tproxy_routing_defaults_and_refusals_name_the_field() {
+    let p = load_str(BASE).unwrap();
+    assert_eq!(
+        (p.gateway.tproxy.mark, p.gateway.tproxy.table),
+        (0x1, 100),
+        "today's routing stays the default"
+    );
+    let mut v: serde_json::Value = serde_json::from_str(BASE).unwrap();
+    v["gateway"] = serde_json::json!({"tproxy_mark": 16, "tproxy_table": 4242});
+    let p = load_str(&v.to_string()).unwrap();
+    assert_eq!((p.gateway.tproxy.mark, p.gateway.tproxy.table), (16, 4242));
+    expect_err(
+        |v| v["gateway"] = serde_json::json!({"tproxy_mark": 0}),
+        "gateway.tproxy_mark",
+        "must not be 0",
+    );
+    for table in [0, 253, 254, 255] {
+        expect_err(
+            |v| v["gateway"] = serde_json::json!({"tproxy_table": table}),
+            "gateway.tproxy_table",
+            "reserved routing table",
+        );
+    }
+}

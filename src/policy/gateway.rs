@@ -101,4 +101,24 @@ pub struct GatewaySettings {
     pub transparent_source: bool,
     /// Interfaces whose MISP traffic nftables captures (`nft` subcommand).
     pub capture_interfaces: Vec<String>,
+    /// TPROXY policy routing owned by the gateway (`nft` subcommand and
+    /// `scripts/apply-nftables.sh`).
+    pub tproxy: TproxyRouting,
+}
+
+/// Mark set on TPROXY'd packets (matched with itself as mask, so other
+/// mark bits coexist) and the routing table that mark selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TproxyRouting {
+    pub mark: u32,
+    pub table: u32,
+}
+
+impl Default for TproxyRouting {
+    fn default() -> Self {
+        TproxyRouting {
+            mark: 0x1,
+            table: 100,
+        }
+    }
 }

@@ -10,7 +10,9 @@ use std::net::IpAddr;
 
 pub use caseless::CaselessSet;
 pub use endpoints::{Endpoint, EndpointTable, RequestBody, ResponseBody};
-pub use gateway::{GatewaySettings, InstanceGateway, ListenMode, Listener, Timeouts, TlsSettings};
+pub use gateway::{
+    GatewaySettings, InstanceGateway, ListenMode, Listener, Timeouts, TlsSettings, TproxyRouting,
+};
 
 use crate::config::formats::{AllowedUrl, Scheme};
 

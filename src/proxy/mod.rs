@@ -27,6 +27,8 @@ pub struct RunOptions {
     /// When non-empty, replaces the config's `gateway.listeners`.
     pub listeners: Vec<Listener>,
     pub tls: TlsOverrides,
+    /// `--nftables MODE`: the gateway keeps its nftables tables loaded.
+    pub rules: Option<Arc<crate::deploy::runtime::RulesKeeper>>,
 }
 
 /// The listeners to run for `policy`: the command line's when given (they
@@ -55,6 +57,11 @@ pub async fn run(config_path: &Path, policy: Policy, opts: RunOptions) -> Result
     let mut set = ListenerSet::default();
     let staged = set.stage(&wanted)?;
     let local = set.local_after(&staged);
+    // The tables are loaded once everything else of the start has worked:
+    // a refusal by nftables fails the start.
+    if let Some(rules) = &opts.rules {
+        rules.apply(&policy)?;
+    }
     let local_ips = net::local_ip_addresses().unwrap_or_default();
     let grace = policy.gateway.timeouts.shutdown_grace;
     let shared = Arc::new(Shared::new(
@@ -71,6 +78,9 @@ pub async fn run(config_path: &Path, policy: Policy, opts: RunOptions) -> Result
     };
     set.commit(staged, &ctx, || {}).await;
 
+    if let Some(rules) = opts.rules.clone() {
+        tokio::spawn(crate::deploy::runtime::watch(rules, ctx.shutdown.clone()));
+    }
     let notifier = Arc::new(notify::Notifier::from_env());
     let status = status_line(&shared.policy(), &set.listeners());
     tracing::info!(
@@ -181,11 +191,13 @@ pub async fn reload(
         // Binds the new listeners; dropping `staged` closes them again.
         let staged = set.stage(&wanted)?;
 
-        // 2. HOOK for the nftables rules (deploy): apply the capture/guard
-        //    rules rendered from `policy` here and `return Err(reason)` if
-        //    that fails: nothing has been committed yet, `staged` is dropped
-        //    and the running state stays whole. Keep it the last fallible
-        //    step before the commit point.
+        // 2. The nftables tables rendered from the new policy: the last
+        //    fallible step. On failure nothing has been committed, `staged`
+        //    is dropped and the running state (rules included: nft loads a
+        //    file atomically) stays whole.
+        if let Some(rules) = &opts.rules {
+            rules.apply(&policy)?;
+        }
 
         // 3. Commit point: nothing below can fail.
         let local = set.local_after(&staged);
