@@ -86,6 +86,7 @@ cat >"$WORK/config.json" <<EOF
   "misp_a": {"ip": "127.0.0.1", "host": "misp-a.realmisp.test", "port": 8086, "compartment_id": "c1", "affiliation": "", $rules},
   "misp_b": {"ip": "127.0.0.5", "host": "misp-b.realmisp.test", "port": 8085, "compartment_id": "c2", "affiliation": "", $rules}}}
 EOF
+: >"$WORK/gw.log"
 RUST_LOG=info "$GW_BIN" run --config "$WORK/config.json" --explicit 127.0.0.1:0 2>"$WORK/gw.log" &
 GW_PID=$!
 for _ in $(seq 100); do grep -q ' ready' "$WORK/gw.log" && break; sleep 0.1; done
