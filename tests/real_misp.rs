@@ -48,13 +48,21 @@ struct Ids {
     gc: String,
     gx: String,
     org: String,
-    /// The sharing group the policy blocks (one per test run).
+    /// The sharing group the policy blocks (one per test run): uuid and
+    /// MISP's local id for it.
     sg: String,
+    sg_id: String,
     now: u64,
 }
 
+/// The sharing group the policy blocks, made once per run on MISP.
+struct BlockedSg {
+    uuid: String,
+    local_id: String,
+}
+
 impl Ids {
-    fn fresh(sg: &str) -> Ids {
+    fn fresh(sg: &BlockedSg) -> Ids {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -73,7 +81,8 @@ impl Ids {
             gc: fresh_uuid(),
             gx: fresh_uuid(),
             org: fresh_uuid(),
-            sg: sg.to_string(),
+            sg: sg.uuid.clone(),
+            sg_id: sg.local_id.clone(),
             now,
         }
     }
@@ -152,6 +161,16 @@ fn note(uuid: &str, on: &str, on_type: &str, distribution: &str, i: &Ids) -> Val
            "language": "en", "distribution": distribution, "authors": "peer@example.test",
            "created": "2026-01-02 03:04:05", "modified": "2026-01-02 03:04:05",
            "org_uuid": i.org, "orgc_uuid": i.org, "Orgc": i.orgc(), "Org": i.orgc()})
+}
+
+fn opinion(uuid: &str, on: &str, on_type: &str, distribution: &str, i: &Ids) -> Value {
+    let mut o = note(uuid, on, on_type, distribution, i);
+    let m = o.as_object_mut().unwrap();
+    m.remove("note");
+    m.insert("note_type_name".into(), json!("Opinion"));
+    m.insert("opinion".into(), json!("75"));
+    m.insert("comment".into(), json!("mgw opinion"));
+    o
 }
 
 fn sharing_group(i: &Ids) -> Value {
@@ -697,6 +716,181 @@ fn cases() -> Vec<Case> {
             forbidden: |i| event_absent_and(i, &["tlp:red"]),
             gap: None,
         },
+        // ---- more carriers MISP reads ----
+        Case {
+            name: "tlp:red in the event's EventTag list",
+            seed: false,
+            path: push_add,
+            body: |i| event(i, json!({"EventTag": [{"Tag": {"name": "tlp:red"}}]})),
+            status: 403,
+            stored: nothing,
+            forbidden: |i| event_absent_and(i, &["tlp:red"]),
+            gap: None,
+        },
+        Case {
+            name: "tlp:red as a single Tag object instead of a list",
+            seed: false,
+            path: push_add,
+            body: |i| event(i, json!({"Tag": {"name": "tlp:red"}})),
+            status: 403,
+            stored: nothing,
+            forbidden: |i| event_absent_and(i, &["tlp:red"]),
+            gap: None,
+        },
+        Case {
+            name: "tlp:red in an attribute's AttributeTag list",
+            seed: false,
+            path: push_add,
+            body: |i| {
+                event(
+                    i,
+                    json!({"Attribute": [attribute(&i.a1, i, json!({"AttributeTag": [{"Tag": {"name": "tlp:red"}}]}))]}),
+                )
+            },
+            status: 403,
+            stored: nothing,
+            forbidden: |i| event_absent_and(i, &["tlp:red"]),
+            gap: None,
+        },
+        Case {
+            name: "distribution 0 as a JSON number",
+            seed: false,
+            path: push_add,
+            body: |i| {
+                event(
+                    i,
+                    json!({"Attribute": [attribute(&i.a1, i, json!({"distribution": 0}))]}),
+                )
+            },
+            status: 403,
+            stored: nothing,
+            forbidden: |i| event_absent_and(i, &[&i.a1]),
+            gap: None,
+        },
+        Case {
+            name: "Person-category attribute inside an allowed object",
+            seed: false,
+            path: push_add,
+            body: |i| {
+                let mut o = domain_ip_object(i, json!({}));
+                o["Attribute"][0]["category"] = json!("Person");
+                o["Attribute"][0]["type"] = json!("text");
+                o["Attribute"][0]["object_relation"] = json!("text");
+                event(i, json!({"Object": [o]}))
+            },
+            status: 403,
+            stored: nothing,
+            forbidden: |i| event_absent_and(i, &[&i.oa1]),
+            gap: None,
+        },
+        Case {
+            name: "distribution-0 opinion on the event",
+            seed: false,
+            path: push_add,
+            body: |i| event(i, json!({"Opinion": [opinion(&i.n1, &i.ev, "Event", "0", i)]})),
+            status: 403,
+            stored: nothing,
+            forbidden: |i| event_absent_and(i, &[&i.n1]),
+            gap: None,
+        },
+        Case {
+            name: "distribution-0 opinion in a pushed note",
+            seed: true,
+            path: push_analyst,
+            body: |i| {
+                let mut outer = note(&i.n1, &i.ev, "Event", "1", i);
+                outer["Opinion"] = json!([opinion(&i.n2, &i.n1, "Note", "0", i)]);
+                json!({"Note": outer})
+            },
+            status: 403,
+            stored: |i| vec![i.ev.clone()],
+            forbidden: |i| vec![i.n2.clone()],
+            gap: Some("the engine checks only the top level of a pushed note; MISP captures its children too"),
+        },
+        Case {
+            name: "event report shared with a blocked sharing group",
+            seed: false,
+            path: push_add,
+            body: |i| {
+                let mut r = report(i, "4");
+                r["SharingGroup"] = sharing_group(i);
+                event(i, json!({"EventReport": [r]}))
+            },
+            status: 403,
+            stored: nothing,
+            forbidden: |i| event_absent_and(i, &[&i.r1]),
+            gap: Some("the engine does not read an event report's SharingGroup"),
+        },
+        Case {
+            name: "note shared with a blocked sharing group",
+            seed: true,
+            path: push_analyst,
+            body: |i| {
+                let mut n = note(&i.n1, &i.ev, "Event", "4", i);
+                n["SharingGroup"] = sharing_group(i);
+                json!({"Note": n})
+            },
+            status: 403,
+            stored: |i| vec![i.ev.clone()],
+            forbidden: |i| vec![i.n1.clone()],
+            gap: Some("the engine does not read analyst data's SharingGroup"),
+        },
+        Case {
+            name: "galaxy cluster shared with a blocked sharing group",
+            seed: false,
+            path: push_cluster,
+            body: |i| cluster(i, json!({"distribution": "4", "SharingGroup": sharing_group(i)})),
+            status: 403,
+            stored: nothing,
+            forbidden: |i| vec![i.gc.clone()],
+            gap: Some("the engine does not read a galaxy cluster's SharingGroup"),
+        },
+        Case {
+            name: "attribute naming the blocked sharing group only by MISP's local id",
+            seed: false,
+            path: push_add,
+            body: |i| {
+                event(
+                    i,
+                    json!({"Attribute": [attribute(&i.a1, i, json!({"distribution": "4", "sharing_group_id": i.sg_id}))]}),
+                )
+            },
+            status: 403,
+            stored: nothing,
+            forbidden: |i| event_absent_and(i, &[&i.a1]),
+            gap: Some("a distribution-4 element with only sharing_group_id is not refused; MISP resolves the local id"),
+        },
+        Case {
+            name: "tlp:red tag on a galaxy cluster relation",
+            seed: false,
+            path: push_cluster,
+            body: |i| {
+                cluster(
+                    i,
+                    json!({"GalaxyClusterRelation": [{"galaxy_cluster_uuid": i.gc,
+                        "referenced_galaxy_cluster_uuid": i.gx, "referenced_galaxy_cluster_type": "related-to",
+                        "distribution": "1", "default": false, "Tag": [{"name": "tlp:red"}]}]}),
+                )
+            },
+            status: 403,
+            stored: nothing,
+            forbidden: |i| vec![i.gc.clone(), "tlp:red".into()],
+            gap: Some("the engine does not read the tags of galaxy cluster relations"),
+        },
+        Case {
+            name: "proposal without category gets its type's default (Person)",
+            seed: true,
+            path: push_proposals,
+            body: |i| {
+                let mut p = proposal(i, json!({"type": "first-name", "value": "Mallory"}));
+                p[0].as_object_mut().unwrap().remove("category");
+                p
+            },
+            status: 403,
+            stored: |i| vec![i.ev.clone()],
+            forbidden: |i| vec![i.p1.clone()],
+            gap: None,
+        },
     ]
 }
 
@@ -734,8 +928,19 @@ async fn seed(misp: &RealMisp, i: &Ids) -> Result<(), String> {
     Ok(())
 }
 
+/// The start of an answer body, on one line.
+fn excerpt(body: &[u8]) -> String {
+    String::from_utf8_lossy(body)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(200)
+        .collect()
+}
+
 /// The attack sent straight to MISP: every forbidden marker must be stored.
-async fn control(misp: &RealMisp, case: &Case, sg: &str) -> Result<(), String> {
+async fn control(misp: &RealMisp, case: &Case, sg: &BlockedSg) -> Result<(), String> {
     let i = Ids::fresh(sg);
     if case.seed {
         seed(misp, &i).await?;
@@ -754,10 +959,7 @@ async fn control(misp: &RealMisp, case: &Case, sg: &str) -> Result<(), String> {
         Err(format!(
             "control: MISP (HTTP {}) did not store {missing:?}, so this attack proves nothing: {}",
             a.status,
-            String::from_utf8_lossy(&a.body)
-                .chars()
-                .take(300)
-                .collect::<String>()
+            excerpt(&a.body)
         ))
     }
 }
@@ -767,7 +969,7 @@ async fn through_gateway(
     misp: &RealMisp,
     proxy: SocketAddr,
     case: &Case,
-    sg: &str,
+    sg: &BlockedSg,
 ) -> Result<(), String> {
     let i = Ids::fresh(sg);
     if case.seed {
@@ -790,10 +992,7 @@ async fn through_gateway(
             "gateway answered {} (expected {}): {}",
             a.status,
             case.status,
-            String::from_utf8_lossy(&a.body)
-                .chars()
-                .take(300)
-                .collect::<String>()
+            excerpt(&a.body)
         ));
     }
     let missing: Vec<String> = (case.stored)(&i)
@@ -815,6 +1014,36 @@ async fn through_gateway(
     } else {
         Err(wrong.join("; "))
     }
+}
+
+/// Makes the run's blocked sharing group on MISP (an event shared with it,
+/// sent directly) so that cases can name it by MISP's local id too.
+async fn blocked_sharing_group(misp: &RealMisp) -> BlockedSg {
+    let uuid = fresh_uuid();
+    let i = Ids::fresh(&BlockedSg {
+        uuid: uuid.clone(),
+        local_id: String::new(),
+    });
+    let body = event(
+        &i,
+        json!({"distribution": "4", "SharingGroup": sharing_group(&i)}),
+    );
+    let a = misp
+        .direct("POST", "/events/add/metadata:1", Some(&body))
+        .await
+        .expect("creating the blocked sharing group");
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let view = misp
+        .read(&format!("/sharing_groups/view/{uuid}.json"))
+        .await
+        .expect("reading the sharing group")
+        .expect("MISP did not store the sharing group");
+    let local_id = view["SharingGroup"]["id"]
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| view["SharingGroup"]["id"].as_u64().map(|n| n.to_string()))
+        .expect("sharing group id");
+    BlockedSg { uuid, local_id }
 }
 
 fn gateway_config(dir: &std::path::Path, misp: &RealMisp, sg: &str) -> std::path::PathBuf {
@@ -853,8 +1082,8 @@ async fn real_misp_stores_only_what_the_policy_allows() {
     };
     let started = Instant::now();
     let dir = TempDir::new("realmisp");
-    let sg = fresh_uuid();
-    let cfg = gateway_config(&dir.0, &misp, &sg);
+    let sg = blocked_sharing_group(&misp).await;
+    let cfg = gateway_config(&dir.0, &misp, &sg.uuid);
     let proxy: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
         .parse()
         .unwrap();
