@@ -95,13 +95,20 @@ impl Ids {
 /// One row: a request through the gateway and what MISP must hold after.
 struct Case {
     name: &'static str,
-    /// An allowed event posted straight to MISP first (`seed_event`): what
-    /// the case edits, sights, annotates or proposes to.
+    /// An event posted straight to MISP first (`seed_event`, tagged
+    /// `seed_tags`): what the case edits, sights, annotates, proposes to
+    /// or pulls.
     seed: bool,
+    seed_tags: &'static [&'static str],
+    /// POST with `body`, or GET.
+    method: &'static str,
     path: fn(&Ids) -> String,
     body: fn(&Ids) -> Value,
     /// The gateway's expected answer.
     status: u16,
+    /// Must not appear in the gateway's answer (data flowing back); for an
+    /// attack, MISP's own answer to the control must hold every one.
+    answer_forbidden: fn(&Ids) -> Vec<String>,
     /// Must appear in MISP's read-back (uuids, tag names).
     stored: fn(&Ids) -> Vec<String>,
     /// Must not appear in MISP's read-back; for an attack, the control run
@@ -115,6 +122,29 @@ impl Case {
     fn is_attack(&self) -> bool {
         self.status != 200
     }
+
+    fn request_body(&self, i: &Ids) -> Option<Value> {
+        (self.method != "GET").then(|| (self.body)(i))
+    }
+}
+
+/// The defaults a row leaves out (`..BASE`).
+const BASE: Case = Case {
+    name: "",
+    seed: false,
+    seed_tags: &["tlp:green"],
+    method: "POST",
+    path: push_add,
+    body: no_body,
+    status: 200,
+    answer_forbidden: nothing,
+    stored: nothing,
+    forbidden: nothing,
+    gap: None,
+};
+
+fn no_body(_: &Ids) -> Value {
+    Value::Null
 }
 
 // ---- body builders (shapes as MISP 2.5's sync sends them) ----
@@ -205,8 +235,8 @@ fn edit(i: &Ids, extra: Value, a2_extra: Value) -> Value {
     e
 }
 
-fn seed_event(i: &Ids) -> Value {
-    let mut e = event(i, json!({}));
+fn seed_event(i: &Ids, tags: &[&str]) -> Value {
+    let mut e = event(i, json!({"Tag": self::tags(tags)}));
     e["Event"]["timestamp"] = json!((i.now - 100).to_string());
     e["Event"]["Attribute"][0]["timestamp"] = json!((i.now - 100).to_string());
     e
@@ -320,6 +350,7 @@ fn cases() -> Vec<Case> {
             },
             forbidden: nothing,
             gap: None,
+            ..BASE
         },
         Case {
             name: "allowed sync edit adds an attribute",
@@ -330,6 +361,7 @@ fn cases() -> Vec<Case> {
             stored: |i| vec![i.ev.clone(), i.a1.clone(), i.a2.clone()],
             forbidden: nothing,
             gap: None,
+            ..BASE
         },
         Case {
             name: "allowed plain edit adds an attribute",
@@ -340,6 +372,7 @@ fn cases() -> Vec<Case> {
             stored: |i| vec![i.ev.clone(), i.a2.clone()],
             forbidden: nothing,
             gap: None,
+            ..BASE
         },
         Case {
             name: "allowed galaxy cluster push",
@@ -350,6 +383,7 @@ fn cases() -> Vec<Case> {
             stored: |i| vec![i.gc.clone(), i.gx.clone()],
             forbidden: nothing,
             gap: None,
+            ..BASE
         },
         Case {
             name: "allowed analyst data push",
@@ -360,6 +394,7 @@ fn cases() -> Vec<Case> {
             stored: |i| vec![i.n1.clone()],
             forbidden: nothing,
             gap: None,
+            ..BASE
         },
         Case {
             name: "allowed sightings push",
@@ -370,6 +405,7 @@ fn cases() -> Vec<Case> {
             stored: |i| vec![i.s1.clone()],
             forbidden: nothing,
             gap: None,
+            ..BASE
         },
         Case {
             name: "allowed proposal push",
@@ -380,6 +416,7 @@ fn cases() -> Vec<Case> {
             stored: |i| vec![i.p1.clone()],
             forbidden: nothing,
             gap: None,
+            ..BASE
         },
         // ---- tlp:red in each carrier ----
         Case {
@@ -391,6 +428,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| event_absent_and(i, &["tlp:red"]),
             gap: None,
+            ..BASE
         },
         Case {
             name: "tlp:red attribute tag",
@@ -406,6 +444,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| event_absent_and(i, &["tlp:red"]),
             gap: None,
+            ..BASE
         },
         Case {
             name: "tlp:red object attribute tag",
@@ -420,6 +459,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| event_absent_and(i, &["tlp:red"]),
             gap: None,
+            ..BASE
         },
         Case {
             name: "TLP:RED event tag (MISP matches tag names case-insensitively)",
@@ -430,6 +470,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| event_absent_and(i, &["tlp:red"]),
             gap: None,
+            ..BASE
         },
         Case {
             name: "tlp:red with a trailing space (MISP ignores trailing spaces)",
@@ -440,6 +481,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| event_absent_and(i, &["tlp:red"]),
             gap: None,
+            ..BASE
         },
         Case {
             name: "tlp:red tag added by a sync edit",
@@ -450,6 +492,7 @@ fn cases() -> Vec<Case> {
             stored: |i| vec![i.ev.clone()],
             forbidden: |i| vec![i.a2.clone(), "tlp:red".into()],
             gap: None,
+            ..BASE
         },
         // ---- distribution 0 in each carrier ----
         Case {
@@ -461,6 +504,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| event_absent_and(i, &[]),
             gap: None,
+            ..BASE
         },
         Case {
             name: "distribution-0 attribute",
@@ -476,6 +520,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| event_absent_and(i, &[&i.a1]),
             gap: None,
+            ..BASE
         },
         Case {
             name: "distribution-0 attribute added by a sync edit",
@@ -486,6 +531,7 @@ fn cases() -> Vec<Case> {
             stored: |i| vec![i.ev.clone()],
             forbidden: |i| vec![i.a2.clone()],
             gap: None,
+            ..BASE
         },
         Case {
             name: "distribution-0 object",
@@ -496,6 +542,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| event_absent_and(i, &[&i.o1]),
             gap: None,
+            ..BASE
         },
         Case {
             name: "distribution-0 event report",
@@ -506,6 +553,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| event_absent_and(i, &[&i.r1]),
             gap: None,
+            ..BASE
         },
         Case {
             name: "distribution-0 note on the event",
@@ -516,6 +564,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| event_absent_and(i, &[&i.n1]),
             gap: None,
+            ..BASE
         },
         Case {
             name: "distribution-0 note on an attribute",
@@ -531,6 +580,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| event_absent_and(i, &[&i.n1]),
             gap: None,
+            ..BASE
         },
         Case {
             name: "distribution-0 standalone analyst data push",
@@ -541,6 +591,7 @@ fn cases() -> Vec<Case> {
             stored: |i| vec![i.ev.clone()],
             forbidden: |i| vec![i.n1.clone()],
             gap: None,
+            ..BASE
         },
         Case {
             // MISP captures every level of a standalone push (children first).
@@ -558,6 +609,7 @@ fn cases() -> Vec<Case> {
             stored: |i| vec![i.ev.clone()],
             forbidden: |i| vec![i.n2.clone()],
             gap: Some("the engine checks only the top level of a pushed note; MISP captures its children too"),
+            ..BASE
         },
         Case {
             name: "distribution-0 galaxy cluster",
@@ -568,6 +620,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| vec![i.gc.clone()],
             gap: None,
+            ..BASE
         },
         // ---- blocked sharing group ----
         Case {
@@ -584,6 +637,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| event_absent_and(i, &[]),
             gap: None,
+            ..BASE
         },
         Case {
             name: "attribute shared with a blocked sharing group",
@@ -599,6 +653,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| event_absent_and(i, &[&i.a1]),
             gap: None,
+            ..BASE
         },
         // ---- blocked object type, category, attribute type ----
         Case {
@@ -610,6 +665,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| event_absent_and(i, &[&i.o1]),
             gap: None,
+            ..BASE
         },
         Case {
             name: "Person-category attribute",
@@ -625,6 +681,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| event_absent_and(i, &[&i.a1]),
             gap: None,
+            ..BASE
         },
         Case {
             name: "passport-number attribute",
@@ -640,6 +697,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| event_absent_and(i, &[&i.a1]),
             gap: None,
+            ..BASE
         },
         Case {
             name: "Person-category proposal",
@@ -655,6 +713,7 @@ fn cases() -> Vec<Case> {
             stored: |i| vec![i.ev.clone()],
             forbidden: |i| vec![i.p1.clone()],
             gap: None,
+            ..BASE
         },
         // ---- shapes MISP reads differently from the engine ----
         Case {
@@ -670,6 +729,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| event_absent_and(i, &[&i.a1]),
             gap: None,
+            ..BASE
         },
         Case {
             name: "person object wrapped in its own Object member",
@@ -680,6 +740,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| event_absent_and(i, &[&i.o1]),
             gap: None,
+            ..BASE
         },
         Case {
             name: "distribution-0 report wrapped in its own EventReport member",
@@ -690,6 +751,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| event_absent_and(i, &[&i.r1]),
             gap: None,
+            ..BASE
         },
         Case {
             name: "distribution-0 note wrapped in its own Note member",
@@ -705,6 +767,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| event_absent_and(i, &[&i.n1]),
             gap: None,
+            ..BASE
         },
         Case {
             name: "tlp:red event inside a response wrapper",
@@ -715,6 +778,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| event_absent_and(i, &["tlp:red"]),
             gap: None,
+            ..BASE
         },
         // ---- more carriers MISP reads ----
         Case {
@@ -726,6 +790,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| event_absent_and(i, &["tlp:red"]),
             gap: None,
+            ..BASE
         },
         Case {
             name: "tlp:red as a single Tag object instead of a list",
@@ -736,6 +801,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| event_absent_and(i, &["tlp:red"]),
             gap: None,
+            ..BASE
         },
         Case {
             name: "tlp:red in an attribute's AttributeTag list",
@@ -751,6 +817,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| event_absent_and(i, &["tlp:red"]),
             gap: None,
+            ..BASE
         },
         Case {
             name: "distribution 0 as a JSON number",
@@ -766,6 +833,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| event_absent_and(i, &[&i.a1]),
             gap: None,
+            ..BASE
         },
         Case {
             name: "Person-category attribute inside an allowed object",
@@ -782,6 +850,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| event_absent_and(i, &[&i.oa1]),
             gap: None,
+            ..BASE
         },
         Case {
             name: "distribution-0 opinion on the event",
@@ -792,6 +861,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| event_absent_and(i, &[&i.n1]),
             gap: None,
+            ..BASE
         },
         Case {
             name: "distribution-0 opinion in a pushed note",
@@ -806,6 +876,7 @@ fn cases() -> Vec<Case> {
             stored: |i| vec![i.ev.clone()],
             forbidden: |i| vec![i.n2.clone()],
             gap: Some("the engine checks only the top level of a pushed note; MISP captures its children too"),
+            ..BASE
         },
         Case {
             name: "event report shared with a blocked sharing group",
@@ -820,6 +891,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| event_absent_and(i, &[&i.r1]),
             gap: Some("the engine does not read an event report's SharingGroup"),
+            ..BASE
         },
         Case {
             name: "note shared with a blocked sharing group",
@@ -834,6 +906,7 @@ fn cases() -> Vec<Case> {
             stored: |i| vec![i.ev.clone()],
             forbidden: |i| vec![i.n1.clone()],
             gap: Some("the engine does not read analyst data's SharingGroup"),
+            ..BASE
         },
         Case {
             name: "galaxy cluster shared with a blocked sharing group",
@@ -844,6 +917,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| vec![i.gc.clone()],
             gap: Some("the engine does not read a galaxy cluster's SharingGroup"),
+            ..BASE
         },
         Case {
             name: "attribute naming the blocked sharing group only by MISP's local id",
@@ -859,6 +933,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| event_absent_and(i, &[&i.a1]),
             gap: Some("a distribution-4 element with only sharing_group_id is not refused; MISP resolves the local id"),
+            ..BASE
         },
         Case {
             name: "tlp:red tag on a galaxy cluster relation",
@@ -876,6 +951,7 @@ fn cases() -> Vec<Case> {
             stored: nothing,
             forbidden: |i| vec![i.gc.clone(), "tlp:red".into()],
             gap: Some("the engine does not read the tags of galaxy cluster relations"),
+            ..BASE
         },
         Case {
             name: "proposal without category gets its type's default (Person)",
@@ -890,6 +966,50 @@ fn cases() -> Vec<Case> {
             stored: |i| vec![i.ev.clone()],
             forbidden: |i| vec![i.p1.clone()],
             gap: None,
+            ..BASE
+        },
+        // ---- data flowing back: pulls and the answers to pushes ----
+        Case {
+            name: "allowed pull of an event",
+            seed: true,
+            method: "GET",
+            path: |i| format!("/events/view/{}", i.ev),
+            status: 200,
+            stored: |i| vec![i.ev.clone()],
+            ..BASE
+        },
+        Case {
+            name: "pull of a tlp:red event",
+            seed: true,
+            seed_tags: &["tlp:green", "tlp:red"],
+            method: "GET",
+            path: |i| format!("/events/view/{}", i.ev),
+            status: 403,
+            answer_forbidden: |_| vec!["tlp:red".into()],
+            ..BASE
+        },
+        Case {
+            // MISP stores the edit, then answers with the whole stored event.
+            name: "answer to a plain edit carries the stored tlp:red tag",
+            seed: true,
+            seed_tags: &["tlp:green", "tlp:red"],
+            path: plain_edit,
+            body: |i| edit(i, json!({}), json!({})),
+            status: 403,
+            answer_forbidden: |_| vec!["tlp:red".into()],
+            gap: Some("answers to events/edit are not inspected (issue 14 item 3)"),
+            ..BASE
+        },
+        Case {
+            name: "answer to a sync edit carries the stored tlp:red tag",
+            seed: true,
+            seed_tags: &["tlp:green", "tlp:red"],
+            path: push_edit,
+            body: |i| edit(i, json!({}), json!({})),
+            status: 403,
+            answer_forbidden: |_| vec!["tlp:red".into()],
+            gap: Some("answers to events/edit are not inspected (issue 14 item 3)"),
+            ..BASE
         },
     ]
 }
@@ -913,9 +1033,9 @@ async fn stored_text(misp: &RealMisp, i: &Ids) -> Result<String, String> {
     Ok(text.join("\n"))
 }
 
-async fn seed(misp: &RealMisp, i: &Ids) -> Result<(), String> {
+async fn seed(misp: &RealMisp, i: &Ids, tags: &[&str]) -> Result<(), String> {
     let a = misp
-        .direct("POST", "/events/add/metadata:1", Some(&seed_event(i)))
+        .direct("POST", "/events/add/metadata:1", Some(&seed_event(i, tags)))
         .await?;
     if a.status != 200 {
         return Err(format!(
@@ -943,21 +1063,29 @@ fn excerpt(body: &[u8]) -> String {
 async fn control(misp: &RealMisp, case: &Case, sg: &BlockedSg) -> Result<(), String> {
     let i = Ids::fresh(sg);
     if case.seed {
-        seed(misp, &i).await?;
+        seed(misp, &i, case.seed_tags).await?;
     }
+    let body = case.request_body(&i);
     let a = misp
-        .direct("POST", &(case.path)(&i), Some(&(case.body)(&i)))
+        .direct(case.method, &(case.path)(&i), body.as_ref())
         .await?;
     let text = stored_text(misp, &i).await?;
-    let missing: Vec<String> = (case.forbidden)(&i)
+    let mut missing: Vec<String> = (case.forbidden)(&i)
         .into_iter()
         .filter(|m| !text.contains(&m.to_lowercase()))
         .collect();
+    let answer = String::from_utf8_lossy(&a.body).to_lowercase();
+    missing.extend(
+        (case.answer_forbidden)(&i)
+            .into_iter()
+            .filter(|m| !answer.contains(&m.to_lowercase()))
+            .map(|m| format!("{m} (in its answer)")),
+    );
     if missing.is_empty() {
         Ok(())
     } else {
         Err(format!(
-            "control: MISP (HTTP {}) did not store {missing:?}, so this attack proves nothing: {}",
+            "control: MISP (HTTP {}) did not store or answer {missing:?}, so this attack proves nothing: {}",
             a.status,
             excerpt(&a.body)
         ))
@@ -973,17 +1101,12 @@ async fn through_gateway(
 ) -> Result<(), String> {
     let i = Ids::fresh(sg);
     if case.seed {
-        seed(misp, &i).await?;
+        seed(misp, &i, case.seed_tags).await?;
     }
     let client: IpAddr = CLIENT_IP.parse().unwrap();
+    let body = case.request_body(&i);
     let a = misp
-        .via_gateway(
-            proxy,
-            client,
-            "POST",
-            &(case.path)(&i),
-            Some(&(case.body)(&i)),
-        )
+        .via_gateway(proxy, client, case.method, &(case.path)(&i), body.as_ref())
         .await?;
     let text = stored_text(misp, &i).await?;
     let mut wrong = Vec::new();
@@ -1008,6 +1131,16 @@ async fn through_gateway(
         .collect();
     if !leaked.is_empty() {
         wrong.push(format!("MISP stored forbidden {leaked:?}"));
+    }
+    let answer = String::from_utf8_lossy(&a.body).to_lowercase();
+    let answered: Vec<String> = (case.answer_forbidden)(&i)
+        .into_iter()
+        .filter(|m| answer.contains(&m.to_lowercase()))
+        .collect();
+    if !answered.is_empty() {
+        wrong.push(format!(
+            "the gateway's answer carried forbidden {answered:?}"
+        ));
     }
     if wrong.is_empty() {
         Ok(())
