@@ -21,6 +21,7 @@
 mod support;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{json, Value};
@@ -29,6 +30,8 @@ use support::*;
 
 /// The test client's address: the policy's source instance.
 const CLIENT_IP: &str = "127.0.0.7";
+/// Cases in flight at once.
+const PARALLEL_CASES: usize = 3;
 /// The person object template of misp-objects (the kit loads all of them).
 const PERSON_TEMPLATE: &str = "a15b0477-e9d1-4b9c-9546-abe78a4f4248";
 const DOMAIN_IP_TEMPLATE: &str = "43b3b146-77eb-4931-b4cc-b66c60f28734";
@@ -1231,18 +1234,38 @@ async fn real_misp_stores_only_what_the_policy_allows() {
         dir.0.join("gw.log"),
     );
 
+    // Cases are independent (fresh uuids), so a few run at once; MISP's
+    // php-fpm pool serves several requests in parallel.
+    let all = Arc::new(cases());
+    let (misp, sg) = (Arc::new(misp), Arc::new(sg));
+    let limit = Arc::new(tokio::sync::Semaphore::new(PARALLEL_CASES));
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..all.len() {
+        let (all, misp, sg, limit) = (all.clone(), misp.clone(), sg.clone(), limit.clone());
+        tasks.spawn(async move {
+            let _slot = limit.acquire().await.unwrap();
+            let case = &all[n];
+            let control = if case.is_attack() {
+                control(&misp, case, &sg).await
+            } else {
+                Ok(())
+            };
+            let outcome = match control {
+                Err(e) => Err(e),
+                Ok(()) => through_gateway(&misp, proxy, case, &sg).await,
+            };
+            (n, outcome)
+        });
+    }
+    let mut outcomes: Vec<Option<Result<(), String>>> = vec![None; all.len()];
+    while let Some(done) = tasks.join_next().await {
+        let (n, outcome) = done.expect("case task panicked");
+        outcomes[n] = Some(outcome);
+    }
+
     let (mut failed, mut gaps_fixed, mut gaps) = (Vec::new(), Vec::new(), Vec::new());
-    let all = cases();
-    for case in &all {
-        let control = if case.is_attack() {
-            control(&misp, case, &sg).await
-        } else {
-            Ok(())
-        };
-        let outcome = match control {
-            Err(e) => Err(e),
-            Ok(()) => through_gateway(&misp, proxy, case, &sg).await,
-        };
+    for (case, outcome) in all.iter().zip(outcomes) {
+        let outcome = outcome.expect("every case ran");
         let line = match (&outcome, case.gap) {
             (Ok(()), None) => format!("pass      {}", case.name),
             (Err(e), None) => {
