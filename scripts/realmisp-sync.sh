@@ -5,7 +5,8 @@
 # an allowed event, a tlp:red event the gateway refuses, then two allowed
 # events, a sighting on the third and a note on the fourth. Afterwards it
 # reads what B stored and prints one line:
-#   realmisp-sync: OK|INCOMPLETE|LEAK  before=stored refused=absent after=... (n s)
+#   realmisp-sync: OK|INCOMPLETE|LEAK before=stored refused=absent after1=...
+#     after2=... sighting=... note=... gateway-blocks=N push=Ns total=Ns [push-error="..."]
 # Exit 1 when an allowed event after the refused one is missing on B (MISP
 # stopped its push at the refusal), 2 when the tlp:red event reached B.
 #
@@ -29,7 +30,7 @@
 set -euo pipefail
 
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
 fi
 
@@ -63,7 +64,7 @@ cake_a() { runuser -u www-data -- "$A_BASE/src/MISP/app/Console/cake" "$@"; }
 # ---- the gateway: A's client address (127.0.0.1, where A's curl comes
 # from) in compartment c1, B in c2; tlp:red and distribution 0 blocked.
 GW_BIN=${GW_BIN:-target/debug/misp-guard-gw}
-[[ -x "$GW_BIN" ]] || cargo build --quiet --bin misp-guard-gw
+[[ -x "$GW_BIN" ]] || cargo build --quiet --locked --bin misp-guard-gw
 WORK=$(mktemp -d /tmp/mgw-realmisp-sync.XXXXXX)
 GW_PID="" SERVER_ID=""
 cleanup() {
