@@ -7,9 +7,10 @@
 //! plain HTTP). Each case then reads back, directly from MISP, what MISP
 //! stored: everything for allowed pushes, nothing forbidden for refused ones.
 //!
-//! Every attack is first sent straight to MISP (the "control") with its own
-//! fresh uuids, and what the case calls forbidden must then be stored: this
-//! proves the body is one MISP really imports, so the gateway case can fail.
+//! Every case is first sent straight to MISP (the "control") with its own
+//! fresh uuids, and what the case expects stored and what it calls
+//! forbidden must then all be stored (or answered): this proves the body is
+//! one MISP really imports, so the gateway case can fail.
 //!
 //! The cases are one table (`cases()`); an audit row is added there. A case
 //! marked `gap` is a known hole in the engine: it must still fail (the
@@ -109,23 +110,19 @@ struct Case {
     body: fn(&Ids) -> Value,
     /// The gateway's expected answer.
     status: u16,
-    /// Must not appear in the gateway's answer (data flowing back); for an
-    /// attack, MISP's own answer to the control must hold every one.
+    /// Must not appear in the gateway's answer (data flowing back); MISP's
+    /// own answer to the control must hold every one.
     answer_forbidden: fn(&Ids) -> Vec<String>,
     /// Must appear in MISP's read-back (uuids, tag names).
     stored: fn(&Ids) -> Vec<String>,
-    /// Must not appear in MISP's read-back; for an attack, the control run
-    /// straight to MISP must store every one of them.
+    /// Must not appear in MISP's read-back; the control run straight to
+    /// MISP must store every one of them (and everything in `stored`).
     forbidden: fn(&Ids) -> Vec<String>,
     /// A known engine gap: why this case fails today.
     gap: Option<&'static str>,
 }
 
 impl Case {
-    fn is_attack(&self) -> bool {
-        self.status != 200
-    }
-
     fn request_body(&self, i: &Ids) -> Option<Value> {
         (self.method != "GET").then(|| (self.body)(i))
     }
@@ -1014,6 +1011,47 @@ fn cases() -> Vec<Case> {
             gap: Some("answers to events/edit are not inspected (issue 14 item 3)"),
             ..BASE
         },
+        // ---- shapes MISP's own sync sends (must not be refused) ----
+        Case {
+            // MISP leaves out an object's Attribute list when none of its
+            // attributes is visible to the sync user.
+            name: "allowed object without an Attribute key",
+            path: push_add,
+            body: |i| {
+                let mut o = domain_ip_object(i, json!({}));
+                o.as_object_mut().unwrap().remove("Attribute");
+                event(i, json!({"Object": [o]}))
+            },
+            status: 200,
+            // MISP drops an object without attributes; the event stays.
+            stored: |i| vec![i.ev.clone(), i.a1.clone()],
+            gap: Some("false block: the engine requires an object's Attribute list"),
+            ..BASE
+        },
+        Case {
+            // As ServerSyncTool pushes it: related_object is the Object as
+            // MISP serialises it, here without an Attribute list.
+            name: "allowed relationship from an attribute to an object",
+            seed: true,
+            path: push_analyst,
+            body: |i| {
+                let mut r = note(&i.n1, &i.a1, "Attribute", "1", i);
+                let m = r.as_object_mut().unwrap();
+                m.remove("note");
+                m.insert("note_type_name".into(), json!("Relationship"));
+                m.insert("relationship_type".into(), json!("related-to"));
+                m.insert("related_object_uuid".into(), json!(i.o1));
+                m.insert("related_object_type".into(), json!("Object"));
+                let mut o = domain_ip_object(i, json!({}));
+                o.as_object_mut().unwrap().remove("Attribute");
+                m.insert("related_object".into(), json!({"Object": o}));
+                json!({"Relationship": r})
+            },
+            status: 200,
+            stored: |i| vec![i.n1.clone()],
+            gap: Some("false block: the engine requires related_object's Attribute list"),
+            ..BASE
+        },
     ]
 }
 
@@ -1022,12 +1060,11 @@ fn cases() -> Vec<Case> {
 /// What MISP holds about the case's objects, as one lower-cased text: the
 /// event, the galaxy cluster and the standalone notes, read directly.
 async fn stored_text(misp: &RealMisp, i: &Ids) -> Result<String, String> {
-    let mut parts = vec![
-        misp.event(&i.ev).await?,
-        misp.cluster(&i.gc).await?,
-        misp.analyst_data("Note", &i.n1).await?,
-        misp.analyst_data("Note", &i.n2).await?,
-    ];
+    let mut parts = vec![misp.event(&i.ev).await?, misp.cluster(&i.gc).await?];
+    for kind in ["Note", "Opinion", "Relationship"] {
+        parts.push(misp.analyst_data(kind, &i.n1).await?);
+        parts.push(misp.analyst_data(kind, &i.n2).await?);
+    }
     let text: Vec<String> = parts
         .drain(..)
         .flatten()
@@ -1062,7 +1099,8 @@ fn excerpt(body: &[u8]) -> String {
         .collect()
 }
 
-/// The attack sent straight to MISP: every forbidden marker must be stored.
+/// The case sent straight to MISP: what it must store and what it must not
+/// (and what its answer must not carry) are all there, so the case can fail.
 async fn control(misp: &RealMisp, case: &Case, sg: &BlockedSg) -> Result<(), String> {
     let i = Ids::fresh(sg);
     if case.seed {
@@ -1073,8 +1111,9 @@ async fn control(misp: &RealMisp, case: &Case, sg: &BlockedSg) -> Result<(), Str
         .direct(case.method, &(case.path)(&i), body.as_ref())
         .await?;
     let text = stored_text(misp, &i).await?;
-    let mut missing: Vec<String> = (case.forbidden)(&i)
+    let mut missing: Vec<String> = (case.stored)(&i)
         .into_iter()
+        .chain((case.forbidden)(&i))
         .filter(|m| !text.contains(&m.to_lowercase()))
         .collect();
     let answer = String::from_utf8_lossy(&a.body).to_lowercase();
@@ -1088,7 +1127,7 @@ async fn control(misp: &RealMisp, case: &Case, sg: &BlockedSg) -> Result<(), Str
         Ok(())
     } else {
         Err(format!(
-            "control: MISP (HTTP {}) did not store or answer {missing:?}, so this attack proves nothing: {}",
+            "control: MISP (HTTP {}) did not store or answer {missing:?}, so this case proves nothing: {}",
             a.status,
             excerpt(&a.body)
         ))
@@ -1245,11 +1284,7 @@ async fn real_misp_stores_only_what_the_policy_allows() {
         tasks.spawn(async move {
             let _slot = limit.acquire().await.unwrap();
             let case = &all[n];
-            let control = if case.is_attack() {
-                control(&misp, case, &sg).await
-            } else {
-                Ok(())
-            };
+            let control = control(&misp, case, &sg).await;
             let outcome = match control {
                 Err(e) => Err(e),
                 Ok(()) => through_gateway(&misp, proxy, case, &sg).await,
