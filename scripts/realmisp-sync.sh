@@ -4,15 +4,18 @@
 # through the gateway's explicit listener (A's Proxy.host/Proxy.port). On A:
 # an allowed event, a tlp:red event the gateway refuses, then two allowed
 # events, a sighting on the third and a note on the fourth. Afterwards it
-# reads what B stored and prints one line:
-#   realmisp-sync: OK|INCOMPLETE|LEAK before=stored refused=absent after1=...
-#     after2=... sighting=... note=... gateway-blocks=N push=Ns total=Ns [push-error="..."]
-# Exit 1 when an allowed event after the refused one is missing on B (MISP
-# stopped its push at the refusal), 2 when the tlp:red event reached B.
+# reads what B stored and prints one line (--pull: the same data made on B,
+# and A pulls it with `cake Server pull`; then A is read):
+#   realmisp-sync: push|pull OK|INCOMPLETE|LEAK before=stored refused=absent
+#     after1=... after2=... sighting=... note=... gateway-blocks=N push|pull=Ns
+#     total=Ns [push-error="MISP's own error, when it stopped early"]
+# Exit 1 when an allowed event after the refused one did not arrive (MISP
+# stopped its sync at the refusal), 2 when the tlp:red event arrived.
 #
-# Usage: scripts/realmisp-sync.sh [--control]    (as root: runuser, the kit)
+# Usage: scripts/realmisp-sync.sh [--pull] [--control]   (as root: runuser, the kit)
+#   --pull     A pulls from B instead of pushing to it
 #   --control  the gateway blocks nothing: every event, the sighting and the
-#              note must then reach B (shows the data and the push work, so
+#              note must then arrive (shows the data and the sync work, so
 #              that a missing event in a normal run is due to the refusal)
 #
 # Both MISPs come from ../shared/realmisp/setup.sh (started if not running):
@@ -30,11 +33,18 @@
 set -euo pipefail
 
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
 fi
 
-CONTROL=""; [[ "${1:-}" == "--control" ]] && CONTROL=1
+CONTROL="" MODE=push
+for arg in "$@"; do
+    case $arg in
+        --control) CONTROL=1 ;;
+        --pull) MODE=pull ;;
+        *) echo "realmisp-sync: unknown argument $arg (see --help)" >&2; exit 3 ;;
+    esac
+done
 cd "$(dirname "$0")/.."
 started=$(date +%s)
 KIT=$(cd .. && pwd)/shared/realmisp
@@ -94,9 +104,14 @@ for _ in $(seq 100); do grep -q ' ready' "$WORK/gw.log" && break; sleep 0.1; don
 GW_PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$WORK/gw.log" | head -1 | cut -d: -f2)
 [[ -n "$GW_PORT" ]] || { cat "$WORK/gw.log" >&2; die "gateway did not start"; }
 
-# ---- data on A, created in push order (MISP pushes by ascending event id),
-# on behalf of a fresh organisation that the server's push rules select, so
-# that other users' events on the shared A are not pushed.
+# ---- the data, on the sending side (A for a push, B for a pull), created
+# in sync order (by ascending event id), on behalf of a fresh organisation
+# that the server's push or pull rules select, so that nothing else is synced.
+if [[ $MODE == push ]]; then
+    SK=$KA SU=$A_URL DK=$KB DU=$B_URL
+else
+    SK=$KB SU=$B_URL DK=$KA DU=$A_URL
+fi
 ORG=$(uuid) NOW=$(date +%s)
 ev() { # ev UUID TAG -> event JSON (published, one attribute)
     echo "{\"Event\":{\"uuid\":\"$1\",\"info\":\"mgw realmisp-sync $2\",\"distribution\":\"3\",
@@ -109,47 +124,57 @@ declare -A EV ATTR
 for name in before refused after1 after2; do EV[$name]=$(uuid) ATTR[$name]=$(uuid); done
 for name in before refused after1 after2; do
     tag=tlp:green; [[ $name == refused ]] && tag=tlp:red
-    out=$(rest "$KA" "$A_URL" POST /events/add/metadata:1 "$(ev "${EV[$name]}" "$tag" "${ATTR[$name]}")") ||
-        die "creating event $name on A: $out"
+    out=$(rest "$SK" "$SU" POST /events/add/metadata:1 "$(ev "${EV[$name]}" "$tag" "${ATTR[$name]}")") ||
+        die "creating event $name on $SU: $out"
 done
-ORGC_ID=$(rest "$KA" "$A_URL" GET "/events/view/${EV[before]}.json" | jget '$j["Event"]["orgc_id"]')
+ORGC_ID=$(rest "$SK" "$SU" GET "/events/view/${EV[before]}.json" | jget '$j["Event"]["orgc_id"]')
 SIGHTING=$(uuid) NOTE=$(uuid)
-rest "$KA" "$A_URL" POST "/sightings/bulkSaveSightings/${EV[after1]}" \
+rest "$SK" "$SU" POST "/sightings/bulkSaveSightings/${EV[after1]}" \
     "[{\"uuid\":\"$SIGHTING\",\"attribute_uuid\":\"${ATTR[after1]}\",\"type\":\"0\",\"date_sighting\":\"$NOW\",\"source\":\"mgw\"}]" >/dev/null ||
-    die "adding the sighting on A"
+    die "adding the sighting on $SU"
 # The note is made by the same organisation (sync form), as the push rules
 # select analyst data by creator organisation too.
-rest "$KA" "$A_URL" POST /analyst_data/pushAnalystData "{\"Note\":{\"uuid\":\"$NOTE\",
+rest "$SK" "$SU" POST /analyst_data/pushAnalystData "{\"Note\":{\"uuid\":\"$NOTE\",
     \"object_uuid\":\"${EV[after2]}\",\"object_type\":\"Event\",\"note\":\"mgw sync note\",
     \"language\":\"en\",\"distribution\":\"3\",\"orgc_uuid\":\"$ORG\",
     \"Orgc\":{\"name\":\"MGW-SYNC-${ORG:0:8}\",\"uuid\":\"$ORG\"}}}" >/dev/null ||
-    die "adding the note on A"
+    die "adding the note on $SU"
 
-# ---- B as a push server on A, then A's Proxy settings towards the gateway.
-B_ORG=$(rest "$KB" "$B_URL" GET /users/view/me.json | jget '$j["Organisation"]["uuid"]')
-push_rules=$(php -r 'echo json_encode(json_encode(["tags" => ["OR" => [], "NOT" => []], "orgs" => ["OR" => [$argv[1]], "NOT" => []]]));' "$ORGC_ID")
+# ---- B as a sync server on A, then A's Proxy settings towards the gateway.
+# Push rules name A's local id of the organisation, pull rules its uuid
+# (sent to B's event index). A's analyst-data pull is off: it would fetch
+# every note on the shared B; the note arrives inside its event.
+# Only the rules of the direction in use: MISP also reads the pull rules
+# when it fetches B's event index to push sightings.
+rules() { php -r 'echo json_encode(json_encode(["tags" => ["OR" => [], "NOT" => []], "orgs" => ["OR" => array_slice($argv, 1), "NOT" => []]]));' "$@"; }
+if [[ $MODE == push ]]; then
+    push=true pull=false push_rules=$(rules "$ORGC_ID") pull_rules=$(rules)
+else
+    push=false pull=true push_rules=$(rules) pull_rules=$(rules "$ORG")
+fi
 out=$(rest "$KA" "$A_URL" POST /servers/add "{\"Server\":{\"name\":\"mgw-realmisp-sync-${ORG:0:8}\",
-    \"url\":\"$B_URL\",\"authkey\":\"$KB\",\"remote_org_id\":\"1\",\"push\":true,\"pull\":false,
-    \"push_sightings\":true,\"push_analyst_data\":true,\"push_galaxy_clusters\":false,
-    \"self_signed\":false,\"skip_proxy\":false,\"push_rules\":$push_rules}}") || die "servers/add on A: $out"
+    \"url\":\"$B_URL\",\"authkey\":\"$KB\",\"remote_org_id\":\"1\",\"push\":$push,\"pull\":$pull,
+    \"push_sightings\":true,\"push_analyst_data\":true,\"pull_analyst_data\":false,\"push_galaxy_clusters\":false,
+    \"pull_galaxy_clusters\":false,\"self_signed\":false,\"skip_proxy\":false,
+    \"push_rules\":$push_rules,\"pull_rules\":$pull_rules}}") || die "servers/add on A: $out"
 SERVER_ID=$(echo "$out" | jget '$j["Server"]["id"] ?? ""')
 [[ -n "$SERVER_ID" ]] || die "servers/add on A answered: $out"
 cake_a Admin setSetting --force Proxy.host 127.0.0.1 >/dev/null || die "setting Proxy.host on A"
 cake_a Admin setSetting --force Proxy.port "$GW_PORT" >/dev/null || die "setting Proxy.port on A"
 
-# ---- MISP's own push, then what B holds.
+# ---- MISP's own push or pull, then what the receiving side holds.
 push_started=$(date +%s)
-timeout 600 runuser -u www-data -- "$A_BASE/src/MISP/app/Console/cake" Server push 1 "$SERVER_ID" full \
-    >"$WORK/push.log" 2>&1 || say "cake Server push exited $? (log: $(tail -c 300 "$WORK/push.log" | tr '\n' ' '))"
+timeout 600 runuser -u www-data -- "$A_BASE/src/MISP/app/Console/cake" Server "$MODE" 1 "$SERVER_ID" full \
+    >"$WORK/push.log" 2>&1 || say "cake Server $MODE exited $? (log: $(tail -c 300 "$WORK/push.log" | tr '\n' ' '))"
 push_secs=$(($(date +%s) - push_started))
 
-on_b() { # on_b EVENT -> "stored" or "absent"
+on_b() { # on_b EVENT -> "stored" or "absent" on the receiving side
     local out
-    out=$(curl -s -m 60 -H "Authorization: $KB" -H 'Accept: application/json' "$B_URL/events/view/$1.json")
+    out=$(curl -s -m 60 -H "Authorization: $DK" -H 'Accept: application/json' "$DU/events/view/$1.json")
     [[ "$(echo "$out" | jget '$j["Event"]["uuid"] ?? ""')" == "$1" ]] && echo stored || echo absent
 }
-has_b() { # has_b EVENT UUID -> "stored" or "absent" (uuid anywhere in B's event)
-    curl -s -m 60 -H "Authorization: $KB" -H 'Accept: application/json' "$B_URL/events/view/$1.json" |
+has_b() { # has_b EVENT UUID -> "stored" or "absent" (uuid anywhere in the received event)
+    curl -s -m 60 -H "Authorization: $DK" -H 'Accept: application/json' "$DU/events/view/$1.json" |
         grep -q "$2" && echo stored || echo absent
 }
 before=$(on_b "${EV[before]}") refused=$(on_b "${EV[refused]}")
@@ -163,9 +188,9 @@ if [[ -n "$CONTROL" ]]; then
         outcome=CONTROL-OK code=0 || outcome=CONTROL-FAILED code=1
 elif [[ $refused != absent ]]; then outcome=LEAK code=2; fi
 grep 'request blocked' "$WORK/gw.log" | sed 's/^/  gateway: /' >&2 || true
-# MISP's own account of why the push ended early, if it did.
+# MISP's own account of why the sync ended early, if it did.
 push_error=$(grep -m1 '^Error: ' "$WORK/push.log" | cut -c8-120 || true)
-echo "realmisp-sync: $outcome before=$before refused=$refused after1=$after1 after2=$after2" \
-    "sighting=$sighting note=$note gateway-blocks=$blocked push=${push_secs}s" \
+echo "realmisp-sync: $MODE $outcome before=$before refused=$refused after1=$after1 after2=$after2" \
+    "sighting=$sighting note=$note gateway-blocks=$blocked $MODE=${push_secs}s" \
     "total=$(($(date +%s) - started))s${push_error:+ push-error=\"$push_error\"}"
 exit $code
