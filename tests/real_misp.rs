@@ -1011,6 +1011,29 @@ fn cases() -> Vec<Case> {
             gap: Some("answers to events/edit are not inspected (issue 14 item 3)"),
             ..BASE
         },
+        Case {
+            // The index MISP's pull asks for (Server::getEventIndexFromServer,
+            // with a pull rule naming an organisation): minimal, no tags.
+            name: "allowed minimal event index",
+            seed: true,
+            path: |_| "/events/index".into(),
+            body: |i| json!({"org": [i.org], "minimal": 1, "published": 1}),
+            status: 200,
+            stored: |i| vec![i.ev.clone()],
+            ..BASE
+        },
+        Case {
+            // MISP unwraps `request` and case-folds keys before reading the
+            // filters, so this asks for the full index with tags.
+            name: "full index of a tlp:red event asked through a request wrapper",
+            seed: true,
+            seed_tags: &["tlp:green", "tlp:red"],
+            path: |_| "/events/index".into(),
+            body: |i| json!({"request": {"Minimal": "0", "eventid": i.ev}}),
+            status: 403,
+            answer_forbidden: |_| vec!["tlp:red".into()],
+            ..BASE
+        },
         // ---- shapes MISP's own sync sends (must not be refused) ----
         Case {
             // MISP leaves out an object's Attribute list when none of its
