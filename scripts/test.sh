@@ -10,10 +10,14 @@
 #                               Default: ../shared/conformance/misp-guard.
 #   MISP_GW_REQUIRE_NETNS=1     network-namespace tests fail instead of
 #                               skipping when they cannot run (CI, as root).
+#   MISP_GW_REQUIRE_REALMISP=1  tests/real_misp.rs fails instead of skipping
+#                               when no real MISP answers (CI).
+#   MISP_REAL_URL, MISP_REAL_KEY  that MISP (default: the files of
+#                               ../shared/realmisp's default instance).
 set -euo pipefail
 
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
 fi
 

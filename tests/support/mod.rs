@@ -4,6 +4,7 @@
 
 pub mod misp;
 pub mod netns;
+pub mod realmisp;
 pub mod sync;
 
 use std::io::Write as _;
