@@ -358,6 +358,14 @@ pub fn response<H: HeaderList + ?Sized>(
     if kind == ResponseBody::Uninspected {
         return Ok(());
     }
+    // 204 and 304 carry no body by HTTP's framing (the data path reads
+    // none), so there is nothing to inspect. MISP's sync relies on 304: the
+    // event index is asked for with the ETag of its cached copy
+    // (Server::getEventIndexFromServer, before every sighting push), and
+    // refusing the 304 stops that push.
+    if matches!(resp.status, 204 | 304) && resp.body.is_empty() {
+        return Ok(());
+    }
     let rules = &policy.instance(*dst).rules;
     if (400..600).contains(&resp.status)
         && body::check_response(policy, rules, ResponseBody::MispError, resp).is_ok()

@@ -252,3 +252,32 @@ fn oversize_request_bodies_are_refused_inspected_or_not() {
         ))
     );
 }
+
+#[test]
+fn bodiless_statuses_pass_on_inspected_endpoints() {
+    // MISP asks for the event index with the ETag of its cached copy before
+    // every sighting push; the 304 that answers it has no body.
+    let p = policy();
+    let headers: Headers = vec![];
+    for (method, path) in [
+        ("POST", "/events/index"),
+        ("GET", &*format!("/events/view/{UUID}")),
+    ] {
+        let x = head(&p, "b.example", method, path, &vec![]).expect("head allowed");
+        for status in [204, 304] {
+            let r = Response {
+                status,
+                headers: headers.as_slice(),
+                body: b"",
+            };
+            assert_eq!(response(&p, &x, &r), Ok(()), "{method} {path} {status}");
+        }
+        // A 200 without a body is still no index and no event.
+        let r = Response {
+            status: 200,
+            headers: headers.as_slice(),
+            body: b"",
+        };
+        assert!(response(&p, &x, &r).is_err(), "{method} {path} 200 empty");
+    }
+}
