@@ -825,9 +825,10 @@ fn relationships_are_followed_into_related_objects() {
         "Relationship",
         rel("Note", json!({"distribution": "0"}))["Relationship"].clone(),
     );
+    // MISP 2.5 cannot serialise a relationship to analyst data.
     assert_eq!(
         reason(send(nested)),
-        "analyst data has blocked distribution level: 0"
+        "relationship to Relationship is not supported by MISP 2.5; refusing"
     );
 }
 
