@@ -583,11 +583,19 @@ fn related_event(ctx: &Ctx, ev: &Event, depth: usize) -> Checked {
     analyst_children(ctx, &ev.Note, &ev.Opinion, &ev.Relationship, depth + 1)
 }
 
-/// A related attribute: type, category, distribution, tags, sharing group,
+/// A related attribute: type, category (also not empty), distribution, tags, sharing group,
 /// proposals and analyst data; not required taxonomies (see
 /// `related_target`).
 fn related_attribute(ctx: &Ctx, a: &Attribute, depth: usize) -> Checked {
     let r = ctx.rules;
+    // `R-CAT-DEFAULT` on a related attribute: MISP serves the stored
+    // category, never an empty one.
+    if matches!(a.category.trim(), "" | "0") {
+        return rule(
+            "attribute has an empty category; MISP would file it under its type's default category"
+                .into(),
+        );
+    }
     if r.blocked_attribute_categories.contains(&a.category) {
         return rule(format!("attribute with a blocked category: {}", a.category));
     }

@@ -15,6 +15,9 @@ use crate::config;
 /// Every carrier of `model::SCHEMA`, planted and checked through both readers.
 mod carriers;
 
+/// Analyst records at every depth, clusters and relationship targets.
+mod analyst;
+
 const POLICY: &str = r#"{
   "allowlist": {"urls": ["https://feeds.example.org/list.txt"], "domains": ["updates.example.org"]},
   "compartments_rules": {"can_reach": {"c1": ["c1", "c2"], "c2": ["c1", "c2"], "c3": ["c3"]}},
