@@ -54,7 +54,7 @@ pub(super) fn check_request<H: HeaderList + ?Sized>(
         RequestBody::GalaxyClusters => galaxy_clusters(&ctx, decoded),
         RequestBody::AnalystData => serde_json::from_str::<AnalystEntry>(decoded)
             .map_err(Violation::from)
-            .and_then(|e| analyst_entry(&ctx, &e)),
+            .and_then(|e| checks::analyst_entry(&ctx, &e)),
         RequestBody::Proposals => proposals(&ctx, decoded),
     };
     outcome.map_err(|v| violation_block(v, side))
@@ -88,13 +88,13 @@ pub(super) fn check_response<H: HeaderList + ?Sized>(
             }),
         ResponseBody::GalaxyCluster => serde_json::from_str::<GalaxyClusterDoc>(decoded)
             .map_err(Violation::from)
-            .and_then(|c| checks::galaxy_cluster(&ctx, &c)),
+            .and_then(|c| checks::galaxy_cluster(&ctx, &c.GalaxyCluster)),
         ResponseBody::AnyJson => serde_json::from_str::<IgnoredAny>(decoded)
             .map(drop)
             .map_err(Violation::from),
         ResponseBody::AnalystDataList => serde_json::from_str::<Vec<AnalystEntry>>(decoded)
             .map_err(Violation::from)
-            .and_then(|list| list.iter().try_for_each(|e| analyst_entry(&ctx, e))),
+            .and_then(|list| list.iter().try_for_each(|e| checks::analyst_entry(&ctx, e))),
         ResponseBody::StoredEvent => super::answers::stored_event(&ctx, decoded),
         ResponseBody::MinimalEventIndex => super::answers::minimal_event_index(decoded),
         ResponseBody::MinimalClusterIndex => super::answers::minimal_cluster_index(decoded),
@@ -218,25 +218,8 @@ fn minimal_published(body: &str, label: &str) -> Result<(), Violation> {
 
 fn galaxy_clusters(ctx: &Ctx, body: &str) -> Result<(), Violation> {
     let list: Vec<GalaxyClusterDoc> = serde_json::from_str(body)?;
-    list.iter().try_for_each(|c| checks::galaxy_cluster(ctx, c))
-}
-
-fn analyst_entry(ctx: &Ctx, e: &AnalystEntry) -> Result<(), Violation> {
-    if e.Note.is_none() && e.Opinion.is_none() && e.Relationship.is_none() {
-        return Err(Violation::Rule(
-            "analyst data has no Note, Opinion or Relationship".into(),
-        ));
-    }
-    if let Some(n) = &e.Note {
-        checks::analyst(ctx, n)?;
-    }
-    if let Some(o) = &e.Opinion {
-        checks::analyst(ctx, o)?;
-    }
-    if let Some(r) = &e.Relationship {
-        checks::relationship(ctx, r)?;
-    }
-    Ok(())
+    list.iter()
+        .try_for_each(|c| checks::galaxy_cluster(ctx, &c.GalaxyCluster))
 }
 
 /// `/events/pushProposals`: a list of proposals, each wrapped as

@@ -5,11 +5,10 @@
 
 use std::sync::Arc;
 
-use serde::Deserialize;
-
 use super::model::{
-    Attribute, AttributeDoc, Dist, Distributed, Event, Galaxy, GalaxyClusterDoc, Listed, Object,
-    ObjectDoc, Relationship, SharingGroup, Tag, TagLink,
+    Analyst, AnalystEntry, AnalystList, Attribute, AttributeDoc, ClusterRelation, Dist,
+    EmbeddedEventDoc, Event, EventDoc, EventRow, Galaxy, GalaxyCluster, Listed, Object, ObjectDoc,
+    SharingGroup, Tag, TagLink,
 };
 use crate::policy::caseless::starts_with_folded;
 use crate::policy::Rules;
@@ -52,6 +51,8 @@ pub enum Subject {
     Attribute,
     Object,
     GalaxyCluster,
+    /// A `GalaxyClusterRelation[]` / `RelationshipInbound[]` element.
+    ClusterRelation,
     AnalystData,
 }
 
@@ -65,6 +66,9 @@ impl Subject {
             Subject::GalaxyCluster => {
                 format!("galaxy cluster has blocked distribution level: {level}")
             }
+            Subject::ClusterRelation => {
+                format!("galaxy cluster relation has blocked distribution level: {level}")
+            }
             Subject::AnalystData => format!("analyst data has blocked distribution level: {level}"),
         }
     }
@@ -76,6 +80,7 @@ impl Subject {
             Subject::Attribute => "attribute",
             Subject::Object => "object",
             Subject::GalaxyCluster => "galaxy cluster",
+            Subject::ClusterRelation => "galaxy cluster relation",
             Subject::AnalystData => "analyst data",
         }
     }
@@ -154,6 +159,9 @@ fn sharing_group(ctx: &Ctx, subject: Subject, sg: &Option<Box<SharingGroup>>) ->
         let prefix = match subject {
             Subject::Event => "event has blocked sharing group uuid",
             Subject::Object => "object with a blocked sharing group uuid",
+            Subject::GalaxyCluster => "galaxy cluster has blocked sharing group uuid",
+            Subject::ClusterRelation => "galaxy cluster relation has blocked sharing group uuid",
+            Subject::AnalystData => "analyst data has blocked sharing group uuid",
             _ => "attribute with a blocked sharing group uuid",
         };
         return rule(format!("{prefix}: {}", sg.uuid));
@@ -177,20 +185,24 @@ fn sharing_group(ctx: &Ctx, subject: Subject, sg: &Option<Box<SharingGroup>>) ->
     }
 }
 
-fn analyst_data(
-    ctx: &Ctx,
-    notes: &Option<Vec<Distributed>>,
-    opinions: &Option<Vec<Distributed>>,
+/// `R-SG-LOCALID`: a captured record at distribution 4 must name its
+/// sharing group by uuid. Without a `SharingGroup` object MISP reads
+/// `sharing_group_id` as a local id of the receiver (or stores
+/// distribution 0), which the gateway cannot map to a uuid. MISP attaches
+/// the full `SharingGroup` to every distribution-4 record it pushes or
+/// serves. (Written for analyst records, clusters and relations; the event
+/// records' side of the rule may land as its own helper — one of the two
+/// should stay when merging.)
+fn sharing_group_required(
+    subject: Subject,
+    dist: &Dist,
+    sg: &Option<Box<SharingGroup>>,
 ) -> Checked {
-    for item in notes.iter().flatten().chain(opinions.iter().flatten()) {
-        distribution(ctx, Subject::AnalystData, &item.distribution, true)?;
-    }
-    Ok(())
-}
-
-fn relationships(ctx: &Ctx, list: &Option<Vec<Relationship>>) -> Checked {
-    for r in list.iter().flatten() {
-        relationship(ctx, r)?;
+    if *dist == Dist::Level(4) && sg.is_none() {
+        return rule(format!(
+            "{} has distribution 4 but no SharingGroup uuid",
+            subject.noun()
+        ));
     }
     Ok(())
 }
@@ -212,8 +224,7 @@ pub fn event(ctx: &Ctx, ev: &Event, full: bool) -> Checked {
         distribution(ctx, Subject::EventReport, &report.distribution, true)?;
     }
     sharing_group(ctx, Subject::Event, &ev.SharingGroup)?;
-    analyst_data(ctx, &ev.Note, &ev.Opinion)?;
-    relationships(ctx, &ev.Relationship)?;
+    analyst_lists(ctx, &ev.Note, &ev.Opinion, &ev.Relationship)?;
 
     if full && ev.Attribute.is_absent() {
         return rule("event has no Attribute list".into());
@@ -278,8 +289,7 @@ pub fn attribute(ctx: &Ctx, a: &Attribute) -> Checked {
     for proposal in a.ShadowAttribute.iter().flatten() {
         attribute(ctx, proposal)?;
     }
-    analyst_data(ctx, &a.Note, &a.Opinion)?;
-    relationships(ctx, &a.Relationship)
+    analyst_lists(ctx, &a.Note, &a.Opinion, &a.Relationship)
 }
 
 pub fn object(ctx: &Ctx, o: &Object) -> Checked {
@@ -291,55 +301,351 @@ pub fn object(ctx: &Ctx, o: &Object) -> Checked {
     for a in &o.Attribute {
         attribute(ctx, a)?;
     }
-    analyst_data(ctx, &o.Note, &o.Opinion)?;
-    relationships(ctx, &o.Relationship)
+    analyst_lists(ctx, &o.Note, &o.Opinion, &o.Relationship)
 }
 
-pub fn galaxy_cluster(ctx: &Ctx, c: &GalaxyClusterDoc) -> Checked {
+/// The one cluster check (`R-CLUSTER-DIST`, `R-CLUSTER-SG`,
+/// `R-SG-LOCALID`, `R-CLUSTER-REL`): a `pushCluster` element, a
+/// `galaxy_clusters/view` answer, and a full cluster inside an event
+/// (`R-EVENT-GALAXY` calls it for clusters that carry a distribution).
+/// `tag_name` is left to the caller's tag rules.
+pub fn galaxy_cluster(ctx: &Ctx, c: &GalaxyCluster) -> Checked {
+    distribution(ctx, Subject::GalaxyCluster, &c.distribution, true)?;
+    sharing_group(ctx, Subject::GalaxyCluster, &c.SharingGroup)?;
+    sharing_group_required(Subject::GalaxyCluster, &c.distribution, &c.SharingGroup)?;
+    for r in c.GalaxyClusterRelation.iter().flatten() {
+        cluster_relation(ctx, r, true)?;
+    }
+    // Inbound relations belong to other clusters and were not yet seen
+    // without a distribution on a real MISP: judged, but not required.
+    for r in c.RelationshipInbound.iter().flatten() {
+        cluster_relation(ctx, r, false)?;
+    }
+    analyst_lists(ctx, &c.Note, &c.Opinion, &c.Relationship)
+}
+
+/// `R-CLUSTER-REL`: one relation element. MISP drops a relation without a
+/// distribution; refusing it is the safe side. Required taxonomies are not
+/// demanded (MISP's relations often carry no tag).
+fn cluster_relation(ctx: &Ctx, r: &ClusterRelation, dist_required: bool) -> Checked {
+    if r.GalaxyClusterRelation.0 {
+        return rule(
+            "galaxy cluster relation wraps a GalaxyClusterRelation; refusing the ambiguous payload"
+                .into(),
+        );
+    }
     distribution(
         ctx,
-        Subject::GalaxyCluster,
-        &c.GalaxyCluster.distribution,
-        true,
+        Subject::ClusterRelation,
+        &r.distribution,
+        dist_required,
+    )?;
+    let plain = r.Tag.iter().flatten().map(|t| &*t.name);
+    let linked = r.GalaxyClusterRelationTag.iter().flatten().flat_map(|t| {
+        t.name
+            .as_deref()
+            .into_iter()
+            .chain(t.Tag.as_ref().map(|t| &*t.name))
+    });
+    for name in plain.chain(linked) {
+        if ctx.rules.blocked_tags.contains(name) {
+            return rule(format!(
+                "galaxy cluster relation with a blocked tag: {name}"
+            ));
+        }
+    }
+    sharing_group(ctx, Subject::ClusterRelation, &r.SharingGroup)?;
+    sharing_group_required(Subject::ClusterRelation, &r.distribution, &r.SharingGroup)
+}
+
+/// How deep analyst records may nest inside each other. MISP serves depth
+/// 2 by default and pushes flat records; anything deeper is refused with a
+/// reason of its own rather than walked (`R-ANALYST-RECURSE`).
+pub const ANALYST_MAX_DEPTH: usize = 16;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AnalystKind {
+    Note,
+    Opinion,
+    Relationship,
+}
+
+impl AnalystKind {
+    fn name(self) -> &'static str {
+        match self {
+            AnalystKind::Note => "Note",
+            AnalystKind::Opinion => "Opinion",
+            AnalystKind::Relationship => "Relationship",
+        }
+    }
+}
+
+/// The one analyst-data check for every carrier: the `Note[]`,
+/// `Opinion[]` and `Relationship[]` members of an event, attribute, object,
+/// event report, cluster (`R-ANALYST-RECURSE` and the rules it applies to
+/// each record).
+pub fn analyst_lists(
+    ctx: &Ctx,
+    notes: &Option<AnalystList>,
+    opinions: &Option<AnalystList>,
+    relationships: &Option<AnalystList>,
+) -> Checked {
+    analyst_children(ctx, notes, opinions, relationships, 1)
+}
+
+/// Analyst lists whose elements sit at nesting level `depth` (1 for the
+/// lists of a non-analyst carrier).
+fn analyst_children(
+    ctx: &Ctx,
+    notes: &Option<AnalystList>,
+    opinions: &Option<AnalystList>,
+    relationships: &Option<AnalystList>,
+    depth: usize,
+) -> Checked {
+    for (kind, list) in [
+        (AnalystKind::Note, notes),
+        (AnalystKind::Opinion, opinions),
+        (AnalystKind::Relationship, relationships),
+    ] {
+        let items = match list {
+            None => continue,
+            Some(AnalystList::Items(items)) => items,
+            // `R-ANALYST-WRAP`: MISP would save the wrapped object instead.
+            Some(AnalystList::Wrapper) => {
+                return rule(format!(
+                    "analyst data element wraps a {} object; refusing the ambiguous payload",
+                    kind.name()
+                ))
+            }
+            Some(AnalystList::Scalar) => {
+                return rule(format!("analyst data `{}` is not a list", kind.name()))
+            }
+        };
+        if items.is_empty() {
+            continue;
+        }
+        if depth > ANALYST_MAX_DEPTH {
+            return rule(format!(
+                "analyst data nested deeper than {ANALYST_MAX_DEPTH} levels"
+            ));
+        }
+        for item in items {
+            // `R-ANALYST-TYPE` (a): MISP files the element by its own
+            // `note_type_name`, not by the list it sits in.
+            if let Some(declared) = item.note_type_name.as_deref() {
+                if declared != kind.name() {
+                    return rule(type_confusion(declared, kind));
+                }
+            }
+            analyst_record(ctx, kind, item, depth)?;
+        }
+    }
+    Ok(())
+}
+
+fn type_confusion(declared: &str, kind: AnalystKind) -> String {
+    let shown: String = declared.chars().take(32).collect();
+    format!(
+        "analyst data declares note_type_name {shown:?} inside {}; refusing the ambiguous payload",
+        kind.name()
     )
 }
 
-pub fn analyst(ctx: &Ctx, d: &Distributed) -> Checked {
-    distribution(ctx, Subject::AnalystData, &d.distribution, true)
+/// One note, opinion or relationship at nesting level `depth`, then its
+/// children (`R-ANALYST-DIST`, `R-ANALYST-SG`, `R-SG-LOCALID`, `R-REL-*`).
+fn analyst_record(ctx: &Ctx, kind: AnalystKind, rec: &Analyst, depth: usize) -> Checked {
+    distribution(ctx, Subject::AnalystData, &rec.distribution, true)?;
+    sharing_group(ctx, Subject::AnalystData, &rec.SharingGroup)?;
+    sharing_group_required(Subject::AnalystData, &rec.distribution, &rec.SharingGroup)?;
+    if kind == AnalystKind::Relationship {
+        related_target(ctx, rec, depth)?;
+    }
+    analyst_children(ctx, &rec.Note, &rec.Opinion, &rec.Relationship, depth + 1)
 }
 
-/// A relationship's own distribution, then whatever it points at.
-/// Nesting is bounded by serde_json's recursion limit on the whole body.
-pub fn relationship(ctx: &Ctx, r: &Relationship) -> Checked {
-    distribution(ctx, Subject::AnalystData, &r.distribution, true)?;
-    let Some(kind) = r.related_object_type.as_deref() else {
-        return Ok(());
+/// A `pushAnalystData` body or an `analyst_data/index` element:
+/// `{"<Type>": {...}}` with exactly one wrapper (`R-ANALYST-BARE`,
+/// `R-ANALYST-TYPE` (b), (c)), then the record at depth 1.
+pub fn analyst_entry(ctx: &Ctx, e: &AnalystEntry) -> Checked {
+    let wrappers = [
+        (AnalystKind::Note, &e.Note),
+        (AnalystKind::Opinion, &e.Opinion),
+        (AnalystKind::Relationship, &e.Relationship),
+    ];
+    let mut present = wrappers.iter().filter(|(_, r)| r.is_some());
+    let Some(&(kind, Some(rec))) = present.next() else {
+        return rule("analyst data has no Note, Opinion or Relationship".into());
     };
-    let known = matches!(
-        kind,
-        "Event" | "Object" | "Attribute" | "GalaxyCluster" | "Note" | "Opinion" | "Relationship"
-    );
-    if !known {
-        return Ok(());
+    if present.next().is_some() || e.note_type_name.0 {
+        return rule(
+            "analyst data body has several wrappers or a top-level note_type_name; refusing the ambiguous payload"
+                .into(),
+        );
     }
+    if let Some(declared) = rec.note_type_name.as_deref() {
+        if declared != kind.name() {
+            return rule(type_confusion(declared, kind));
+        }
+    }
+    analyst_record(ctx, kind, rec, 1)
+}
+
+/// Is this raw JSON value an empty list, however spaced?
+fn is_empty_list(raw: &str) -> bool {
+    raw.strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .is_some_and(|inner| inner.trim().is_empty())
+}
+
+/// What a relationship points at (`R-REL-TARGET`, `R-REL-SHAPES`,
+/// `R-REL-ANALYST`, `R-REL-EVENTDIST`). MISP never stores
+/// `related_object`, but its bytes cross the boundary, so what it shows is
+/// judged — without required taxonomies, which MISP's serialisation never
+/// includes (the target is judged on its own sync path). `depth` is the
+/// relationship's own nesting level, carried into analyst data the target
+/// may hold.
+fn related_target(ctx: &Ctx, r: &Analyst, depth: usize) -> Checked {
+    let kind = r.related_object_type.as_deref();
+    if let Some(k @ ("Note" | "Opinion" | "Relationship")) = kind {
+        // MISP 2.5 cannot serialise these (every read of one fails), so its
+        // sync never sends one, and storing one breaks the receiver.
+        return rule(format!(
+            "relationship to {k} is not supported by MISP 2.5; refusing"
+        ));
+    }
+    let shown = || -> String { kind.map_or("(no type)".into(), |k| k.chars().take(32).collect()) };
     let Some(raw) = r.related_object else {
-        return rule(format!("relationship to {kind} has no related_object"));
+        return match kind {
+            // MISP always sets it for a typed relationship.
+            Some(_) => rule(format!("relationship to {} has no related_object", shown())),
+            None => Ok(()),
+        };
     };
     let json = raw.get();
-    match kind {
-        "Event" => {
-            #[derive(Deserialize)]
-            #[allow(non_snake_case)]
-            struct Doc<'a> {
-                #[serde(borrow)]
-                Event: Event<'a>,
-            }
-            event(ctx, &serde_json::from_str::<Doc>(json)?.Event, false)
-        }
-        "Object" => object(ctx, &serde_json::from_str::<ObjectDoc>(json)?.Object),
-        "Attribute" => attribute(ctx, &serde_json::from_str::<AttributeDoc>(json)?.Attribute),
-        "GalaxyCluster" => galaxy_cluster(ctx, &serde_json::from_str(json)?),
-        "Note" | "Opinion" => analyst(ctx, &serde_json::from_str(json)?),
-        _ => relationship(ctx, &serde_json::from_str(json)?),
+    // `[]` is what MISP serves for a target it cannot show or never resolves.
+    if is_empty_list(json) {
+        return Ok(());
     }
+    // Otherwise only `{"<Type>": {...}}` for the three types MISP resolves.
+    let never_served = || {
+        rule(format!(
+            "relationship to {} carries a related_object MISP 2.5 never serves",
+            shown()
+        ))
+    };
+    if !json.starts_with('{') {
+        return never_served();
+    }
+    match kind {
+        Some("Event") => related_event(ctx, &serde_json::from_str::<EventDoc>(json)?.Event, depth),
+        Some("Attribute") => {
+            let a = serde_json::from_str::<AttributeDoc>(json)?;
+            related_attribute(ctx, &a.Attribute, depth)?;
+            let e = serde_json::from_str::<EmbeddedEventDoc>(json)?;
+            embedded_event(ctx, "attribute", e.Attribute.and_then(|a| a.Event))
+        }
+        Some("Object") => {
+            let o = serde_json::from_str::<ObjectDoc>(json)?;
+            related_object(ctx, &o.Object, depth)?;
+            let e = serde_json::from_str::<EmbeddedEventDoc>(json)?;
+            embedded_event(ctx, "object", e.Object.and_then(|o| o.Event))
+        }
+        _ => never_served(),
+    }
+}
+
+/// A related event row: blocked tags, distribution, sharing group, and any
+/// report, attribute, proposal, object or analyst data it happens to carry
+/// (MISP's row has none of them; whatever crosses is judged).
+fn related_event(ctx: &Ctx, ev: &Event, depth: usize) -> Checked {
+    for name in tag_names(&ev.Tag, &ev.EventTag, &ev.Galaxy) {
+        if ctx.rules.blocked_tags.contains(name) {
+            return rule(format!("event has blocked tag: {name}"));
+        }
+    }
+    distribution(ctx, Subject::Event, &ev.distribution, true)?;
+    for report in ev.EventReport.iter().flatten() {
+        distribution(ctx, Subject::EventReport, &report.distribution, true)?;
+    }
+    sharing_group(ctx, Subject::Event, &ev.SharingGroup)?;
+    for list in [&ev.Attribute, &ev.ShadowAttribute] {
+        if let Listed::Items(items) = list {
+            items
+                .iter()
+                .try_for_each(|a| related_attribute(ctx, a, depth))?;
+        }
+    }
+    if let Listed::Items(items) = &ev.Object {
+        items
+            .iter()
+            .try_for_each(|o| related_object(ctx, o, depth))?;
+    }
+    analyst_children(ctx, &ev.Note, &ev.Opinion, &ev.Relationship, depth + 1)
+}
+
+/// A related attribute: type, category (also not empty), distribution, tags, sharing group,
+/// proposals and analyst data; not required taxonomies (see
+/// `related_target`).
+fn related_attribute(ctx: &Ctx, a: &Attribute, depth: usize) -> Checked {
+    let r = ctx.rules;
+    // `R-CAT-DEFAULT` on a related attribute: MISP serves the stored
+    // category, never an empty one.
+    if matches!(a.category.trim(), "" | "0") {
+        return rule(
+            "attribute has an empty category; MISP would file it under its type's default category"
+                .into(),
+        );
+    }
+    if r.blocked_attribute_categories.contains(&a.category) {
+        return rule(format!("attribute with a blocked category: {}", a.category));
+    }
+    if r.blocked_attribute_types.contains(&a.kind) {
+        return rule(format!("attribute with a blocked type: {}", a.kind));
+    }
+    distribution(ctx, Subject::Attribute, &a.distribution, false)?;
+    for name in tag_names(&a.Tag, &a.AttributeTag, &a.Galaxy) {
+        if r.blocked_tags.contains(name) {
+            return rule(format!("attribute with a blocked tag: {name}"));
+        }
+    }
+    sharing_group(ctx, Subject::Attribute, &a.SharingGroup)?;
+    for proposal in a.ShadowAttribute.iter().flatten() {
+        related_attribute(ctx, proposal, depth)?;
+    }
+    analyst_children(ctx, &a.Note, &a.Opinion, &a.Relationship, depth + 1)
+}
+
+/// A related object: name, distribution, sharing group, its attributes if
+/// present (MISP omits them), analyst data.
+fn related_object(ctx: &Ctx, o: &Object, depth: usize) -> Checked {
+    distribution(ctx, Subject::Object, &o.distribution, true)?;
+    sharing_group(ctx, Subject::Object, &o.SharingGroup)?;
+    if ctx.rules.blocked_object_types.contains(&o.name) {
+        return rule(format!("object with a blocked type: {}", o.name));
+    }
+    for a in &o.Attribute {
+        related_attribute(ctx, a, depth)?;
+    }
+    analyst_children(ctx, &o.Note, &o.Opinion, &o.Relationship, depth + 1)
+}
+
+/// `R-REL-EVENTDIST`: the event row embedded in a related attribute or
+/// object. Its distribution decides who may see the target (an attribute
+/// at 5 inherits it), so it is judged like the target's own.
+fn embedded_event(ctx: &Ctx, noun: &str, ev: Option<EventRow>) -> Checked {
+    let Some(ev) = ev else { return Ok(()) };
+    match &ev.distribution {
+        Dist::Level(level) if ctx.rules.blocked_distribution[*level as usize] => {
+            return rule(format!(
+                "related {noun}'s event has blocked distribution level: {level}"
+            ))
+        }
+        Dist::Invalid(raw) => {
+            return rule(format!(
+                "related {noun}'s event has a non-canonical distribution value: {raw}"
+            ))
+        }
+        Dist::Level(_) | Dist::Missing => {}
+    }
+    sharing_group(ctx, Subject::Event, &ev.SharingGroup)
 }

@@ -268,12 +268,12 @@ schema! {
         EventReport: Option<Vec<Distributed>> => EventReports,
         #[serde(borrow, default)]
         SharingGroup: Option<Box<SharingGroup<'a>>> => SharingGroup,
-        #[serde(default)]
-        Note: Option<Vec<Distributed>> => AnalystData,
-        #[serde(default)]
-        Opinion: Option<Vec<Distributed>> => AnalystData,
         #[serde(borrow, default)]
-        Relationship: Option<Vec<Relationship<'a>>> => Relationships,
+        Note: Option<AnalystList<'a>> => AnalystData,
+        #[serde(borrow, default)]
+        Opinion: Option<AnalystList<'a>> => AnalystData,
+        #[serde(borrow, default)]
+        Relationship: Option<AnalystList<'a>> => Relationships,
         #[serde(borrow, default)]
         Attribute: Listed<Attribute<'a>> => Attributes,
         #[serde(borrow, default)]
@@ -302,12 +302,12 @@ schema! {
         SharingGroup: Option<Box<SharingGroup<'a>>> => SharingGroup,
         #[serde(borrow, default)]
         ShadowAttribute: Option<Vec<Attribute<'a>>> => Proposals,
-        #[serde(default)]
-        Note: Option<Vec<Distributed>> => AnalystData,
-        #[serde(default)]
-        Opinion: Option<Vec<Distributed>> => AnalystData,
         #[serde(borrow, default)]
-        Relationship: Option<Vec<Relationship<'a>>> => Relationships,
+        Note: Option<AnalystList<'a>> => AnalystData,
+        #[serde(borrow, default)]
+        Opinion: Option<AnalystList<'a>> => AnalystData,
+        #[serde(borrow, default)]
+        Relationship: Option<AnalystList<'a>> => Relationships,
     }
 
     struct Object<'a> {
@@ -317,14 +317,17 @@ schema! {
         SharingGroup: Option<Box<SharingGroup<'a>>> => SharingGroup,
         #[serde(borrow)]
         name: Str<'a> => ObjectName,
-        #[serde(borrow)]
-        Attribute: Vec<Attribute<'a>> => Attributes,
-        #[serde(default)]
-        Note: Option<Vec<Distributed>> => AnalystData,
-        #[serde(default)]
-        Opinion: Option<Vec<Distributed>> => AnalystData,
+        /// MISP omits the key when no attribute is visible to the user it
+        /// serialises for (`Event:fetchEvent`, a relationship's related
+        /// object): absent means none, not an error (`R-OBJ-NOATTR`).
         #[serde(borrow, default)]
-        Relationship: Option<Vec<Relationship<'a>>> => Relationships,
+        Attribute: Vec<Attribute<'a>> => Attributes,
+        #[serde(borrow, default)]
+        Note: Option<AnalystList<'a>> => AnalystData,
+        #[serde(borrow, default)]
+        Opinion: Option<AnalystList<'a>> => AnalystData,
+        #[serde(borrow, default)]
+        Relationship: Option<AnalystList<'a>> => Relationships,
     }
 }
 
@@ -420,33 +423,192 @@ pub struct Distributed {
     pub distribution: Dist,
 }
 
-/// An analyst relationship. What `related_object` holds depends on
-/// `related_object_type`, so it is kept raw and parsed once the type is known.
+/// A note, opinion or relationship at any depth: the top-level record of
+/// `pushAnalystData` and `analyst_data/index`, and every element of a
+/// `Note[]`/`Opinion[]`/`Relationship[]` list on an event, attribute,
+/// object, report, cluster or another analyst record. MISP captures all
+/// three with one function (`AnalystData:captureAnalystData`), so they
+/// share one reader; what `related_object` holds depends on
+/// `related_object_type`, so it is kept raw and parsed once the type is
+/// known (`checks::relationship`).
 #[derive(Debug, Deserialize)]
-pub struct Relationship<'a> {
+pub struct Analyst<'a> {
     #[serde(default)]
     pub distribution: Dist,
+    #[serde(borrow, default)]
+    pub SharingGroup: Option<Box<SharingGroup<'a>>>,
+    /// MISP types a record by this first (`R-ANALYST-TYPE`).
+    #[serde(borrow, default)]
+    pub note_type_name: Option<Str<'a>>,
     #[serde(borrow, default)]
     pub related_object_type: Option<Str<'a>>,
     #[serde(borrow, default)]
     pub related_object: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub Note: Option<AnalystList<'a>>,
+    #[serde(borrow, default)]
+    pub Opinion: Option<AnalystList<'a>>,
+    #[serde(borrow, default)]
+    pub Relationship: Option<AnalystList<'a>>,
 }
 
-/// `{"Note"|"Opinion"|"Relationship": {...}}` (analyst data push and index).
+/// A `Note`/`Opinion`/`Relationship` member of a record, as MISP may read
+/// it. Only a list is MISP's own shape; an object is the per-element
+/// wrapper MISP would save instead of the record (`R-ANALYST-WRAP`) and a
+/// scalar makes MISP fail mid-import, so both are kept as markers (their
+/// content skipped, not built) for `checks` to refuse. `null` is read as
+/// an absent member by the surrounding `Option`.
+#[derive(Debug)]
+pub enum AnalystList<'a> {
+    Items(Vec<Analyst<'a>>),
+    Wrapper,
+    Scalar,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for AnalystList<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = AnalystList<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of analyst records")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+                while let Some(item) = seq.next_element::<Analyst<'a>>()? {
+                    items.push(item);
+                }
+                Ok(AnalystList::Items(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(AnalystList::Wrapper)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(AnalystList::Scalar)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(AnalystList::Scalar)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(AnalystList::Scalar)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(AnalystList::Scalar)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(AnalystList::Scalar)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// `{"Note"|"Opinion"|"Relationship": {...}}`: a `pushAnalystData` body and
+/// each element of an `analyst_data/index` answer. `note_type_name` is
+/// read only to refuse it at this level (`R-ANALYST-TYPE`).
 #[derive(Debug, Deserialize)]
 pub struct AnalystEntry<'a> {
-    #[serde(default)]
-    pub Note: Option<Distributed>,
-    #[serde(default)]
-    pub Opinion: Option<Distributed>,
     #[serde(borrow, default)]
-    pub Relationship: Option<Relationship<'a>>,
+    pub Note: Option<Analyst<'a>>,
+    #[serde(borrow, default)]
+    pub Opinion: Option<Analyst<'a>>,
+    #[serde(borrow, default)]
+    pub Relationship: Option<Analyst<'a>>,
+    #[serde(default)]
+    pub note_type_name: Present,
 }
 
-/// `{"GalaxyCluster": {...}}`.
+/// `{"GalaxyCluster": {...}}`: a `pushCluster` element and the
+/// `galaxy_clusters/view` answer.
 #[derive(Debug, Deserialize)]
-pub struct GalaxyClusterDoc {
-    pub GalaxyCluster: Distributed,
+pub struct GalaxyClusterDoc<'a> {
+    #[serde(borrow)]
+    pub GalaxyCluster: GalaxyCluster<'a>,
+}
+
+/// A galaxy cluster as MISP pushes and serves it (`checks::galaxy_cluster`).
+#[derive(Debug, Deserialize)]
+pub struct GalaxyCluster<'a> {
+    #[serde(default)]
+    pub distribution: Dist,
+    #[serde(borrow, default)]
+    pub SharingGroup: Option<Box<SharingGroup<'a>>>,
+    /// Not judged by `checks::galaxy_cluster`: MISP recomputes it when it
+    /// captures a cluster. Inside events it is the tag MISP would attach,
+    /// which the event's tag rules read.
+    #[serde(borrow, default)]
+    pub tag_name: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub GalaxyClusterRelation: Option<Vec<ClusterRelation<'a>>>,
+    /// Relations of other clusters towards this one (`galaxy_clusters/view`).
+    #[serde(borrow, default)]
+    pub RelationshipInbound: Option<Vec<ClusterRelation<'a>>>,
+    #[serde(borrow, default)]
+    pub Note: Option<AnalystList<'a>>,
+    #[serde(borrow, default)]
+    pub Opinion: Option<AnalystList<'a>>,
+    #[serde(borrow, default)]
+    pub Relationship: Option<AnalystList<'a>>,
+}
+
+/// A `GalaxyClusterRelation[]` (or `RelationshipInbound[]`) element.
+#[derive(Debug, Deserialize)]
+pub struct ClusterRelation<'a> {
+    #[serde(default)]
+    pub distribution: Dist,
+    #[serde(borrow, default)]
+    pub SharingGroup: Option<Box<SharingGroup<'a>>>,
+    #[serde(borrow, default)]
+    pub Tag: Option<Vec<Tag<'a>>>,
+    /// MISP takes the relation's tags from here when it is non-empty.
+    #[serde(borrow, default)]
+    pub GalaxyClusterRelationTag: Option<Vec<RelationTag<'a>>>,
+    /// MISP saves this member instead of the element (`R-CLUSTER-REL`).
+    #[serde(default)]
+    pub GalaxyClusterRelation: Present,
+}
+
+/// `GalaxyClusterRelationTag[]`: `{"name"}` on push, `{"Tag":{"name"}}` in
+/// some serialisations; both are read.
+#[derive(Debug, Deserialize)]
+pub struct RelationTag<'a> {
+    #[serde(borrow, default)]
+    pub name: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    pub Tag: Option<Tag<'a>>,
+}
+
+/// `{"Event": {...}}` as a relationship's related object.
+#[derive(Debug, Deserialize)]
+pub struct EventDoc<'a> {
+    #[serde(borrow)]
+    pub Event: Event<'a>,
+}
+
+/// The `Event` row MISP embeds in a related attribute or object
+/// (`Relationship:getRelatedElement`): read on a second, shallow pass over
+/// the related object, which is small and display-only (`R-REL-EVENTDIST`).
+#[derive(Debug, Deserialize)]
+pub struct EmbeddedEventDoc<'a> {
+    #[serde(borrow, default)]
+    pub Attribute: Option<EmbeddedEvent<'a>>,
+    #[serde(borrow, default)]
+    pub Object: Option<EmbeddedEvent<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EmbeddedEvent<'a> {
+    #[serde(borrow, default)]
+    pub Event: Option<EventRow<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventRow<'a> {
+    #[serde(default)]
+    pub distribution: Dist,
+    #[serde(borrow, default)]
+    pub SharingGroup: Option<Box<SharingGroup<'a>>>,
 }
 
 /// `{"Object": {...}}` as a relationship's related object.

@@ -142,7 +142,9 @@ fn planted(record: Record, carrier: Carrier) -> Vec<Sample> {
             "analyst data has blocked distribution level: 0",
         )],
         // The relationship itself, then each related type that is not a
-        // record of the schema (those are planted through `contained`).
+        // record of the schema (those are planted through `contained`):
+        // MISP serves `[]` for those, and cannot serialise a relationship
+        // to analyst data at all.
         Carrier::Relationships => {
             let related = |kind: &str, object: Value| json!([{"distribution": "5", "related_object_type": kind, "related_object": object}]);
             let analyst = "analyst data has blocked distribution level: 0";
@@ -153,13 +155,19 @@ fn planted(record: Record, carrier: Carrier) -> Vec<Sample> {
                         "GalaxyCluster",
                         json!({"GalaxyCluster": {"distribution": "0"}}),
                     ),
-                    "galaxy cluster has blocked distribution level: 0",
+                    "relationship to GalaxyCluster carries a related_object MISP 2.5 never serves",
                 ),
-                both(related("Note", json!({"distribution": "0"})), analyst),
-                both(related("Opinion", json!({"distribution": "0"})), analyst),
+                both(
+                    related("Note", json!([])),
+                    "relationship to Note is not supported by MISP 2.5; refusing",
+                ),
+                both(
+                    related("Opinion", json!({"distribution": "0"})),
+                    "relationship to Opinion is not supported by MISP 2.5; refusing",
+                ),
                 both(
                     related("Relationship", json!({"distribution": "0"})),
-                    analyst,
+                    "relationship to Relationship is not supported by MISP 2.5; refusing",
                 ),
             ]
         }
