@@ -102,11 +102,11 @@ async fn control(misp: &RealMisp, case: &Case, sg: &BlockedSg) -> Result<(), Str
         .chain((case.forbidden)(&i))
         .filter(|m| !text.contains(&m.to_lowercase()))
         .collect();
-    let answer = String::from_utf8_lossy(&a.body).to_lowercase();
+    let answer = answer_text(&a.body);
     missing.extend(
         (case.answer_forbidden)(&i)
             .into_iter()
-            .filter(|m| !answer.contains(&m.to_lowercase()))
+            .filter(|m| !answer.contains(&answer_marker(m)))
             .map(|m| format!("{m} (in its answer)")),
     );
     if missing.is_empty() {
@@ -160,10 +160,10 @@ async fn through_gateway(
     if !leaked.is_empty() {
         wrong.push(format!("MISP stored forbidden {leaked:?}"));
     }
-    let answer = String::from_utf8_lossy(&a.body).to_lowercase();
+    let answer = answer_text(&a.body);
     let answered: Vec<String> = (case.answer_forbidden)(&i)
         .into_iter()
-        .filter(|m| answer.contains(&m.to_lowercase()))
+        .filter(|m| answer.contains(&answer_marker(m)))
         .collect();
     if !answered.is_empty() {
         wrong.push(format!(
@@ -175,6 +175,19 @@ async fn through_gateway(
     } else {
         Err(wrong.join("; "))
     }
+}
+
+/// An answer as compared with `answer_forbidden` markers: lower case and
+/// without white space, so a marker matches MISP's pretty-printed JSON.
+fn answer_text(body: &[u8]) -> String {
+    answer_marker(&String::from_utf8_lossy(body))
+}
+
+fn answer_marker(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_whitespace())
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// Makes the run's blocked sharing group on MISP (an event shared with it,
