@@ -9,7 +9,10 @@
 //! and pull sequences against the restricted one; the test then asserts what
 //! each store holds: allowed data arrives intact, blocked data never does,
 //! non-sync requests are refused, and the restricted compartment, which may
-//! not reach the secret one, cannot. One case uses curl with no proxy
+//! not reach the secret one, cannot. A table of MISP-IMPORT.md audit rows
+//! replays attacks shaped as MISP would read them (refused, their marker
+//! never seen by the receiving server) beside the legitimate MISP 2.5 shape
+//! of each endpoint (stored as sent). One case uses curl with no proxy
 //! settings as the client. The restricted instance is served with the
 //! operator's own certificate (`gateway.instances.<id>.cert`), not a minted one.
 
@@ -309,11 +312,220 @@ fn pulled_from(pulled: &Store, before: &Store) -> String {
     .concat()
 }
 
-fn sees_marker(server: &MispServer) -> bool {
-    let needle = MARKER.as_bytes();
+/// Whether any request body the server received contains `needle`.
+fn sees(server: &MispServer, needle: &str) -> bool {
+    let needle = needle.as_bytes();
     let seen = server.seen.lock().unwrap();
     seen.iter()
         .any(|s| s.body.windows(needle.len()).any(|w| w == needle))
+}
+
+// ------------------------------------------------------------ audit rows
+
+/// One row of docs/MISP-IMPORT.md replayed through the live gateway: an
+/// attack built the way MISP would read it, refused for `reason` without
+/// its forbidden part (which carries `marker(rule)`) reaching the receiving
+/// server, and the legitimate MISP 2.5 shape of the same endpoint, stored
+/// exactly as sent.
+struct AuditRow {
+    rule: &'static str,
+    path: &'static str,
+    attack: Value,
+    reason: &'static str,
+    legit: Value,
+}
+
+/// Planted in a row's forbidden part; contains `MARKER`, so the suite's
+/// own marker search covers it too.
+fn marker(rule: &str) -> String {
+    format!("{MARKER} {rule}")
+}
+
+/// A distribution-1 note on event 1 whose `key` member holds `children`.
+fn note_with(n: u32, key: &str, children: Value) -> Value {
+    let mut note = analyst("Note", n, "1", "parent note");
+    note["Note"][key] = children;
+    note
+}
+
+/// A note or opinion on note `parent`, as MISP nests children.
+fn child(kind: &str, n: u32, parent: u32, distribution: &str, text: &str) -> Value {
+    let mut c = analyst(kind, n, distribution, text)[kind].take();
+    c["object_uuid"] = json!(uuid(parent));
+    c["object_type"] = json!("Note");
+    c
+}
+
+/// A relationship from attribute 11 (event 1) to a `kind` whose
+/// `related_object` is `target`, as MISP's pushAnalystData sends it.
+fn relationship(n: u32, kind: &str, target: Value) -> Value {
+    json!({"Relationship": {"uuid": uuid(n), "object_uuid": uuid(11),
+        "object_type": "Attribute", "distribution": "1", "modified": "2026-11-01 10:00:00",
+        "relationship_type": "related-to", "related_object_uuid": uuid(n + 1),
+        "related_object_type": kind, "note_type_name": "Relationship",
+        "related_object": target}})
+}
+
+/// A pushCluster body: one cluster with one relation tagged `tag`.
+fn cluster_with_relation(n: u32, tag: &str, relation_type: &str) -> Value {
+    let mut c = cluster(n, "1", "Related cluster");
+    c["GalaxyCluster"]["GalaxyClusterRelation"] = json!([{
+        "referenced_galaxy_cluster_uuid": uuid(n + 1),
+        "referenced_galaxy_cluster_type": relation_type, "distribution": "3",
+        "Tag": [{"name": tag}]}]);
+    json!([c])
+}
+
+/// Rows already enforced with `config.sample.json`'s `misp_secret` rules
+/// (checked with `misp-guard-gw evaluate` first).
+fn audit_rows() -> Vec<AuditRow> {
+    let wrapped = |rule| {
+        let mut e = event(301, &["tlp:green"], vec![], "1700003010");
+        e["response"] = event(
+            302,
+            &["tlp:red"],
+            vec![attribute(303, "text", "Other", &marker(rule))],
+            "1700003020",
+        );
+        e
+    };
+    vec![
+        AuditRow {
+            rule: "R-EVENT-WRAP",
+            path: "/events/add/metadata:1",
+            attack: wrapped("R-EVENT-WRAP"),
+            reason: "body wraps the event in `response` or `request`",
+            legit: event(304, &["tlp:green"], vec![], "1700003040"),
+        },
+        AuditRow {
+            rule: "R-ANALYST-RECURSE",
+            path: "/analyst_data/pushAnalystData",
+            attack: note_with(
+                311,
+                "Opinion",
+                json!([child(
+                    "Opinion",
+                    312,
+                    311,
+                    "0",
+                    &marker("R-ANALYST-RECURSE")
+                )]),
+            ),
+            reason: "analyst data has blocked distribution level: 0",
+            legit: note_with(
+                313,
+                "Opinion",
+                json!([child("Opinion", 314, 313, "1", "shareable opinion")]),
+            ),
+        },
+        AuditRow {
+            rule: "R-ANALYST-WRAP",
+            path: "/analyst_data/pushAnalystData",
+            // A shareable list element whose inner `Note`, the one MISP saves, is not.
+            attack: note_with(
+                321,
+                "Note",
+                json!([{"distribution": "1",
+                    "Note": child("Note", 322, 321, "0", &marker("R-ANALYST-WRAP"))}]),
+            ),
+            reason: "analyst data element wraps a Note object",
+            legit: note_with(
+                323,
+                "Note",
+                json!([child("Note", 324, 323, "1", "shareable child")]),
+            ),
+        },
+        AuditRow {
+            rule: "R-CLUSTER-REL",
+            path: "/galaxies/pushCluster",
+            attack: cluster_with_relation(331, "tlp:red", &marker("R-CLUSTER-REL")),
+            reason: "galaxy cluster relation with a blocked tag: tlp:red",
+            legit: cluster_with_relation(333, "tlp:green", "related-to"),
+        },
+        AuditRow {
+            rule: "R-REL-SHAPES",
+            path: "/analyst_data/pushAnalystData",
+            // MISP serves `[]` for a cluster target, never its content.
+            attack: relationship(
+                341,
+                "GalaxyCluster",
+                json!({"GalaxyCluster": {"uuid": uuid(342), "distribution": "0",
+                    "value": marker("R-REL-SHAPES")}}),
+            ),
+            reason: "relationship to GalaxyCluster carries a related_object MISP 2.5 never serves",
+            // The false block this row fixed: MISP serves an object target
+            // without an `Attribute` list when none is visible to the user.
+            legit: relationship(
+                343,
+                "Object",
+                json!({"Object": {"uuid": uuid(344), "name": "domain-ip", "distribution": "5",
+                    "sharing_group_id": "0",
+                    "Event": {"uuid": uuid(1), "distribution": "1", "info": "event 1"}}}),
+            ),
+        },
+        // Event-record rules (object wrapper R-OBJ-WRAP, report wrapper
+        // R-REPORT-WRAP, empty category R-CAT-DEFAULT, sharing group by
+        // local id R-SG-LOCALID): their rows go here, with those rules.
+    ]
+}
+
+/// Whether `store` holds `item` (`{"Event"|"GalaxyCluster"|<analyst kind>:
+/// {...}}`) exactly as it was sent.
+fn holds(store: &Store, item: &Value) -> bool {
+    let Some((kind, obj)) = item.as_object().and_then(|o| o.iter().next()) else {
+        return false;
+    };
+    let uuid = obj["uuid"].as_str().unwrap_or_default().to_string();
+    let held = match kind.as_str() {
+        "Event" => store.events.get(&uuid),
+        "GalaxyCluster" => store.clusters.get(&uuid),
+        _ => store.analyst.get(&(kind.clone(), uuid)),
+    };
+    held == Some(item)
+}
+
+/// The secret compartment's client sends every row's attack, then its
+/// legitimate shape, to the restricted server through the gateway.
+fn replay_audit_rows(ns: &str, ca: &Path, restricted: &MispServer, gw: &Gateway) {
+    let rows = audit_rows();
+    let bodies: Vec<(&'static str, Value)> = rows
+        .iter()
+        .flat_map(|r| [(r.path, r.attack.clone()), (r.path, r.legit.clone())])
+        .collect();
+    let ca = ca.to_path_buf();
+    let statuses = join(in_netns(ns, move || async move {
+        let mut c = Client::new(RESTRICTED.0.parse().unwrap(), RESTRICTED.1, &ca);
+        let mut statuses = Vec::new();
+        for (path, body) in bodies {
+            statuses.push(c.request("POST", path, Some(&body)).await.0);
+        }
+        statuses
+    }));
+    let logs = gw.logs();
+    let store = restricted.store.lock().unwrap().clone();
+    for (row, got) in rows.iter().zip(statuses.chunks(2)) {
+        assert_eq!(got, [403, 200], "{}: attack, legit\n{logs}", row.rule);
+        let refusal = format!("request blocked: [POST]{} - {}", row.path, row.reason);
+        assert!(
+            logs.contains(&refusal),
+            "{}: no {refusal:?}\n{logs}",
+            row.rule
+        );
+        assert!(
+            !sees(restricted, &marker(row.rule)),
+            "{}: forbidden data reached the restricted server",
+            row.rule
+        );
+        let legit = match &row.legit {
+            Value::Array(list) => list.iter().collect(),
+            one => vec![one],
+        };
+        assert!(
+            legit.into_iter().all(|item| holds(&store, item)),
+            "{}: legitimate shape not stored as sent",
+            row.rule
+        );
+    }
 }
 
 // ------------------------------------------------------------ the suite
@@ -428,7 +640,7 @@ fn sync_across_vlans(test: &str, mode: &str) {
     assert!(store.analyst.contains_key(&("Note".into(), uuid(71))));
     assert!(!store.analyst.contains_key(&("Note".into(), uuid(72))));
     assert!(
-        !sees_marker(&restricted),
+        !sees(&restricted, MARKER),
         "blocked data reached the restricted server"
     );
 
@@ -556,6 +768,10 @@ fn sync_across_vlans(test: &str, mode: &str) {
         Some(allowed.as_bytes())
     );
     assert!(!store.events.contains_key(&uuid(6)));
+
+    // Audit rows (issue 14): attacks shaped as MISP reads them stay out,
+    // the MISP 2.5 shapes of the same endpoints arrive.
+    replay_audit_rows(&vlans.ns("secret"), &ca, &restricted, &gw);
 
     let logs = gw.logs();
     for reason in [
