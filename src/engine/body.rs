@@ -85,7 +85,7 @@ pub(super) fn check_response<H: HeaderList + ?Sized>(
             .map_err(Violation::from)
             .and_then(|list| {
                 list.iter()
-                    .try_for_each(|sa| checks::attribute(&ctx, &sa.ShadowAttribute))
+                    .try_for_each(|sa| checks::proposal(&ctx, &sa.ShadowAttribute))
             }),
         ResponseBody::GalaxyCluster => serde_json::from_str::<GalaxyClusterDoc>(decoded)
             .map_err(Violation::from)
@@ -254,9 +254,9 @@ fn proposals(ctx: &Ctx, body: &str) -> Result<(), Violation> {
                     ));
                 }
                 let sa: ShadowAttributeDoc = serde_json::from_str(raw.get())?;
-                checks::attribute(ctx, &sa.ShadowAttribute)?;
+                checks::proposal(ctx, &sa.ShadowAttribute)?;
             }
-            _ => checks::attribute(ctx, &serde_json::from_str(raw.get())?)?,
+            _ => checks::proposal(ctx, &serde_json::from_str(raw.get())?)?,
         }
     }
     Ok(())

@@ -9,8 +9,8 @@ use serde::Deserialize;
 
 use super::model::{
     Attribute, AttributeDoc, ClusterTag, Dist, Distributed, Event, EventReport, Galaxy,
-    GalaxyClusterDoc, Listed, Object, ObjectDoc, RelatedEvent, Relationship, SharingGroup, Tag,
-    TagLink,
+    GalaxyClusterDoc, Listed, Object, ObjectDoc, Proposal, RelatedEvent, Relationship,
+    SharingGroup, Tag, TagLink,
 };
 use crate::policy::{RequiredTaxonomy, Rules};
 
@@ -442,6 +442,12 @@ impl Check for Attribute<'_> {
     }
 }
 
+impl Check for Proposal<'_> {
+    fn check(&self, ctx: &Ctx) -> Checked {
+        proposal(ctx, &self.0)
+    }
+}
+
 impl Check for Object<'_> {
     fn check(&self, ctx: &Ctx) -> Checked {
         object(ctx, self)
@@ -463,12 +469,27 @@ fn listed<T: Check>(ctx: &Ctx, list: &Listed<T>) -> Checked {
 /// An attribute or proposal MISP stores (in an event, an object, a
 /// proposal push or index).
 pub fn attribute(ctx: &Ctx, a: &Attribute) -> Checked {
-    attribute_as(ctx, a, true)
+    attribute_as(ctx, a, AttrRole::Stored)
+}
+
+/// A proposal (`ShadowAttribute`, event or attribute level, pushed or
+/// indexed): checked as an attribute, except that MISP proposals carry no
+/// tags, so no required taxonomy is asked of them (MISP-IMPORT.md
+/// `K-PROPOSALS`); blocked tags still are.
+pub fn proposal(ctx: &Ctx, a: &Attribute) -> Checked {
+    attribute_as(ctx, a, AttrRole::Proposal)
 }
 
 /// A relationship's related attribute: served, never stored.
 pub fn related_attribute(ctx: &Ctx, a: &Attribute) -> Checked {
-    attribute_as(ctx, a, false)
+    attribute_as(ctx, a, AttrRole::Related)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AttrRole {
+    Stored,
+    Proposal,
+    Related,
 }
 
 /// R-CAT-DEFAULT: MISP files an attribute or proposal whose category is
@@ -484,8 +505,9 @@ fn category_given(category: &str) -> Checked {
     }
 }
 
-fn attribute_as(ctx: &Ctx, a: &Attribute, captured: bool) -> Checked {
+fn attribute_as(ctx: &Ctx, a: &Attribute, role: AttrRole) -> Checked {
     let r = ctx.rules;
+    let captured = role != AttrRole::Related;
     wrapper(
         a.wraps_attribute.0,
         "attribute element wraps an Attribute; refusing the ambiguous payload",
@@ -513,7 +535,9 @@ fn attribute_as(ctx: &Ctx, a: &Attribute, captured: bool) -> Checked {
         }
     }
     let has_carrier = a.Tag.is_some() || a.AttributeTag.is_some() || tags.clone().next().is_some();
-    required_taxonomies(ctx, Subject::Attribute, has_carrier, counted_tags(&a.Tag))?;
+    if role != AttrRole::Proposal {
+        required_taxonomies(ctx, Subject::Attribute, has_carrier, counted_tags(&a.Tag))?;
+    }
     distributed_sharing_group(
         ctx,
         Subject::Attribute,
@@ -525,8 +549,13 @@ fn attribute_as(ctx: &Ctx, a: &Attribute, captured: bool) -> Checked {
     if a.RelatedAttribute.0 {
         correlations(true, false)?;
     }
+    let proposals_role = if captured {
+        AttrRole::Proposal
+    } else {
+        AttrRole::Related
+    };
     for proposal in a.ShadowAttribute.iter().flat_map(|p| p.items()) {
-        attribute_as(ctx, proposal, captured)?;
+        attribute_as(ctx, proposal, proposals_role)?;
     }
     analyst_data(ctx, &a.Note, &a.Opinion)?;
     relationships(ctx, &a.Relationship)
@@ -558,8 +587,13 @@ fn object_as(ctx: &Ctx, o: &Object, captured: bool) -> Checked {
     if ctx.rules.blocked_object_types.contains(&o.name) {
         return rule(format!("object with a blocked type: {}", o.name));
     }
+    let role = if captured {
+        AttrRole::Stored
+    } else {
+        AttrRole::Related
+    };
     for a in &o.Attribute {
-        attribute_as(ctx, a, captured)?;
+        attribute_as(ctx, a, role)?;
     }
     analyst_data(ctx, &o.Note, &o.Opinion)?;
     relationships(ctx, &o.Relationship)

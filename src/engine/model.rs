@@ -382,7 +382,7 @@ schema! {
         Object: Listed<Object<'a>> => Objects,
         /// Event-level proposals are imported with the event too.
         #[serde(borrow, default)]
-        ShadowAttribute: Listed<Attribute<'a>> => Proposals,
+        ShadowAttribute: Listed<Proposal<'a>> => Proposals,
     }
 
     /// An attribute, or a proposal (`ShadowAttribute`), which MISP imports
@@ -470,6 +470,12 @@ pub struct RelatedEvent<'a> {
     #[serde(borrow)]
     pub Event: RelatedEventRow<'a>,
 }
+
+/// A proposal (`ShadowAttribute`): read as an attribute, but MISP keeps
+/// proposals without tags, so required taxonomies are not asked of it.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub struct Proposal<'a>(#[serde(borrow)] pub Attribute<'a>);
 
 /// An attribute's `ShadowAttribute` member: the list of its proposals, or
 /// an object, which is a wrapped attribute (R-ATTR-WRAP) rather than
