@@ -14,6 +14,8 @@ use crate::config;
 
 /// Every carrier of `model::SCHEMA`, planted and checked through both readers.
 mod carriers;
+/// The event-record rules of MISP-IMPORT.md §3.2 on their own helpers.
+mod event_records;
 
 const POLICY: &str = r#"{
   "allowlist": {"urls": ["https://feeds.example.org/list.txt"], "domains": ["updates.example.org"]},
