@@ -688,6 +688,7 @@ pub struct AttributeDoc<'a> {
 /// `{"ShadowAttribute": {...}}`: shadow-attribute index entries, and the
 /// wrapped form of a pushed proposal.
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct ShadowAttributeDoc<'a> {
     #[serde(borrow)]
     pub ShadowAttribute: Attribute<'a>,
@@ -696,6 +697,7 @@ pub struct ShadowAttributeDoc<'a> {
 /// First look at a pushed proposal: wrapped (`{"ShadowAttribute": {...}}`)
 /// or a bare attribute (whose own `ShadowAttribute` would be a list).
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct ProposalProbe<'a> {
     #[serde(borrow, default)]
     pub ShadowAttribute: Option<&'a RawValue>,
@@ -706,6 +708,8 @@ pub struct ProposalProbe<'a> {
     #[serde(default)]
     pub value: Present,
 }
+
+map_only!(ShadowAttributeDoc<'a>, ProposalProbe<'a>);
 
 /// Search filters of `/events/index` and `/galaxy_clusters/restSearch`.
 #[derive(Debug, Deserialize)]
