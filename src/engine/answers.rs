@@ -3,30 +3,52 @@
 //! passes with its status) and the minimal event index. All are checked on
 //! the decoded body (see `body::check_response`).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
-use super::checks::{self, Checked, Ctx, Violation};
-use super::model::Event;
+use super::checks::{Checked, Ctx, Violation};
+use super::stream::{self, EventBody};
 
-/// `{"Event": {...}}` as EventsController add/edit answer it
-/// (`__restResponse` of `fetchEvent`).
-#[derive(Deserialize)]
-#[allow(non_snake_case)]
-struct StoredEventDoc<'a> {
-    #[serde(borrow)]
-    Event: Event<'a>,
-}
-
-/// The event a push is answered with, as the receiving server stored it.
-/// Every carrier the event check reads is checked; the `Attribute` and
-/// `Object` lists are walked when present but not required, since the
-/// `metadata:1` answer MISP's sync asks for leaves them out.
-pub fn stored_event(ctx: &Ctx, body: &str) -> Checked {
-    let doc: StoredEventDoc = serde_json::from_str(body)?;
-    checks::event(ctx, &doc.Event, false)
+/// R-PUSH-ANSWER: the answer to `events/add` / `events/edit`.
+///
+/// A 2xx answer is the event as the receiving server stored it
+/// (`fetchEvent` → `__restResponse`): read by the streaming event reader
+/// with every event rule, `Event` and `errors` as the only top-level keys;
+/// the `Attribute` and `Object` lists are walked when present but not
+/// required, since the `metadata` answer MISP's sync asks for leaves them
+/// out (and whether MISP took `metadata` as set is PHP's truthiness, so
+/// the body decides, never the path).
+///
+/// A 4xx/5xx answer must not carry an event: the body is empty or a JSON
+/// object without an `Event` member (MISP's errors, which `response`
+/// already lets through with their status, are such objects). A non-2xx
+/// answer with an `Event` would otherwise hand the pusher the receiver's
+/// event under an error status, unchecked by the 2xx path. Other statuses
+/// (1xx, 3xx) are refused: MISP answers a push with neither.
+pub fn push_answer(ctx: &Ctx, status: u16, body: &str) -> Checked {
+    if (200..300).contains(&status) {
+        return stream::check_event_body(ctx, body, EventBody::PushAnswer);
+    }
+    if !(400..600).contains(&status) {
+        // 1xx/3xx: MISP answers a push with the event or an error, never
+        // with these; nothing to read, nothing to forward.
+        return Err(Violation::Rule(format!(
+            "push answer with status {status} is neither an event nor a MISP error"
+        )));
+    }
+    if body.trim().is_empty() {
+        return Ok(());
+    }
+    let members: BTreeMap<Cow<str>, IgnoredAny> = serde_json::from_str(body)?;
+    if members.contains_key("Event") {
+        return Err(Violation::Rule(format!(
+            "push answer with status {status} carries an Event"
+        )));
+    }
+    Ok(())
 }
 
 /// The members MISP puts in an API error: the exception renderer writes

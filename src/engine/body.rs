@@ -12,6 +12,7 @@ use super::checks::{self, Ctx, Violation};
 use super::model::{
     AnalystEntry, GalaxyClusterDoc, ProposalProbe, SearchFilters, ShadowAttributeDoc,
 };
+use super::stream::EventBody;
 use super::{Block, HeaderList, Response, Sanitized};
 use crate::codec::{self, DecodeError, DecodeLimits};
 use crate::policy::{Policy, RequestBody, ResponseBody, Rules};
@@ -49,7 +50,7 @@ pub(super) fn check_request<H: HeaderList + ?Sized>(
     };
     let outcome = match kind {
         RequestBody::Uninspected => Ok(()),
-        RequestBody::Event => event(&ctx, decoded),
+        RequestBody::Event => event(&ctx, decoded, EventBody::Pushed),
         RequestBody::MinimalPublished(label) => minimal_published(decoded, label),
         RequestBody::GalaxyClusters => galaxy_clusters(&ctx, decoded),
         RequestBody::AnalystData => serde_json::from_str::<AnalystEntry>(decoded)
@@ -79,12 +80,12 @@ pub(super) fn check_response<H: HeaderList + ?Sized>(
     };
     let outcome = match kind {
         ResponseBody::Uninspected => Ok(()),
-        ResponseBody::Event => event(&ctx, decoded),
+        ResponseBody::Event => event(&ctx, decoded, EventBody::Pulled),
         ResponseBody::ShadowAttributes => serde_json::from_str::<Vec<ShadowAttributeDoc>>(decoded)
             .map_err(Violation::from)
             .and_then(|list| {
                 list.iter()
-                    .try_for_each(|sa| checks::attribute(&ctx, &sa.ShadowAttribute))
+                    .try_for_each(|sa| checks::proposal(&ctx, &sa.ShadowAttribute))
             }),
         ResponseBody::GalaxyCluster => serde_json::from_str::<GalaxyClusterDoc>(decoded)
             .map_err(Violation::from)
@@ -95,7 +96,7 @@ pub(super) fn check_response<H: HeaderList + ?Sized>(
         ResponseBody::AnalystDataList => serde_json::from_str::<Vec<AnalystEntry>>(decoded)
             .map_err(Violation::from)
             .and_then(|list| list.iter().try_for_each(|e| checks::analyst_entry(&ctx, e))),
-        ResponseBody::StoredEvent => super::answers::stored_event(&ctx, decoded),
+        ResponseBody::StoredEvent => super::answers::push_answer(&ctx, resp.status, decoded),
         ResponseBody::MinimalEventIndex => super::answers::minimal_event_index(decoded),
         ResponseBody::MinimalClusterIndex => super::answers::minimal_cluster_index(decoded),
         ResponseBody::MispError => super::answers::misp_error(decoded),
@@ -201,8 +202,8 @@ fn user_org_uuid<H: HeaderList + ?Sized>(headers: &H) -> Result<Option<String>, 
     }
 }
 
-fn event(ctx: &Ctx, body: &str) -> Result<(), Violation> {
-    super::stream::check_event_body(ctx, body)
+fn event(ctx: &Ctx, body: &str, kind: EventBody) -> Result<(), Violation> {
+    super::stream::check_event_body(ctx, body, kind)
 }
 
 fn minimal_published(body: &str, label: &str) -> Result<(), Violation> {
@@ -236,9 +237,9 @@ fn proposals(ctx: &Ctx, body: &str) -> Result<(), Violation> {
                     ));
                 }
                 let sa: ShadowAttributeDoc = serde_json::from_str(raw.get())?;
-                checks::attribute(ctx, &sa.ShadowAttribute)?;
+                checks::proposal(ctx, &sa.ShadowAttribute)?;
             }
-            _ => checks::attribute(ctx, &serde_json::from_str(raw.get())?)?,
+            _ => checks::proposal(ctx, &serde_json::from_str(raw.get())?)?,
         }
     }
     Ok(())

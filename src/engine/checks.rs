@@ -6,12 +6,11 @@
 use std::sync::Arc;
 
 use super::model::{
-    Analyst, AnalystEntry, AnalystList, Attribute, AttributeDoc, ClusterRelation, Dist,
-    EmbeddedEventDoc, Event, EventDoc, EventRow, Galaxy, GalaxyCluster, Listed, Object, ObjectDoc,
-    SharingGroup, Tag, TagLink,
+    Analyst, AnalystEntry, AnalystList, Attribute, AttributeDoc, ClusterRelation, ClusterTag, Dist,
+    EmbeddedEventDoc, Event, EventDoc, EventReport, EventRow, Galaxy, GalaxyCluster, Listed,
+    Object, ObjectDoc, Proposal, RelatedEvent, SharingGroup, Tag, TagLink,
 };
-use crate::policy::caseless::starts_with_folded;
-use crate::policy::Rules;
+use crate::policy::{RequiredTaxonomy, Rules};
 
 /// Why a body may not pass. Cloneable (the error shared) because a
 /// streamed list keeps its first violation inside the `Event` it fills,
@@ -54,6 +53,20 @@ pub enum Subject {
     /// A `GalaxyClusterRelation[]` / `RelationshipInbound[]` element.
     ClusterRelation,
     AnalystData,
+    RelatedEvent,
+}
+
+/// What an event body is to the MISP that reads it (both store its
+/// records). A relationship's related event, only displayed (a
+/// *display-only carrier*, MISP-IMPORT.md), is `related_event`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum EventRole {
+    /// A pushed event or a pulled `events/view` answer: imported by
+    /// `Event::_add`/`_edit`; must carry `Attribute` and `Object` lists.
+    Imported,
+    /// The event a push is answered with (`R-PUSH-ANSWER`): the receiver's
+    /// stored event; the lists are absent from `metadata` answers.
+    Answer,
 }
 
 impl Subject {
@@ -70,6 +83,9 @@ impl Subject {
                 format!("galaxy cluster relation has blocked distribution level: {level}")
             }
             Subject::AnalystData => format!("analyst data has blocked distribution level: {level}"),
+            Subject::RelatedEvent => {
+                format!("related event has blocked distribution level: {level}")
+            }
         }
     }
 
@@ -82,6 +98,7 @@ impl Subject {
             Subject::GalaxyCluster => "galaxy cluster",
             Subject::ClusterRelation => "galaxy cluster relation",
             Subject::AnalystData => "analyst data",
+            Subject::RelatedEvent => "related event",
         }
     }
 }
@@ -120,9 +137,49 @@ fn tag_names<'x>(
     plain.chain(linked).chain(clusters)
 }
 
-/// Required taxonomies. `has_carrier` is whether any tag list was present at
-/// all: misp-guard reports a missing list differently from a list that lacks
-/// the taxonomy.
+/// The tags that count towards a required taxonomy (R-REQTAX-ASYM): only
+/// the record's own `Tag[]`, and only tags MISP keeps (not `local`: the
+/// puller drops those). `EventTag[]`/`AttributeTag[]` (ignored by
+/// `_edit`) and galaxy `tag_name`s (ignored by `_add` and `_edit`) may be
+/// blocked but never satisfy a requirement.
+fn counted_tags<'x>(tags: &'x Option<Vec<Tag>>) -> impl Iterator<Item = &'x str> + Clone {
+    tags.iter()
+        .flatten()
+        .filter(|t| !t.local.0)
+        .map(|t| &*t.name)
+}
+
+/// Whether `tag` is, for MISP, a tag of `taxonomy` (and one of its allowed
+/// tags when the list is set). MISP finds tags by name in a `utf8mb3_bin`
+/// column through `LOWER()`: trailing spaces are ignored, leading ones are
+/// not, ASCII case is folded. Anything beyond that is compared byte for
+/// byte, so a name with any other whitespace at its ends, or non-ASCII
+/// characters that only Unicode folding would equate, does not count.
+fn satisfies(tag: &str, taxonomy: &RequiredTaxonomy) -> bool {
+    let name = tag.trim_end_matches(' ');
+    let (Some(first), Some(last)) = (name.chars().next(), name.chars().last()) else {
+        return false;
+    };
+    if first.is_whitespace() || last.is_whitespace() {
+        return false;
+    }
+    let prefix = taxonomy.prefix.as_bytes();
+    if name.len() < prefix.len() || !name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix) {
+        return false;
+    }
+    if taxonomy.allowed.is_empty() {
+        return true;
+    }
+    if name.is_ascii() {
+        taxonomy.allowed.contains(name)
+    } else {
+        taxonomy.allowed.iter().any(|allowed| allowed == name)
+    }
+}
+
+/// Required taxonomies over the tags that count (`counted_tags`).
+/// `has_carrier` is whether any tag list was present at all: misp-guard
+/// reports a missing list differently from a list that lacks the taxonomy.
 fn required_taxonomies<'x>(
     ctx: &Ctx,
     subject: Subject,
@@ -137,10 +194,7 @@ fn required_taxonomies<'x>(
         return rule(format!("{} is missing required taxonomies", subject.noun()));
     }
     for taxonomy in required {
-        let satisfied = tags.clone().any(|t| {
-            starts_with_folded(t, &taxonomy.prefix)
-                && (taxonomy.allowed.is_empty() || taxonomy.allowed.contains(t))
-        });
+        let satisfied = tags.clone().any(|t| satisfies(t, taxonomy));
         if !satisfied {
             // misp-guard words this as "event ..." for attributes too; SIEM
             // rules match on it, so it stays.
@@ -159,10 +213,12 @@ fn sharing_group(ctx: &Ctx, subject: Subject, sg: &Option<Box<SharingGroup>>) ->
         let prefix = match subject {
             Subject::Event => "event has blocked sharing group uuid",
             Subject::Object => "object with a blocked sharing group uuid",
+            Subject::EventReport => "event report has blocked sharing group uuid",
             Subject::GalaxyCluster => "galaxy cluster has blocked sharing group uuid",
             Subject::ClusterRelation => "galaxy cluster relation has blocked sharing group uuid",
+            Subject::RelatedEvent => "related event has blocked sharing group uuid",
             Subject::AnalystData => "analyst data has blocked sharing group uuid",
-            _ => "attribute with a blocked sharing group uuid",
+            Subject::Attribute => "attribute with a blocked sharing group uuid",
         };
         return rule(format!("{prefix}: {}", sg.uuid));
     }
@@ -185,32 +241,148 @@ fn sharing_group(ctx: &Ctx, subject: Subject, sg: &Option<Box<SharingGroup>>) ->
     }
 }
 
-/// `R-SG-LOCALID`: a captured record at distribution 4 must name its
-/// sharing group by uuid. Without a `SharingGroup` object MISP reads
-/// `sharing_group_id` as a local id of the receiver (or stores
-/// distribution 0), which the gateway cannot map to a uuid. MISP attaches
-/// the full `SharingGroup` to every distribution-4 record it pushes or
-/// serves. (Written for analyst records, clusters and relations; the event
-/// records' side of the rule may land as its own helper — one of the two
-/// should stay when merging.)
-fn sharing_group_required(
+/// R-SG-LOCALID and R-SG-UNRESOLVED, for any record with a distribution:
+/// at distribution 4 the sharing group must be named by a `SharingGroup`
+/// object (its uuid is required by the model, so `has_sg` means "has a
+/// uuid"). Without one, MISP imports `sharing_group_id` as a local id of
+/// the receiver (or stores distribution 0), which the gateway cannot map:
+/// refused on every `captured` record. A display-only record (served,
+/// never stored: related events, relationship targets) is MISP's own
+/// shape without it, and is refused only when the rules block some sharing
+/// group (the gateway could not tell whether it is that one).
+/// `noun` is the record's name in the reason ("note", "event report", …).
+pub fn sharing_group_identified(
+    ctx: &Ctx,
+    noun: &str,
+    dist: &Dist,
+    has_sg: bool,
+    captured: bool,
+) -> Checked {
+    if *dist != Dist::Level(4) || has_sg {
+        return Ok(());
+    }
+    if captured {
+        rule(format!(
+            "{noun} has distribution 4 but no SharingGroup uuid"
+        ))
+    } else if !ctx.rules.blocked_sharing_groups.is_empty() {
+        rule(format!(
+            "{noun} has distribution 4 with a sharing group the gateway cannot identify"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A `Dist`/`SharingGroup` pair: the sharing group's own checks, then
+/// whether it is identified at distribution 4.
+fn distributed_sharing_group(
+    ctx: &Ctx,
     subject: Subject,
     dist: &Dist,
     sg: &Option<Box<SharingGroup>>,
+    captured: bool,
 ) -> Checked {
-    if *dist == Dist::Level(4) && sg.is_none() {
-        return rule(format!(
-            "{} has distribution 4 but no SharingGroup uuid",
-            subject.noun()
-        ));
+    sharing_group(ctx, subject, sg)?;
+    sharing_group_identified(ctx, subject.noun(), dist, sg.is_some(), captured)
+}
+
+fn wrapper(present: bool, reason: &str) -> Checked {
+    if present {
+        rule(reason.to_string())
+    } else {
+        Ok(())
+    }
+}
+
+/// R-REPORT-WRAP, R-DIST, R-REPORT-SG, R-SG-LOCALID and the report's own
+/// analyst data, on one report MISP stores.
+pub fn event_report(ctx: &Ctx, r: &EventReport) -> Checked {
+    event_report_as(ctx, r, true)
+}
+
+/// `captured: false` for a report shown in a relationship's related event
+/// (display-only: R-SG-UNRESOLVED instead of R-SG-LOCALID).
+fn event_report_as(ctx: &Ctx, r: &EventReport, captured: bool) -> Checked {
+    wrapper(
+        r.wraps_report.0,
+        "event report element wraps an EventReport; refusing the ambiguous payload",
+    )?;
+    distribution(ctx, Subject::EventReport, &r.distribution, true)?;
+    distributed_sharing_group(
+        ctx,
+        Subject::EventReport,
+        &r.distribution,
+        &r.SharingGroup,
+        captured,
+    )?;
+    analyst_lists(ctx, &r.Note, &r.Opinion, &r.Relationship)
+}
+
+/// R-RELATED-EVENT: each correlating event the receiver serves.
+fn related_events(ctx: &Ctx, list: &Option<Vec<RelatedEvent>>) -> Checked {
+    for r in list.iter().flatten() {
+        let row = &r.Event;
+        distribution(ctx, Subject::RelatedEvent, &row.distribution, true)?;
+        distributed_sharing_group(
+            ctx,
+            Subject::RelatedEvent,
+            &row.distribution,
+            &row.SharingGroup,
+            false,
+        )?;
     }
     Ok(())
 }
 
-/// Event-level checks; `full` also requires and walks `Attribute[]` and
-/// `Object[]` (a pushed or pulled event). A relationship's related event is
-/// checked at event level, plus any attributes or objects it happens to carry.
-pub fn event(ctx: &Ctx, ev: &Event, full: bool) -> Checked {
+/// R-EVENT-GALAXY: a cluster that states a distribution is a full cluster
+/// (answers) and judged as one; a sharing group is checked whenever present.
+fn galaxy_clusters(ctx: &Ctx, galaxies: &Option<Vec<Galaxy>>, captured: bool) -> Checked {
+    let clusters = galaxies
+        .iter()
+        .flatten()
+        .flat_map(|g| g.GalaxyCluster.iter().flatten());
+    for c in clusters {
+        galaxy_cluster_in_event(ctx, c, captured)?;
+    }
+    Ok(())
+}
+
+fn galaxy_cluster_in_event(ctx: &Ctx, c: &ClusterTag, captured: bool) -> Checked {
+    distribution(ctx, Subject::GalaxyCluster, &c.distribution, false)?;
+    distributed_sharing_group(
+        ctx,
+        Subject::GalaxyCluster,
+        &c.distribution,
+        &c.SharingGroup,
+        captured,
+    )?;
+    for r in c.GalaxyClusterRelation.iter().flatten() {
+        cluster_relation(ctx, r, true)?;
+    }
+    Ok(())
+}
+
+/// R-RELATED-ATTR: correlation data MISP's sync never asks for.
+fn correlations(granular: bool, extension: bool) -> Checked {
+    if granular {
+        return rule(
+            "event answer carries RelatedAttribute; MISP's sync never asks for them".into(),
+        );
+    }
+    if extension {
+        return rule(
+            "event answer carries extensionEvents; MISP's sync never asks for them".into(),
+        );
+    }
+    Ok(())
+}
+
+/// Event-level checks, then `Attribute[]`, `Object[]` and
+/// `ShadowAttribute[]` (required lists for an `Imported` event). A
+/// relationship's related event (`Related`) is checked at event level,
+/// plus any attributes or objects it happens to carry.
+pub fn event(ctx: &Ctx, ev: &Event, role: EventRole) -> Checked {
     let tags = tag_names(&ev.Tag, &ev.EventTag, &ev.Galaxy);
     for name in tags.clone() {
         if ctx.rules.blocked_tags.contains(name) {
@@ -218,19 +390,29 @@ pub fn event(ctx: &Ctx, ev: &Event, full: bool) -> Checked {
         }
     }
     let has_carrier = ev.Tag.is_some() || ev.EventTag.is_some() || tags.clone().next().is_some();
-    required_taxonomies(ctx, Subject::Event, has_carrier, tags)?;
+    required_taxonomies(ctx, Subject::Event, has_carrier, counted_tags(&ev.Tag))?;
     distribution(ctx, Subject::Event, &ev.distribution, true)?;
     for report in ev.EventReport.iter().flatten() {
-        distribution(ctx, Subject::EventReport, &report.distribution, true)?;
+        event_report(ctx, report)?;
     }
-    sharing_group(ctx, Subject::Event, &ev.SharingGroup)?;
+    distributed_sharing_group(
+        ctx,
+        Subject::Event,
+        &ev.distribution,
+        &ev.SharingGroup,
+        true,
+    )?;
+    galaxy_clusters(ctx, &ev.Galaxy, true)?;
+    related_events(ctx, &ev.RelatedEvent)?;
+    correlations(ev.RelatedAttribute.0, ev.extensionEvents.0)?;
     analyst_lists(ctx, &ev.Note, &ev.Opinion, &ev.Relationship)?;
 
-    if full && ev.Attribute.is_absent() {
+    let lists_required = role == EventRole::Imported;
+    if lists_required && ev.Attribute.is_absent() {
         return rule("event has no Attribute list".into());
     }
     listed(ctx, &ev.Attribute)?;
-    if full && ev.Object.is_absent() {
+    if lists_required && ev.Object.is_absent() {
         return rule("event has no Object list".into());
     }
     listed(ctx, &ev.Object)?;
@@ -247,6 +429,12 @@ pub trait Check {
 impl Check for Attribute<'_> {
     fn check(&self, ctx: &Ctx) -> Checked {
         attribute(ctx, self)
+    }
+}
+
+impl Check for Proposal<'_> {
+    fn check(&self, ctx: &Ctx) -> Checked {
+        proposal(ctx, &self.0)
     }
 }
 
@@ -268,8 +456,54 @@ fn listed<T: Check>(ctx: &Ctx, list: &Listed<T>) -> Checked {
     }
 }
 
+/// An attribute or proposal MISP stores (in an event, an object, a
+/// proposal push or index).
 pub fn attribute(ctx: &Ctx, a: &Attribute) -> Checked {
+    attribute_as(ctx, a, AttrRole::Stored)
+}
+
+/// A proposal (`ShadowAttribute`, event or attribute level, pushed or
+/// indexed): checked as an attribute, except that MISP proposals carry no
+/// tags, so no required taxonomy is asked of them (MISP-IMPORT.md
+/// `K-PROPOSALS`); blocked tags still are.
+pub fn proposal(ctx: &Ctx, a: &Attribute) -> Checked {
+    attribute_as(ctx, a, AttrRole::Proposal)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AttrRole {
+    Stored,
+    Proposal,
+}
+
+/// R-CAT-DEFAULT: MISP files an attribute or proposal whose category is
+/// PHP-empty under its type's default category (describeTypes), which may
+/// be a blocked one; `" 0"` and blanks are refused too.
+fn category_given(category: &str) -> Checked {
+    match category.trim() {
+        "" | "0" => rule(
+            "attribute has an empty category; MISP would file it under its type's default category"
+                .into(),
+        ),
+        _ => Ok(()),
+    }
+}
+
+fn attribute_as(ctx: &Ctx, a: &Attribute, role: AttrRole) -> Checked {
     let r = ctx.rules;
+    wrapper(
+        a.wraps_attribute.0,
+        "attribute element wraps an Attribute; refusing the ambiguous payload",
+    )?;
+    if matches!(
+        a.ShadowAttribute,
+        Some(super::model::Proposals::WrapsObject)
+    ) {
+        return rule(
+            "attribute element wraps a ShadowAttribute; refusing the ambiguous payload".into(),
+        );
+    }
+    category_given(&a.category)?;
     if r.blocked_attribute_categories.contains(&a.category) {
         return rule(format!("attribute with a blocked category: {}", a.category));
     }
@@ -284,22 +518,38 @@ pub fn attribute(ctx: &Ctx, a: &Attribute) -> Checked {
         }
     }
     let has_carrier = a.Tag.is_some() || a.AttributeTag.is_some() || tags.clone().next().is_some();
-    required_taxonomies(ctx, Subject::Attribute, has_carrier, tags)?;
-    sharing_group(ctx, Subject::Attribute, &a.SharingGroup)?;
-    for proposal in a.ShadowAttribute.iter().flatten() {
-        attribute(ctx, proposal)?;
+    if role != AttrRole::Proposal {
+        required_taxonomies(ctx, Subject::Attribute, has_carrier, counted_tags(&a.Tag))?;
+    }
+    distributed_sharing_group(
+        ctx,
+        Subject::Attribute,
+        &a.distribution,
+        &a.SharingGroup,
+        true,
+    )?;
+    galaxy_clusters(ctx, &a.Galaxy, true)?;
+    correlations(a.RelatedAttribute.0, false)?;
+    for proposal in a.ShadowAttribute.iter().flat_map(|p| p.items()) {
+        attribute_as(ctx, proposal, AttrRole::Proposal)?;
     }
     analyst_lists(ctx, &a.Note, &a.Opinion, &a.Relationship)
 }
 
+/// An object MISP stores (in an event). A relationship's related object,
+/// served but never stored, is `related_object`.
 pub fn object(ctx: &Ctx, o: &Object) -> Checked {
+    wrapper(
+        o.wraps_object.0,
+        "object element wraps an Object; refusing the ambiguous payload",
+    )?;
     distribution(ctx, Subject::Object, &o.distribution, true)?;
-    sharing_group(ctx, Subject::Object, &o.SharingGroup)?;
+    distributed_sharing_group(ctx, Subject::Object, &o.distribution, &o.SharingGroup, true)?;
     if ctx.rules.blocked_object_types.contains(&o.name) {
         return rule(format!("object with a blocked type: {}", o.name));
     }
     for a in &o.Attribute {
-        attribute(ctx, a)?;
+        attribute_as(ctx, a, AttrRole::Stored)?;
     }
     analyst_lists(ctx, &o.Note, &o.Opinion, &o.Relationship)
 }
@@ -312,7 +562,13 @@ pub fn object(ctx: &Ctx, o: &Object) -> Checked {
 pub fn galaxy_cluster(ctx: &Ctx, c: &GalaxyCluster) -> Checked {
     distribution(ctx, Subject::GalaxyCluster, &c.distribution, true)?;
     sharing_group(ctx, Subject::GalaxyCluster, &c.SharingGroup)?;
-    sharing_group_required(Subject::GalaxyCluster, &c.distribution, &c.SharingGroup)?;
+    sharing_group_identified(
+        ctx,
+        Subject::GalaxyCluster.noun(),
+        &c.distribution,
+        c.SharingGroup.is_some(),
+        true,
+    )?;
     for r in c.GalaxyClusterRelation.iter().flatten() {
         cluster_relation(ctx, r, true)?;
     }
@@ -355,7 +611,13 @@ fn cluster_relation(ctx: &Ctx, r: &ClusterRelation, dist_required: bool) -> Chec
         }
     }
     sharing_group(ctx, Subject::ClusterRelation, &r.SharingGroup)?;
-    sharing_group_required(Subject::ClusterRelation, &r.distribution, &r.SharingGroup)
+    sharing_group_identified(
+        ctx,
+        Subject::ClusterRelation.noun(),
+        &r.distribution,
+        r.SharingGroup.is_some(),
+        true,
+    )
 }
 
 /// How deep analyst records may nest inside each other. MISP serves depth
@@ -456,7 +718,13 @@ fn type_confusion(declared: &str, kind: AnalystKind) -> String {
 fn analyst_record(ctx: &Ctx, kind: AnalystKind, rec: &Analyst, depth: usize) -> Checked {
     distribution(ctx, Subject::AnalystData, &rec.distribution, true)?;
     sharing_group(ctx, Subject::AnalystData, &rec.SharingGroup)?;
-    sharing_group_required(Subject::AnalystData, &rec.distribution, &rec.SharingGroup)?;
+    sharing_group_identified(
+        ctx,
+        Subject::AnalystData.noun(),
+        &rec.distribution,
+        rec.SharingGroup.is_some(),
+        true,
+    )?;
     if kind == AnalystKind::Relationship {
         related_target(ctx, rec, depth)?;
     }
@@ -565,15 +833,27 @@ fn related_event(ctx: &Ctx, ev: &Event, depth: usize) -> Checked {
     }
     distribution(ctx, Subject::Event, &ev.distribution, true)?;
     for report in ev.EventReport.iter().flatten() {
-        distribution(ctx, Subject::EventReport, &report.distribution, true)?;
+        event_report_as(ctx, report, false)?;
     }
-    sharing_group(ctx, Subject::Event, &ev.SharingGroup)?;
-    for list in [&ev.Attribute, &ev.ShadowAttribute] {
-        if let Listed::Items(items) = list {
-            items
-                .iter()
-                .try_for_each(|a| related_attribute(ctx, a, depth))?;
-        }
+    distributed_sharing_group(
+        ctx,
+        Subject::Event,
+        &ev.distribution,
+        &ev.SharingGroup,
+        false,
+    )?;
+    galaxy_clusters(ctx, &ev.Galaxy, false)?;
+    related_events(ctx, &ev.RelatedEvent)?;
+    correlations(ev.RelatedAttribute.0, ev.extensionEvents.0)?;
+    if let Listed::Items(items) = &ev.Attribute {
+        items
+            .iter()
+            .try_for_each(|a| related_attribute(ctx, a, depth))?;
+    }
+    if let Listed::Items(items) = &ev.ShadowAttribute {
+        items
+            .iter()
+            .try_for_each(|p| related_attribute(ctx, &p.0, depth))?;
     }
     if let Listed::Items(items) = &ev.Object {
         items
@@ -590,12 +870,7 @@ fn related_attribute(ctx: &Ctx, a: &Attribute, depth: usize) -> Checked {
     let r = ctx.rules;
     // `R-CAT-DEFAULT` on a related attribute: MISP serves the stored
     // category, never an empty one.
-    if matches!(a.category.trim(), "" | "0") {
-        return rule(
-            "attribute has an empty category; MISP would file it under its type's default category"
-                .into(),
-        );
-    }
+    category_given(&a.category)?;
     if r.blocked_attribute_categories.contains(&a.category) {
         return rule(format!("attribute with a blocked category: {}", a.category));
     }
@@ -608,8 +883,20 @@ fn related_attribute(ctx: &Ctx, a: &Attribute, depth: usize) -> Checked {
             return rule(format!("attribute with a blocked tag: {name}"));
         }
     }
-    sharing_group(ctx, Subject::Attribute, &a.SharingGroup)?;
-    for proposal in a.ShadowAttribute.iter().flatten() {
+    wrapper(
+        a.wraps_attribute.0,
+        "attribute element wraps an Attribute; refusing the ambiguous payload",
+    )?;
+    distributed_sharing_group(
+        ctx,
+        Subject::Attribute,
+        &a.distribution,
+        &a.SharingGroup,
+        false,
+    )?;
+    galaxy_clusters(ctx, &a.Galaxy, false)?;
+    correlations(a.RelatedAttribute.0, false)?;
+    for proposal in a.ShadowAttribute.iter().flat_map(|p| p.items()) {
         related_attribute(ctx, proposal, depth)?;
     }
     analyst_children(ctx, &a.Note, &a.Opinion, &a.Relationship, depth + 1)
@@ -618,8 +905,18 @@ fn related_attribute(ctx: &Ctx, a: &Attribute, depth: usize) -> Checked {
 /// A related object: name, distribution, sharing group, its attributes if
 /// present (MISP omits them), analyst data.
 fn related_object(ctx: &Ctx, o: &Object, depth: usize) -> Checked {
+    wrapper(
+        o.wraps_object.0,
+        "object element wraps an Object; refusing the ambiguous payload",
+    )?;
     distribution(ctx, Subject::Object, &o.distribution, true)?;
-    sharing_group(ctx, Subject::Object, &o.SharingGroup)?;
+    distributed_sharing_group(
+        ctx,
+        Subject::Object,
+        &o.distribution,
+        &o.SharingGroup,
+        false,
+    )?;
     if ctx.rules.blocked_object_types.contains(&o.name) {
         return rule(format!("object with a blocked type: {}", o.name));
     }
@@ -647,5 +944,13 @@ fn embedded_event(ctx: &Ctx, noun: &str, ev: Option<EventRow>) -> Checked {
         }
         Dist::Level(_) | Dist::Missing => {}
     }
-    sharing_group(ctx, Subject::Event, &ev.SharingGroup)
+    sharing_group(ctx, Subject::Event, &ev.SharingGroup)?;
+    // Display-only: R-SG-UNRESOLVED.
+    sharing_group_identified(
+        ctx,
+        "related event",
+        &ev.distribution,
+        ev.SharingGroup.is_some(),
+        false,
+    )
 }

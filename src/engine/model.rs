@@ -131,6 +131,88 @@ impl<'de> Deserialize<'de> for Present {
     }
 }
 
+/// PHP-truthiness of a member MISP tests with `empty()`: absent, `null`,
+/// `false`, `0`, `0.0`, `""`, `"0"`, `[]` and `{}` are false, everything
+/// else true. Read exactly (not restricted like `Truthy`), because it decides
+/// what MISP *drops* (a `local` tag), so erring towards "true" would count
+/// a tag MISP keeps as if it were dropped and vice versa.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PhpTruthy(pub bool);
+
+impl<'de> Deserialize<'de> for PhpTruthy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = <&RawValue>::deserialize(d)?;
+        let v = raw.get();
+        let empty = match v.as_bytes().first() {
+            Some(b'"') => matches!(v, r#""""# | r#""0""#),
+            Some(b'[') | Some(b'{') => v[1..v.len() - 1].trim().is_empty(),
+            Some(b'n') | Some(b'f') => true,
+            Some(b't') => false,
+            _ => v.parse::<f64>().is_ok_and(|f| f == 0.0),
+        };
+        Ok(PhpTruthy(!empty))
+    }
+}
+
+/// A member whose presence with any non-empty value is the point: `[]`,
+/// `{}`, `null` (and absence) read as empty, anything else as present.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NonEmpty(pub bool);
+
+impl<'de> Deserialize<'de> for NonEmpty {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = <&RawValue>::deserialize(d)?;
+        let v = raw.get();
+        let empty = v == "null"
+            || (matches!(v.as_bytes().first(), Some(b'[') | Some(b'{'))
+                && v[1..v.len() - 1].trim().is_empty());
+        Ok(NonEmpty(!empty))
+    }
+}
+
+/// R-SEQ-AS-MAP: serde's derived structs also read a JSON *array* as the
+/// struct's fields in order (`"SharingGroup": ["x"]` as a sharing group
+/// with uuid "x"), while PHP reads a list. `MapOnly` is handed to a derived
+/// struct's deserializer (generated with `#[serde(remote = "Self")]`, see
+/// `map_only!`) and turns its request for a struct into a request for a
+/// map, so an array is a type error (`R-SHAPE`).
+pub struct MapOnly<D>(pub D);
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for MapOnly<D> {
+    type Error = D::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, D::Error> {
+        self.0.deserialize_any(v)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value, D::Error> {
+        self.0.deserialize_map(v)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map enum identifier ignored_any
+    }
+}
+
+/// Gives a struct derived with `#[serde(remote = "Self")]` its
+/// `Deserialize` impl, reading through `MapOnly` (objects only).
+macro_rules! map_only {
+    ($($name:ident $(<$lt:lifetime>)?),* $(,)?) => {$(
+        impl<'de $(: $lt, $lt)?> Deserialize<'de> for $name $(<$lt>)? {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                $name::deserialize(MapOnly(d))
+            }
+        }
+    )*};
+}
+
 /// What a record's field carries, as far as the policy is concerned. Each
 /// kind has its rule in `checks` and its planted sample in the carrier test
 /// (`engine::tests::carriers`), whose matches on it are exhaustive: a new
@@ -165,6 +247,15 @@ pub enum Carrier {
     AttributeType,
     /// An object's template name.
     ObjectName,
+    /// A member MISP would unwrap and import instead of the element that
+    /// holds it (`Object` in an object, `EventReport` in a report,
+    /// `Attribute` in an attribute): refused whatever its value.
+    Wrapper,
+    /// `RelatedEvent[]`: the receiver's correlating events (answers).
+    RelatedEvents,
+    /// `RelatedAttribute` / `extensionEvents`: correlation data MISP's sync
+    /// never asks for, refused when non-empty.
+    Correlations,
 }
 
 /// The single definition of the records the policy reads field by field.
@@ -209,6 +300,7 @@ macro_rules! schema {
         $(
             $(#[$attr])*
             #[derive(Debug, Deserialize)]
+            #[serde(remote = "Self")]
             pub struct $name<$lt> {
                 $(
                     $(#[$fattr])*
@@ -217,6 +309,7 @@ macro_rules! schema {
                 )*
             }
 
+            map_only!($name<$lt>);
             schema!(@reader [$($mode)?] $name { $( $field $(as $key)? ),* });
         )*
     };
@@ -264,10 +357,19 @@ schema! {
         EventTag: Option<Vec<TagLink<'a>>> => TagLinks,
         #[serde(borrow, default)]
         Galaxy: Option<Vec<Galaxy<'a>>> => Galaxies,
-        #[serde(default)]
-        EventReport: Option<Vec<Distributed>> => EventReports,
+        #[serde(borrow, default)]
+        EventReport: Option<Vec<EventReport<'a>>> => EventReports,
         #[serde(borrow, default)]
         SharingGroup: Option<Box<SharingGroup<'a>>> => SharingGroup,
+        /// The receiver's correlating events (push answers, views).
+        #[serde(borrow, default)]
+        RelatedEvent: Option<Vec<RelatedEvent<'a>>> => RelatedEvents,
+        /// Granular correlations (`includeGranularCorrelations`).
+        #[serde(default)]
+        RelatedAttribute: NonEmpty => Correlations,
+        /// Extension events' titles (`extended`).
+        #[serde(default)]
+        extensionEvents: NonEmpty => Correlations,
         #[serde(borrow, default)]
         Note: Option<AnalystList<'a>> => AnalystData,
         #[serde(borrow, default)]
@@ -280,7 +382,7 @@ schema! {
         Object: Listed<Object<'a>> => Objects,
         /// Event-level proposals are imported with the event too.
         #[serde(borrow, default)]
-        ShadowAttribute: Listed<Attribute<'a>> => Proposals,
+        ShadowAttribute: Listed<Proposal<'a>> => Proposals,
     }
 
     /// An attribute, or a proposal (`ShadowAttribute`), which MISP imports
@@ -301,7 +403,13 @@ schema! {
         #[serde(borrow, default)]
         SharingGroup: Option<Box<SharingGroup<'a>>> => SharingGroup,
         #[serde(borrow, default)]
-        ShadowAttribute: Option<Vec<Attribute<'a>>> => Proposals,
+        ShadowAttribute: Option<Proposals<'a>> => Proposals,
+        /// MISP does not unwrap an inner `Attribute` today [T9]; refused so
+        /// a future MISP that does cannot be fed a hidden one.
+        #[serde(default)]
+        wraps_attribute as "Attribute": Present => Wrapper,
+        #[serde(default)]
+        RelatedAttribute: NonEmpty => Correlations,
         #[serde(borrow, default)]
         Note: Option<AnalystList<'a>> => AnalystData,
         #[serde(borrow, default)]
@@ -317,6 +425,10 @@ schema! {
         SharingGroup: Option<Box<SharingGroup<'a>>> => SharingGroup,
         #[serde(borrow)]
         name: Str<'a> => ObjectName,
+        /// `MispObject:captureObject` imports this member *instead of* the
+        /// element (R-OBJ-WRAP).
+        #[serde(default)]
+        wraps_object as "Object": Present => Wrapper,
         /// MISP omits the key when no attribute is visible to the user it
         /// serialises for (`Event:fetchEvent`, a relationship's related
         /// object): absent means none, not an error (`R-OBJ-NOATTR`).
@@ -328,6 +440,90 @@ schema! {
         Opinion: Option<AnalystList<'a>> => AnalystData,
         #[serde(borrow, default)]
         Relationship: Option<AnalystList<'a>> => Relationships,
+    }
+
+    /// An `EventReport[]` element.
+    struct EventReport<'a> {
+        #[serde(default)]
+        distribution: Dist => Distribution,
+        #[serde(borrow, default)]
+        SharingGroup: Option<Box<SharingGroup<'a>>> => SharingGroup,
+        /// `EventReport:captureReport` (add) imports this member *instead
+        /// of* the element (R-REPORT-WRAP).
+        #[serde(default)]
+        wraps_report as "EventReport": Present => Wrapper,
+        /// A report's own analyst data, imported with it on edit.
+        #[serde(borrow, default)]
+        Note: Option<AnalystList<'a>> => AnalystData,
+        #[serde(borrow, default)]
+        Opinion: Option<AnalystList<'a>> => AnalystData,
+        #[serde(borrow, default)]
+        Relationship: Option<AnalystList<'a>> => Relationships,
+    }
+
+    /// A `RelatedEvent[]` element's `Event`: a row of the receiver's
+    /// correlating event, served, never stored (display-only).
+    struct RelatedEventRow<'a> {
+        #[serde(default)]
+        distribution: Dist => Distribution,
+        #[serde(borrow, default)]
+        SharingGroup: Option<Box<SharingGroup<'a>>> => SharingGroup,
+    }
+}
+
+/// `{"Event": {...}}`, one element of `RelatedEvent[]`.
+#[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
+pub struct RelatedEvent<'a> {
+    #[serde(borrow)]
+    pub Event: RelatedEventRow<'a>,
+}
+
+/// A proposal (`ShadowAttribute`): read as an attribute, but MISP keeps
+/// proposals without tags, so required taxonomies are not asked of it.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub struct Proposal<'a>(#[serde(borrow)] pub Attribute<'a>);
+
+/// An attribute's `ShadowAttribute` member: the list of its proposals, or
+/// an object, which is a wrapped attribute (R-ATTR-WRAP) rather than
+/// proposals.
+#[derive(Debug)]
+pub enum Proposals<'a> {
+    List(Vec<Attribute<'a>>),
+    WrapsObject,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Proposals<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Proposals<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of proposals")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(a) = seq.next_element()? {
+                    items.push(a);
+                }
+                Ok(Proposals::List(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Proposals::WrapsObject)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+impl<'a> Proposals<'a> {
+    pub fn items(&self) -> &[Attribute<'a>] {
+        match self {
+            Proposals::List(items) => items,
+            Proposals::WrapsObject => &[],
+        }
     }
 }
 
@@ -362,13 +558,19 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Listed<T> {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct Tag<'a> {
     #[serde(borrow)]
     pub name: Str<'a>,
+    /// A local tag: MISP's puller drops it, so it never counts towards a
+    /// required taxonomy (R-REQTAX-ASYM); it is still checked for blocking.
+    #[serde(default)]
+    pub local: PhpTruthy,
 }
 
 /// `EventTag[]` / `AttributeTag[]`: MISP also imports tags given this way.
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct TagLink<'a> {
     #[serde(borrow)]
     pub Tag: Tag<'a>,
@@ -376,18 +578,43 @@ pub struct TagLink<'a> {
 
 /// `Galaxy[]`: MISP attaches each cluster's `tag_name` as a tag.
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct Galaxy<'a> {
     #[serde(borrow, default)]
     pub GalaxyCluster: Option<Vec<ClusterTag<'a>>>,
 }
 
+/// A cluster inside `Galaxy[]`. Push bodies carry `Galaxy: []`; answers
+/// carry the receiver's full clusters, judged as clusters when they state a
+/// distribution (R-EVENT-GALAXY).
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct ClusterTag<'a> {
     #[serde(borrow, default)]
     pub tag_name: Option<Str<'a>>,
+    #[serde(default)]
+    pub distribution: Dist,
+    #[serde(borrow, default)]
+    pub SharingGroup: Option<Box<SharingGroup<'a>>>,
+    /// A full cluster's relations (answers): judged as in `pushCluster`.
+    #[serde(borrow, default)]
+    pub GalaxyClusterRelation: Option<Vec<ClusterRelation<'a>>>,
 }
 
+map_only!(
+    RelatedEvent<'a>,
+    Tag<'a>,
+    TagLink<'a>,
+    Galaxy<'a>,
+    ClusterTag<'a>,
+    SharingGroup<'a>,
+    SharingGroupOrg<'a>,
+    OrgRef<'a>,
+    SharingGroupServer,
+);
+
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct SharingGroup<'a> {
     #[serde(borrow)]
     pub uuid: Str<'a>,
@@ -398,18 +625,21 @@ pub struct SharingGroup<'a> {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct SharingGroupOrg<'a> {
     #[serde(borrow, default)]
     pub Organisation: Option<OrgRef<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct OrgRef<'a> {
     #[serde(borrow, default)]
     pub uuid: Option<Str<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct SharingGroupServer {
     #[serde(default)]
     pub all_orgs: Truthy,
@@ -418,6 +648,7 @@ pub struct SharingGroupServer {
 /// Anything whose only policy field is its distribution: event reports,
 /// notes, opinions, galaxy clusters.
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct Distributed {
     #[serde(default)]
     pub distribution: Dist,
@@ -432,6 +663,7 @@ pub struct Distributed {
 /// `related_object_type`, so it is kept raw and parsed once the type is
 /// known (`checks::relationship`).
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct Analyst<'a> {
     #[serde(default)]
     pub distribution: Dist,
@@ -508,6 +740,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for AnalystList<'a> {
 /// each element of an `analyst_data/index` answer. `note_type_name` is
 /// read only to refuse it at this level (`R-ANALYST-TYPE`).
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct AnalystEntry<'a> {
     #[serde(borrow, default)]
     pub Note: Option<Analyst<'a>>,
@@ -522,6 +755,7 @@ pub struct AnalystEntry<'a> {
 /// `{"GalaxyCluster": {...}}`: a `pushCluster` element and the
 /// `galaxy_clusters/view` answer.
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct GalaxyClusterDoc<'a> {
     #[serde(borrow)]
     pub GalaxyCluster: GalaxyCluster<'a>,
@@ -529,6 +763,7 @@ pub struct GalaxyClusterDoc<'a> {
 
 /// A galaxy cluster as MISP pushes and serves it (`checks::galaxy_cluster`).
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct GalaxyCluster<'a> {
     #[serde(default)]
     pub distribution: Dist,
@@ -554,6 +789,7 @@ pub struct GalaxyCluster<'a> {
 
 /// A `GalaxyClusterRelation[]` (or `RelationshipInbound[]`) element.
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct ClusterRelation<'a> {
     #[serde(default)]
     pub distribution: Dist,
@@ -572,6 +808,7 @@ pub struct ClusterRelation<'a> {
 /// `GalaxyClusterRelationTag[]`: `{"name"}` on push, `{"Tag":{"name"}}` in
 /// some serialisations; both are read.
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct RelationTag<'a> {
     #[serde(borrow, default)]
     pub name: Option<Str<'a>>,
@@ -581,6 +818,7 @@ pub struct RelationTag<'a> {
 
 /// `{"Event": {...}}` as a relationship's related object.
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct EventDoc<'a> {
     #[serde(borrow)]
     pub Event: Event<'a>,
@@ -590,6 +828,7 @@ pub struct EventDoc<'a> {
 /// (`Relationship:getRelatedElement`): read on a second, shallow pass over
 /// the related object, which is small and display-only (`R-REL-EVENTDIST`).
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct EmbeddedEventDoc<'a> {
     #[serde(borrow, default)]
     pub Attribute: Option<EmbeddedEvent<'a>>,
@@ -598,12 +837,14 @@ pub struct EmbeddedEventDoc<'a> {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct EmbeddedEvent<'a> {
     #[serde(borrow, default)]
     pub Event: Option<EventRow<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct EventRow<'a> {
     #[serde(default)]
     pub distribution: Dist,
@@ -613,6 +854,7 @@ pub struct EventRow<'a> {
 
 /// `{"Object": {...}}` as a relationship's related object.
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct ObjectDoc<'a> {
     #[serde(borrow)]
     pub Object: Object<'a>,
@@ -620,14 +862,33 @@ pub struct ObjectDoc<'a> {
 
 /// `{"Attribute": {...}}` as a relationship's related object.
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct AttributeDoc<'a> {
     #[serde(borrow)]
     pub Attribute: Attribute<'a>,
 }
 
+// `R-SEQ-AS-MAP` for the analyst, cluster and relationship-target views.
+map_only!(
+    Distributed,
+    Analyst<'a>,
+    AnalystEntry<'a>,
+    GalaxyClusterDoc<'a>,
+    GalaxyCluster<'a>,
+    ClusterRelation<'a>,
+    RelationTag<'a>,
+    EventDoc<'a>,
+    EmbeddedEventDoc<'a>,
+    EmbeddedEvent<'a>,
+    EventRow<'a>,
+    ObjectDoc<'a>,
+    AttributeDoc<'a>,
+);
+
 /// `{"ShadowAttribute": {...}}`: shadow-attribute index entries, and the
 /// wrapped form of a pushed proposal.
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct ShadowAttributeDoc<'a> {
     #[serde(borrow)]
     pub ShadowAttribute: Attribute<'a>,
@@ -636,6 +897,7 @@ pub struct ShadowAttributeDoc<'a> {
 /// First look at a pushed proposal: wrapped (`{"ShadowAttribute": {...}}`)
 /// or a bare attribute (whose own `ShadowAttribute` would be a list).
 #[derive(Debug, Deserialize)]
+#[serde(remote = "Self")]
 pub struct ProposalProbe<'a> {
     #[serde(borrow, default)]
     pub ShadowAttribute: Option<&'a RawValue>,
@@ -646,6 +908,8 @@ pub struct ProposalProbe<'a> {
     #[serde(default)]
     pub value: Present,
 }
+
+map_only!(ShadowAttributeDoc<'a>, ProposalProbe<'a>);
 
 /// Search filters of `/events/index` and `/galaxy_clusters/restSearch`.
 #[derive(Debug, Deserialize)]

@@ -164,15 +164,17 @@ fn misp_errors_pass_with_their_status() {
     assert!(answer("POST", "/events/add", 302, &errors[0].1).is_err());
     // An error status does not let data through: anything not shaped as a
     // MISP error is read as the endpoint's answer.
+    // R-PUSH-ANSWER: a push answered with an error status carries no event,
+    // whether or not the event would pass.
     let mut leaky = stored_event("tlp:amber", true);
     leaky["message"] = json!("x");
     assert_eq!(
         answer("POST", "/events/add", 404, &leaky),
-        Err((403, "event has blocked tag: tlp:amber".into()))
+        Err((403, "push answer with status 404 carries an Event".into()))
     );
     assert_eq!(
         answer("POST", "/events/add", 403, &stored_event("tlp:green", true)),
-        Ok(())
+        Err((403, "push answer with status 403 carries an Event".into()))
     );
 }
 

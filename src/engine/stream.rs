@@ -20,19 +20,39 @@ use std::marker::PhantomData;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::checks::{self, Check, Checked, Ctx, Violation};
-use super::model::{Dist, Event, Listed, Present};
+use super::checks::{self, Check, Checked, Ctx, EventRole, Violation};
+use super::model::{Dist, Event, Listed, NonEmpty, Present};
 
 /// The top-level body: `{"Event": {...}}` plus the wrapper keys MISP unwraps.
 pub struct StreamedDoc<'a> {
     pub event: Option<Event<'a>>,
     pub wrapped: bool,
+    /// The first top-level key other than `Event`, the wrappers and (in
+    /// answers) `errors`.
+    pub other_key: Option<String>,
+}
+
+/// Which event body is read: decides the lists required (`EventRole`)
+/// and the top-level keys allowed beside `Event`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum EventBody {
+    /// `events/add`, `events/edit` requests: `Event` only.
+    Pushed,
+    /// `events/view` answers: `Event`, and MISP's top-level `errors`.
+    Pulled,
+    /// 2xx answers to `events/add` / `events/edit` (R-PUSH-ANSWER):
+    /// `Event` and `errors`; lists optional.
+    PushAnswer,
 }
 
 /// Parses and checks an event body in one pass (see the module comment).
-pub fn check_event_body(ctx: &Ctx, body: &str) -> Checked {
+pub fn check_event_body(ctx: &Ctx, body: &str, kind: EventBody) -> Checked {
     let mut de = serde_json::Deserializer::from_str(body);
-    let doc = DocSeed { ctx }.deserialize(&mut de)?;
+    let doc = DocSeed {
+        ctx,
+        errors_allowed: kind != EventBody::Pushed,
+    }
+    .deserialize(&mut de)?;
     de.end()?;
     if doc.wrapped {
         // MISP's events/add and edit unwrap these before reading `Event`, so
@@ -47,7 +67,19 @@ pub fn check_event_body(ctx: &Ctx, body: &str) -> Checked {
             "no `Event` property in request body".into(),
         ));
     };
-    checks::event(ctx, &ev, true)
+    if let Some(key) = doc.other_key {
+        // R-EVENT-TOPKEYS: `_add`/`_edit` read some of these (a top-level
+        // `Sighting` list is captured); MISP's push and view send none.
+        return Err(Violation::Rule(format!(
+            "event body has a top-level `{}` beside `Event`; refusing the ambiguous payload",
+            super::Sanitized(&key)
+        )));
+    }
+    let role = match kind {
+        EventBody::Pushed | EventBody::Pulled => EventRole::Imported,
+        EventBody::PushAnswer => EventRole::Answer,
+    };
+    checks::event(ctx, &ev, role)
 }
 
 /// How the streaming reader reads one field type of a `schema!` record
@@ -59,6 +91,12 @@ pub trait StreamField<'de>: Sized {
 }
 
 impl<'de> StreamField<'de> for Dist {
+    fn read<A: MapAccess<'de>>(map: &mut A, _: &Ctx) -> Result<Self, A::Error> {
+        map.next_value()
+    }
+}
+
+impl<'de> StreamField<'de> for NonEmpty {
     fn read<A: MapAccess<'de>>(map: &mut A, _: &Ctx) -> Result<Self, A::Error> {
         map.next_value()
     }
@@ -81,6 +119,7 @@ impl<'de, T: Deserialize<'de> + Check> StreamField<'de> for Listed<T> {
 
 struct DocSeed<'c, 'r> {
     ctx: &'c Ctx<'r>,
+    errors_allowed: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for DocSeed<'_, '_> {
@@ -101,6 +140,7 @@ impl<'de> Visitor<'de> for DocSeed<'_, '_> {
         let mut doc = StreamedDoc {
             event: None,
             wrapped: false,
+            other_key: None,
         };
         let mut seen = Seen::default();
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
@@ -119,7 +159,14 @@ impl<'de> Visitor<'de> for DocSeed<'_, '_> {
                     map.next_value::<Present>()?;
                     doc.wrapped = true;
                 }
-                _ => {
+                "errors" if self.errors_allowed => {
+                    seen.once("errors")?;
+                    map.next_value::<IgnoredAny>()?;
+                }
+                other => {
+                    if doc.other_key.is_none() {
+                        doc.other_key = Some(other.chars().take(64).collect());
+                    }
                     map.next_value::<IgnoredAny>()?;
                 }
             }

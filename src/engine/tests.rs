@@ -14,6 +14,8 @@ use crate::config;
 
 /// Every carrier of `model::SCHEMA`, planted and checked through both readers.
 mod carriers;
+/// The event-record rules of MISP-IMPORT.md §3.2 on their own helpers.
+mod event_records;
 
 /// Analyst records at every depth, clusters and relationship targets.
 mod analyst;
@@ -546,7 +548,25 @@ fn required_taxonomies_accept_any_carrier_and_respect_allowed_tags() {
     let mut ev = event();
     ev["Event"].as_object_mut().unwrap().remove("Tag");
     assert_eq!(reason(push_b(&ev)), "event is missing required taxonomies");
-    ev["Event"]["EventTag"] = json!([{"Tag": {"name": " TLP:Green "}}]);
+    // R-REQTAX-ASYM: only `Tag[]` counts, as MISP equates names (trailing
+    // spaces and ASCII case ignored, leading spaces significant), and
+    // local tags never count.
+    ev["Event"]["EventTag"] = json!([{"Tag": {"name": "tlp:green"}}]);
+    assert_eq!(
+        reason(push_b(&ev)),
+        "event is missing required taxonomy: tlp"
+    );
+    ev["Event"]["Tag"] = json!([{"name": " TLP:Green"}]);
+    assert_eq!(
+        reason(push_b(&ev)),
+        "event is missing required taxonomy: tlp"
+    );
+    ev["Event"]["Tag"] = json!([{"name": "tlp:green", "local": true}]);
+    assert_eq!(
+        reason(push_b(&ev)),
+        "event is missing required taxonomy: tlp"
+    );
+    ev["Event"]["Tag"] = json!([{"name": "TLP:Green  ", "local": "0"}]);
     push_b(&ev).unwrap();
     let mut ev = event();
     ev["Event"]["Attribute"][0]["Tag"] = json!([]);

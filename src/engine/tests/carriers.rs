@@ -17,9 +17,13 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::config;
-use crate::engine::checks::{self, Checked, Ctx, Violation};
+use crate::engine::checks::{self, Checked, Ctx, EventRole, Violation};
 use crate::engine::model::{Carrier, Event, Record, SCHEMA};
-use crate::engine::stream;
+use crate::engine::stream::{self, EventBody};
+
+fn streamed(ctx: &Ctx, body: &str) -> Checked {
+    stream::check_event_body(ctx, body, EventBody::Pushed)
+}
 
 const BLOCKED_SG: &str = "b9e656ba-b9c0-4506-83ed-7b54b43a57cb";
 /// The pulling user's org (`X-UserOrgUUID`) on pulls.
@@ -52,6 +56,7 @@ fn allowed(record: Record) -> Value {
             "value": "198.51.100.7", "distribution": "5"
         }),
         Record::Object => json!({"name": "domain-ip", "distribution": "5", "Attribute": []}),
+        Record::EventReport | Record::RelatedEventRow => json!({"distribution": "1"}),
     }
 }
 
@@ -60,7 +65,9 @@ fn tag_reason(record: Record) -> String {
     match record {
         Record::Event => "event has blocked tag: tlp:red".into(),
         Record::Attribute => "attribute with a blocked tag: tlp:red".into(),
-        Record::Object => panic!("objects carry no tags yet: choose the reason wording here"),
+        Record::Object | Record::EventReport | Record::RelatedEventRow => {
+            panic!("{record:?} carries no tags yet: choose the reason wording here")
+        }
     }
 }
 
@@ -83,7 +90,7 @@ fn both(value: Value, reason: impl Into<String>) -> Sample {
 }
 
 /// The values planted directly in a field of `carrier` kind on `record`.
-fn planted(record: Record, carrier: Carrier) -> Vec<Sample> {
+fn planted(record: Record, key: &str, carrier: Carrier) -> Vec<Sample> {
     let blocked_attribute = json!({"category": "Person", "type": "text", "value": "x"});
     let blocked_object = json!({"name": "person", "distribution": "5", "Attribute": []});
     let dist0 = || json!([{"distribution": "0"}]);
@@ -93,6 +100,8 @@ fn planted(record: Record, carrier: Carrier) -> Vec<Sample> {
                 Record::Event => "event has",
                 Record::Attribute => "attribute with a",
                 Record::Object => "object with a",
+                Record::EventReport => "event report has",
+                Record::RelatedEventRow => "related event has",
             };
             vec![both(
                 json!("0"),
@@ -113,6 +122,8 @@ fn planted(record: Record, carrier: Carrier) -> Vec<Sample> {
                 Record::Event => "event has",
                 Record::Attribute => "attribute with a",
                 Record::Object => "object with a",
+                Record::EventReport => "event report has",
+                Record::RelatedEventRow => "related event has",
             };
             vec![
                 both(
@@ -188,6 +199,28 @@ fn planted(record: Record, carrier: Carrier) -> Vec<Sample> {
             "attribute with a blocked type: passport-number",
         )],
         Carrier::ObjectName => vec![both(json!("person"), "object with a blocked type: person")],
+        Carrier::Wrapper => {
+            let reason = match record {
+                Record::Object => "object element wraps an Object",
+                Record::Attribute => "attribute element wraps an Attribute",
+                Record::EventReport => "event report element wraps an EventReport",
+                Record::Event | Record::RelatedEventRow => {
+                    panic!("{record:?} has no wrapper member: choose the reason wording here")
+                }
+            };
+            vec![both(
+                json!({}),
+                format!("{reason}; refusing the ambiguous payload"),
+            )]
+        }
+        Carrier::RelatedEvents => vec![both(
+            json!([{"Event": {"distribution": "0"}}]),
+            "related event has blocked distribution level: 0",
+        )],
+        Carrier::Correlations => vec![both(
+            json!([{"id": "1"}]),
+            format!("event answer carries {key}; MISP's sync never asks for them"),
+        )],
     }
 }
 
@@ -202,6 +235,8 @@ fn contained(carrier: Carrier) -> Vec<(Record, Wrap)> {
     match carrier {
         Carrier::Attributes | Carrier::Proposals => vec![(Record::Attribute, |v| json!([v]))],
         Carrier::Objects => vec![(Record::Object, |v| json!([v]))],
+        Carrier::EventReports => vec![(Record::EventReport, |v| json!([v]))],
+        Carrier::RelatedEvents => vec![(Record::RelatedEventRow, |v| json!([{"Event": v}]))],
         Carrier::Relationships => vec![
             (Record::Event, |v| related("Event", v)),
             (Record::Attribute, |v| related("Attribute", v)),
@@ -212,11 +247,12 @@ fn contained(carrier: Carrier) -> Vec<(Record, Wrap)> {
         | Carrier::TagLinks
         | Carrier::Galaxies
         | Carrier::SharingGroup
-        | Carrier::EventReports
         | Carrier::AnalystData
         | Carrier::Category
         | Carrier::AttributeType
-        | Carrier::ObjectName => vec![],
+        | Carrier::ObjectName
+        | Carrier::Wrapper
+        | Carrier::Correlations => vec![],
     }
 }
 
@@ -243,7 +279,7 @@ fn cases(record: Record, depth: usize, seen: &mut BTreeSet<(String, &'static str
     let mut out = Vec::new();
     for &(key, carrier) in carriers(record) {
         seen.insert((format!("{record:?}"), key));
-        for sample in planted(record, carrier) {
+        for sample in planted(record, key, carrier) {
             let mut v = allowed(record);
             v[key] = sample.value;
             out.push(Case {
@@ -281,7 +317,7 @@ fn buffered(ctx: &Ctx, body: &str) -> Checked {
         Event: Event<'a>,
     }
     let doc: Doc = serde_json::from_str(body)?;
-    checks::event(ctx, &doc.Event, true)
+    checks::event(ctx, &doc.Event, EventRole::Imported)
 }
 
 fn reason(outcome: Checked) -> String {
@@ -321,11 +357,7 @@ fn every_carrier_blocks_in_both_readers() {
     with_rules(|side, ctx| {
         let control = json!({"Event": allowed(Record::Event)}).to_string();
         assert_eq!(reason(buffered(ctx, &control)), "allowed", "{side}");
-        assert_eq!(
-            reason(stream::check_event_body(ctx, &control)),
-            "allowed",
-            "{side}"
-        );
+        assert_eq!(reason(streamed(ctx, &control)), "allowed", "{side}");
         for case in &all {
             let expected = if side == "push" {
                 &case.push
@@ -334,7 +366,7 @@ fn every_carrier_blocks_in_both_readers() {
             };
             let body = json!({"Event": case.record}).to_string();
             let got_buffered = reason(buffered(ctx, &body));
-            let got_streamed = reason(stream::check_event_body(ctx, &body));
+            let got_streamed = reason(streamed(ctx, &body));
             if &got_buffered != expected || &got_streamed != expected {
                 failures.push(format!(
                     "{side} {}: expected {expected:?}, buffered {got_buffered:?}, streamed {got_streamed:?}",
@@ -369,7 +401,7 @@ fn every_event_key_is_read_once_by_both_readers() {
             let body = format!(r#"{{"Event": {{"{key}": null, "{key}": null}}}}"#);
             for (reader, outcome) in [
                 ("buffered", buffered(ctx, &body)),
-                ("streamed", stream::check_event_body(ctx, &body)),
+                ("streamed", streamed(ctx, &body)),
             ] {
                 let got = reason(outcome);
                 assert!(
@@ -393,7 +425,7 @@ fn every_event_key_absent_reads_the_same() {
             let body = json!({ "Event": event }).to_string();
             assert_eq!(
                 reason(buffered(ctx, &body)),
-                reason(stream::check_event_body(ctx, &body)),
+                reason(streamed(ctx, &body)),
                 "{side}, event without {key}"
             );
         }
