@@ -665,7 +665,6 @@ pub fn cases() -> Vec<Case> {
             status: 403,
             stored: nothing,
             forbidden: |i| event_absent_and(i, &[&i.r1]),
-            gap: Some("the engine does not read an event report's SharingGroup"),
             ..BASE
         },
         Case {
@@ -705,7 +704,6 @@ pub fn cases() -> Vec<Case> {
             status: 403,
             stored: nothing,
             forbidden: |i| event_absent_and(i, &[&i.a1]),
-            gap: Some("a distribution-4 element with only sharing_group_id is not refused; MISP resolves the local id"),
             ..BASE
         },
         Case {
