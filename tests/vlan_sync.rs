@@ -463,10 +463,69 @@ fn audit_rows() -> Vec<AuditRow> {
                     "Event": {"uuid": uuid(1), "distribution": "1", "info": "event 1"}}}),
             ),
         },
-        // Event-record rules (object wrapper R-OBJ-WRAP, report wrapper
-        // R-REPORT-WRAP, empty category R-CAT-DEFAULT, sharing group by
-        // local id R-SG-LOCALID): their rows go here, with those rules.
+        AuditRow {
+            rule: "R-OBJ-WRAP",
+            path: "/events/add/metadata:1",
+            // MISP saves the inner `Object` (a person) instead of the element.
+            attack: with_event_list(
+                event(351, &["tlp:green"], vec![], "1700003510"),
+                "Object",
+                json!({"uuid": uuid(352), "name": "file", "distribution": "5", "Attribute": [],
+                    "Object": {"uuid": uuid(353), "name": "person", "distribution": "0",
+                        "Attribute": [attribute(354, "first-name", "Person", &marker("R-OBJ-WRAP"))]}}),
+            ),
+            reason: "object element wraps an Object; refusing the ambiguous payload",
+            legit: event(355, &["tlp:green"], vec![], "1700003550"),
+        },
+        AuditRow {
+            rule: "R-CAT-DEFAULT",
+            path: "/events/add/metadata:1",
+            // MISP files an empty category under the type's default: Person.
+            attack: event(
+                361,
+                &["tlp:green"],
+                vec![attribute(362, "first-name", "", &marker("R-CAT-DEFAULT"))],
+                "1700003610",
+            ),
+            reason: "attribute has an empty category",
+            legit: event(
+                363,
+                &["tlp:green"],
+                vec![attribute(364, "text", "Other", "a shareable note")],
+                "1700003630",
+            ),
+        },
+        AuditRow {
+            rule: "R-REPORT-WRAP",
+            path: "/events/add/metadata:1",
+            // On add MISP saves the inner `EventReport` instead of the element.
+            attack: with_event_list(
+                event(371, &["tlp:green"], vec![], "1700003710"),
+                "EventReport",
+                json!({"uuid": uuid(372), "name": "outer", "content": "", "distribution": "1",
+                    "EventReport": {"uuid": uuid(373), "name": "inner",
+                        "content": marker("R-REPORT-WRAP"), "distribution": "0"}}),
+            ),
+            reason: "event report element wraps an EventReport; refusing the ambiguous payload",
+            legit: with_event_list(
+                event(374, &["tlp:green"], vec![], "1700003740"),
+                "EventReport",
+                json!({"uuid": uuid(375), "name": "report", "content": "shareable", "distribution": "1"}),
+            ),
+        },
+        // R-SG-LOCALID is not replayed here: config.sample.json blocks
+        // distribution 4 itself, so its attack would be refused by R-DIST
+        // (it is covered by tests/misp_import and tests/real_misp).
     ]
+}
+
+/// `event` with one more element in its `key` list (`Object`, `EventReport`).
+fn with_event_list(mut event: Value, key: &str, element: Value) -> Value {
+    match event["Event"][key].as_array_mut() {
+        Some(list) => list.push(element),
+        None => event["Event"][key] = json!([element]),
+    }
+    event
 }
 
 /// Whether `store` holds `item` (`{"Event"|"GalaxyCluster"|<analyst kind>:

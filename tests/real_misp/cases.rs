@@ -264,7 +264,13 @@ pub fn cases() -> Vec<Case> {
             name: "tlp:red tag added by a sync edit",
             seed: true,
             path: push_edit,
-            body: |i| edit(i, json!({"Tag": tags(&["tlp:green", "tlp:red"])}), json!({})),
+            body: |i| {
+                edit(
+                    i,
+                    json!({"Tag": tags(&["tlp:green", "tlp:red"])}),
+                    json!({}),
+                )
+            },
             status: 403,
             stored: |i| vec![i.ev.clone()],
             forbidden: |i| vec![i.a2.clone(), "tlp:red".into()],
@@ -314,7 +320,12 @@ pub fn cases() -> Vec<Case> {
             name: "distribution-0 object",
             seed: false,
             path: push_add,
-            body: |i| event(i, json!({"Object": [domain_ip_object(i, json!({"distribution": "0"}))]})),
+            body: |i| {
+                event(
+                    i,
+                    json!({"Object": [domain_ip_object(i, json!({"distribution": "0"}))]}),
+                )
+            },
             status: 403,
             stored: nothing,
             forbidden: |i| event_absent_and(i, &[&i.o1]),
@@ -632,7 +643,12 @@ pub fn cases() -> Vec<Case> {
             name: "distribution-0 opinion on the event",
             seed: false,
             path: push_add,
-            body: |i| event(i, json!({"Opinion": [opinion(&i.n1, &i.ev, "Event", "0", i)]})),
+            body: |i| {
+                event(
+                    i,
+                    json!({"Opinion": [opinion(&i.n1, &i.ev, "Event", "0", i)]}),
+                )
+            },
             status: 403,
             stored: nothing,
             forbidden: |i| event_absent_and(i, &[&i.n1]),
@@ -685,7 +701,12 @@ pub fn cases() -> Vec<Case> {
             name: "galaxy cluster shared with a blocked sharing group",
             seed: false,
             path: push_cluster,
-            body: |i| cluster(i, json!({"distribution": "4", "SharingGroup": sharing_group(i)})),
+            body: |i| {
+                cluster(
+                    i,
+                    json!({"distribution": "4", "SharingGroup": sharing_group(i)}),
+                )
+            },
             status: 403,
             stored: nothing,
             forbidden: |i| vec![i.gc.clone()],
