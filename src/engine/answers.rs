@@ -142,6 +142,66 @@ pub fn minimal_cluster_index(body: &str) -> Checked {
     Ok(())
 }
 
+/// The answer to `/sightings/restSearch/event` as MISP's puller reads it
+/// (`ServerSyncTool::fetchSightingsForEvents` takes `response`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SightingsAnswer {
+    #[serde(default)]
+    response: Option<Vec<SightingRow>>,
+}
+
+/// One row: `{"Sighting": {...}}` and nothing beside it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(non_snake_case)]
+struct SightingRow {
+    Sighting: SightingFields,
+}
+
+/// The members of a sighting the policy cares about: `includeAttribute`
+/// adds the sighted `Attribute` (type, category, value, tags' carriers),
+/// `includeEvent` its `Event` (info, orgs). MISP's puller asks for neither.
+#[derive(Deserialize)]
+#[allow(non_snake_case)]
+struct SightingFields {
+    #[serde(default)]
+    Attribute: Option<IgnoredAny>,
+    #[serde(default)]
+    Event: Option<IgnoredAny>,
+}
+
+/// `R-SIGHT-RESP`: `{"response": [{"Sighting": {...}}, ...]}` with no
+/// `Attribute` or `Event` in any row; `{}` and `[]` (nothing found) pass.
+/// Each row still carries the sighted value: that is MISP's own sync shape
+/// (`K-SIGHTINGS`).
+pub fn sightings(body: &str) -> Checked {
+    if body.trim_start().starts_with('[') {
+        let rows: Vec<IgnoredAny> = serde_json::from_str(body)?;
+        return if rows.is_empty() {
+            Ok(())
+        } else {
+            Err(Violation::Rule(
+                "sightings answer is a bare list; MISP answers {\"response\": [...]}".into(),
+            ))
+        };
+    }
+    let answer: SightingsAnswer = serde_json::from_str(body)?;
+    for row in answer.response.iter().flatten() {
+        let carried = if row.Sighting.Attribute.is_some() {
+            "Attribute"
+        } else if row.Sighting.Event.is_some() {
+            "Event"
+        } else {
+            continue;
+        };
+        return Err(Violation::Rule(format!(
+            "sightings answer carries {carried} data"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
