@@ -286,6 +286,61 @@ mod tests {
     }
 
     #[test]
+    fn rule_r_sight_resp() {
+        // Real MISP 2.5 rows (the puller's search, then with includeAttribute
+        // and includeEvent).
+        let row = r#""id":"3","attribute_id":"16","event_id":"26","org_id":"0",
+            "date_sighting":"1796063525","uuid":"1741df2e-0141-4a6d-9730-20b79d63836f",
+            "source":"auditpull","type":"0","value":"198.51.100.7",
+            "attribute_uuid":"74fb8dc4-2994-4c54-b64a-20bfbc5ff513",
+            "event_uuid":"8805b4ad-9c85-4395-a7df-5b38a58a1b0a""#;
+        let attribute = r#""Attribute":{"id":"16","type":"ip-dst","category":"Network activity","value":"198.51.100.7"}"#;
+        let event = r#""Event":{"id":"26","info":"t","Orgc":{"name":"ORGNAME"}}"#;
+        for ok in [
+            format!(r#"{{"response":[{{"Sighting":{{{row}}}}}]}}"#),
+            format!(r#"{{"response":[{{"Sighting":{{{row},"Attribute":null}}}}]}}"#),
+            r#"{"response":[]}"#.to_string(),
+            "{}".to_string(),
+            "[]".to_string(),
+            " []".to_string(),
+        ] {
+            assert_eq!(reason(sightings(&ok)), None, "{ok}");
+        }
+        let carried = |what: &str| Some(format!("sightings answer carries {what} data"));
+        for (bad, want) in [
+            (
+                format!(r#"{{"response":[{{"Sighting":{{{row},{attribute},{event}}}}}]}}"#),
+                carried("Attribute"),
+            ),
+            (
+                format!(
+                    r#"{{"response":[{{"Sighting":{{{row}}}}},{{"Sighting":{{{row},{event}}}}}]}}"#
+                ),
+                carried("Event"),
+            ),
+            (
+                format!(r#"[{{"Sighting":{{{row}}}}}]"#),
+                Some(r#"sightings answer is a bare list; MISP answers {"response": [...]}"#.into()),
+            ),
+        ] {
+            assert_eq!(reason(sightings(&bad)), want, "{bad}");
+        }
+        for shape in [
+            format!(r#"{{"response":[{{"Sighting":{{{row}}},{attribute}}}]}}"#),
+            format!(r#"{{"response":[],{attribute}}}"#),
+            r#"{"response":[{}]}"#.to_string(),
+            r#"{"response":{}}"#.to_string(),
+            r#"{"response":[],"response":[]}"#.to_string(),
+            "[".to_string(),
+        ] {
+            assert!(
+                reason(sightings(&shape)).unwrap().starts_with("malformed"),
+                "{shape}"
+            );
+        }
+    }
+
+    #[test]
     fn full_index_is_refused() {
         let full = r#"[{"id":"1","uuid":"u"},{"id":"2","info":"secret","EventTag":[]}]"#;
         assert_eq!(

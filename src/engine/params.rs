@@ -264,3 +264,241 @@ impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
         d.deserialize_str(K(std::marker::PhantomData))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const U: &str = "385283a1-b5e0-4e10-a532-dce11c365a56";
+    /// `Server::__pullEvent` for a non-internal server.
+    const PULL: &str = "/deleted[]:0/deleted[]:1/excludeGalaxy:1/includeEventCorrelations:0/includeFeedCorrelations:0/includeWarninglistHits:0/excludeLocalTags:1";
+
+    fn reason(c: Checked) -> Option<String> {
+        match c {
+            Ok(()) => None,
+            Err(Violation::Rule(r)) => Some(r),
+            Err(Violation::Malformed(e)) => Some(format!("malformed: {e}")),
+        }
+    }
+
+    #[test]
+    fn rule_r_view_params_puller_paths_pass() {
+        for path in [
+            format!("/events/view/{U}{PULL}"),
+            format!("/events/view/{U}"),
+            format!("/events/view/{}", U.to_ascii_uppercase()),
+            format!("/events/view/42{PULL}"),
+            format!("/events/view/{}", "9".repeat(20)),
+            // Sighting::pullSightingOldWay, every parameter.
+            format!("/events/view/{U}/{}", VIEW_PARAMS.join("/")),
+        ] {
+            assert_eq!(view_path(&path), Ok(()), "{path}");
+        }
+    }
+
+    #[test]
+    fn rule_r_view_params_other_parameters_are_refused() {
+        let p = |s: &str| format!("events/view parameter not used by MISP's pull: {s}");
+        for (path, want) in [
+            (format!("/events/view/{U}/extended:1"), p("extended:1")),
+            (
+                format!("/events/view/{U}{PULL}/includeGranularCorrelations:1"),
+                p("includeGranularCorrelations:1"),
+            ),
+            (format!("/events/view/{U}/deleted:2"), p("deleted:2")),
+            (format!("/events/view/{U}/"), p("")),
+            (format!("/events/view/{U}?x=1"), p("?x=1")),
+            (format!("/events/view/{U}{PULL}?"), p("?")),
+            (
+                format!("/events/view/{U}/deleted[]:0/deleted[]:0"),
+                p("deleted[]:0 (twice)"),
+            ),
+            (
+                format!("/events/view/{U}/{}", "x".repeat(70)),
+                p(&format!("{}...", "x".repeat(64))),
+            ),
+        ] {
+            assert_eq!(view_path(&path), Err(want), "{path}");
+        }
+    }
+
+    #[test]
+    fn rule_r_view_params_event_must_be_named() {
+        let got =
+            |s: &str| format!("events/view must name an event by uuid or numeric id, got {s}");
+        for (path, want) in [
+            (format!("/events/view/{U}.json"), got(&format!("{U}.json"))),
+            ("/events/view/".to_string(), got("")),
+            ("/events/view/index".to_string(), got("index")),
+            (
+                format!("/events/view/{}", "1".repeat(21)),
+                got(&"1".repeat(21)),
+            ),
+            ("/events/view/-1".to_string(), got("-1")),
+            // Right length, wrong grouping or not hexadecimal.
+            (
+                "/events/view/385283a1b-5e0-4e10-a532-dce11c365a56".to_string(),
+                got("385283a1b-5e0-4e10-a532-dce11c365a56"),
+            ),
+            (
+                "/events/view/385283a1-b5e0-4e10-a532-dce11c365a5g".to_string(),
+                got("385283a1-b5e0-4e10-a532-dce11c365a5g"),
+            ),
+            (
+                "/events/view/385283a1-b5e0-4e10-a532-dce11c365a56-0".to_string(),
+                got("385283a1-b5e0-4e10-a532-dce11c365a56-0"),
+            ),
+            (
+                "/events/view/385283a1-b5e0-4e10-a532".to_string(),
+                got("385283a1-b5e0-4e10-a532"),
+            ),
+        ] {
+            assert_eq!(view_path(&path), Err(want), "{path}");
+        }
+        assert_eq!(
+            view_path("/events/viewx/1"),
+            Err("events/view must name an event by uuid or numeric id".into())
+        );
+    }
+
+    #[test]
+    fn rule_r_index_params() {
+        assert_eq!(reason(events_index(r#"{"minimal":1,"published":1}"#)), None);
+        let rules = r#"{"tag":["tlp:clear","!tlp:red"],"org":["x"],"searchall":"y",
+            "searchsearchminimal":0,"minimalx":0,"Xminimal":0,"minimal":1,"published":1}"#;
+        assert_eq!(reason(events_index(rules)), None);
+        for (key, held) in [
+            ("MINIMAL", "minimal"),
+            ("Minimal", "minimal"),
+            ("searchminimal", "minimal"),
+            ("searchMiNiMaL", "minimal"),
+            ("PUBLISHED", "published"),
+            ("searchpublished", "published"),
+            ("searchPublished", "published"),
+        ] {
+            let body = format!(r#"{{"minimal":1,"published":1,"{key}":0}}"#);
+            assert_eq!(
+                reason(events_index(&body)),
+                Some(format!(
+                    "events/index filter `{key}` would override {held}; refusing the ambiguous payload"
+                )),
+                "{body}"
+            );
+        }
+        // The prefix is case-sensitive in MISP: `SearchMinimal` is not folded
+        // by the prefix rule, nor is it `minimal` in any case.
+        assert_eq!(
+            reason(events_index(
+                r#"{"minimal":1,"published":1,"SearchMinimal":0}"#
+            )),
+            None
+        );
+        // Escapes are undone before the comparison, as PHP does.
+        assert!(reason(events_index(
+            r#"{"minimal":1,"published":1,"MIN\u0049MAL":0}"#
+        ))
+        .unwrap()
+        .contains("`MINIMAL` would override minimal"));
+        for request in ["{}", r#""""#, "null", "0"] {
+            let body = format!(r#"{{"minimal":1,"published":1,"request":{request}}}"#);
+            assert_eq!(reason(events_index(&body)).as_deref(), Some(REQUEST_MEMBER));
+        }
+        assert!(reason(events_index("[]")).unwrap().starts_with("malformed"));
+    }
+
+    #[test]
+    fn rule_r_cluster_search_params() {
+        let legit = r#"{"published":1,"minimal":1,"custom":1}"#;
+        assert_eq!(reason(cluster_search(legit)), None);
+        // Exact-case keys only here: nothing folds.
+        assert_eq!(
+            reason(cluster_search(r#"{"published":1,"minimal":1,"MINIMAL":0}"#)),
+            None
+        );
+        for request in [r#"{"custom":1}"#, r#""""#, "null"] {
+            let body = format!(r#"{{"published":1,"minimal":1,"request":{request}}}"#);
+            assert_eq!(
+                reason(cluster_search(&body)).as_deref(),
+                Some(REQUEST_MEMBER)
+            );
+        }
+        assert_eq!(
+            reason(cluster_search(r#"{"minimal":1}"#)).as_deref(),
+            Some("{'minimal': 1, 'published': 1} is required for /galaxy_clusters/restSearch requests")
+        );
+    }
+
+    #[test]
+    fn rule_r_minpub() {
+        let need = Some(
+            "{'minimal': 1, 'published': 1} is required for /events/index requests".to_string(),
+        );
+        for ok in [
+            r#"{"minimal":1,"published":1}"#,
+            r#"{"minimal":true,"published":1.0}"#,
+        ] {
+            assert_eq!(reason(events_index(ok)), None, "{ok}");
+        }
+        for bad in [
+            r#"{"minimal":0,"published":1}"#,
+            r#"{"minimal":1,"published":0}"#,
+            r#"{"minimal":1}"#,
+            r#"{"published":1}"#,
+            r#"{"minimal":"1","published":1}"#,
+            "{}",
+        ] {
+            assert_eq!(reason(events_index(bad)), need, "{bad}");
+        }
+        for dup in [
+            r#"{"minimal":1,"published":1,"minimal":0}"#,
+            r#"{"published":1,"minimal":1,"published":1}"#,
+        ] {
+            let got = reason(events_index(dup)).unwrap();
+            assert!(
+                got.starts_with("malformed: duplicate field"),
+                "{dup}: {got}"
+            );
+        }
+    }
+
+    #[test]
+    fn rule_r_sight_req() {
+        for ok in [
+            r#"{"returnFormat":"json","last":0,"includeUuid":true,"uuid":["u"]}"#,
+            r#"{"returnFormat":"json","last":0,"includeUuid":true,"uuid":["u"],"org_id":["!o"]}"#,
+            r#"{"last":0,"includeUuid":true}"#,
+            "{}",
+        ] {
+            assert_eq!(reason(sightings_search(ok)), None, "{ok}");
+        }
+        for key in [
+            "includeAttribute",
+            "includeEvent",
+            "request",
+            "context",
+            "id",
+            "type",
+            "ReturnFormat",
+        ] {
+            let body = format!(r#"{{"returnFormat":"json","last":0,"{key}":1}}"#);
+            assert_eq!(
+                reason(sightings_search(&body)),
+                Some(format!(
+                    "sightings search key `{key}` is not sent by MISP's pull"
+                )),
+                "{body}"
+            );
+        }
+        for format in [r#""xml""#, r#""JSON""#, "1", "null"] {
+            let body = format!(r#"{{"returnFormat":{format}}}"#);
+            assert_eq!(
+                reason(sightings_search(&body)).as_deref(),
+                Some("sightings search returnFormat must be \"json\""),
+                "{body}"
+            );
+        }
+        assert!(reason(sightings_search("[]"))
+            .unwrap()
+            .starts_with("malformed"));
+    }
+}
