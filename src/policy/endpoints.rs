@@ -46,9 +46,9 @@ pub enum RequestBody {
     Uninspected,
     /// An event (`{"Event": {...}}`), checked with the source's rules.
     Event,
-    /// No body at all: a GET MISP's puller sends bare, whose controller
-    /// would still read a body's members (`events/view` takes `deleted`
-    /// and `extended` from it).
+    /// No body at all: a GET MISP's puller sends bare. `events/view` reads
+    /// `deleted` and `extended` from the request data too; CakePHP 2 leaves
+    /// that empty on a GET, but nothing the puller sends needs a body.
     Empty,
     /// `/events/index` filters: `minimal: 1, published: 1`, no `request`
     /// member, no other key MISP folds onto those two.
