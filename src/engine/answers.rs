@@ -164,6 +164,66 @@ pub fn minimal_cluster_index(body: &str) -> Checked {
     Ok(())
 }
 
+/// The answer to `/sightings/restSearch/event` as MISP's puller reads it
+/// (`ServerSyncTool::fetchSightingsForEvents` takes `response`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SightingsAnswer {
+    #[serde(default)]
+    response: Option<Vec<SightingRow>>,
+}
+
+/// One row: `{"Sighting": {...}}` and nothing beside it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(non_snake_case)]
+struct SightingRow {
+    Sighting: SightingFields,
+}
+
+/// The members of a sighting the policy cares about: `includeAttribute`
+/// adds the sighted `Attribute` (type, category, value, tags' carriers),
+/// `includeEvent` its `Event` (info, orgs). MISP's puller asks for neither.
+#[derive(Deserialize)]
+#[allow(non_snake_case)]
+struct SightingFields {
+    #[serde(default)]
+    Attribute: Option<IgnoredAny>,
+    #[serde(default)]
+    Event: Option<IgnoredAny>,
+}
+
+/// `R-SIGHT-RESP`: `{"response": [{"Sighting": {...}}, ...]}` with no
+/// `Attribute` or `Event` in any row; `{}` and `[]` (nothing found) pass.
+/// Each row still carries the sighted value: that is MISP's own sync shape
+/// (`K-SIGHTINGS`).
+pub fn sightings(body: &str) -> Checked {
+    if body.trim_start().starts_with('[') {
+        let rows: Vec<IgnoredAny> = serde_json::from_str(body)?;
+        return if rows.is_empty() {
+            Ok(())
+        } else {
+            Err(Violation::Rule(
+                "sightings answer is a bare list; MISP answers {\"response\": [...]}".into(),
+            ))
+        };
+    }
+    let answer: SightingsAnswer = serde_json::from_str(body)?;
+    for row in answer.response.iter().flatten() {
+        let carried = if row.Sighting.Attribute.is_some() {
+            "Attribute"
+        } else if row.Sighting.Event.is_some() {
+            "Event"
+        } else {
+            continue;
+        };
+        return Err(Violation::Rule(format!(
+            "sightings answer carries {carried} data"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +303,61 @@ mod tests {
                 reason(minimal_cluster_index(other)).as_deref(),
                 Some("galaxy cluster search response is not a list of minimal clusters"),
                 "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn rule_r_sight_resp() {
+        // Real MISP 2.5 rows (the puller's search, then with includeAttribute
+        // and includeEvent).
+        let row = r#""id":"3","attribute_id":"16","event_id":"26","org_id":"0",
+            "date_sighting":"1796063525","uuid":"1741df2e-0141-4a6d-9730-20b79d63836f",
+            "source":"auditpull","type":"0","value":"198.51.100.7",
+            "attribute_uuid":"74fb8dc4-2994-4c54-b64a-20bfbc5ff513",
+            "event_uuid":"8805b4ad-9c85-4395-a7df-5b38a58a1b0a""#;
+        let attribute = r#""Attribute":{"id":"16","type":"ip-dst","category":"Network activity","value":"198.51.100.7"}"#;
+        let event = r#""Event":{"id":"26","info":"t","Orgc":{"name":"ORGNAME"}}"#;
+        for ok in [
+            format!(r#"{{"response":[{{"Sighting":{{{row}}}}}]}}"#),
+            format!(r#"{{"response":[{{"Sighting":{{{row},"Attribute":null}}}}]}}"#),
+            r#"{"response":[]}"#.to_string(),
+            "{}".to_string(),
+            "[]".to_string(),
+            " []".to_string(),
+        ] {
+            assert_eq!(reason(sightings(&ok)), None, "{ok}");
+        }
+        let carried = |what: &str| Some(format!("sightings answer carries {what} data"));
+        for (bad, want) in [
+            (
+                format!(r#"{{"response":[{{"Sighting":{{{row},{attribute},{event}}}}}]}}"#),
+                carried("Attribute"),
+            ),
+            (
+                format!(
+                    r#"{{"response":[{{"Sighting":{{{row}}}}},{{"Sighting":{{{row},{event}}}}}]}}"#
+                ),
+                carried("Event"),
+            ),
+            (
+                format!(r#"[{{"Sighting":{{{row}}}}}]"#),
+                Some(r#"sightings answer is a bare list; MISP answers {"response": [...]}"#.into()),
+            ),
+        ] {
+            assert_eq!(reason(sightings(&bad)), want, "{bad}");
+        }
+        for shape in [
+            format!(r#"{{"response":[{{"Sighting":{{{row}}},{attribute}}}]}}"#),
+            format!(r#"{{"response":[],{attribute}}}"#),
+            r#"{"response":[{}]}"#.to_string(),
+            r#"{"response":{}}"#.to_string(),
+            r#"{"response":[],"response":[]}"#.to_string(),
+            "[".to_string(),
+        ] {
+            assert!(
+                reason(sightings(&shape)).unwrap().starts_with("malformed"),
+                "{shape}"
             );
         }
     }

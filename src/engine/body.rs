@@ -5,13 +5,11 @@
 
 use std::borrow::Cow;
 
-use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
 use super::checks::{self, Ctx, Violation};
-use super::model::{
-    AnalystEntry, GalaxyClusterDoc, ProposalProbe, SearchFilters, ShadowAttributeDoc,
-};
+use super::model::{AnalystEntry, GalaxyClusterDoc, ProposalProbe, ShadowAttributeDoc};
+use super::params;
 use super::stream::EventBody;
 use super::{Block, HeaderList, Response, Sanitized};
 use crate::codec::{self, DecodeError, DecodeLimits};
@@ -41,6 +39,13 @@ pub(super) fn check_request<H: HeaderList + ?Sized>(
     body: &[u8],
 ) -> Result<(), Block> {
     let side = Side::Request;
+    match kind {
+        // Nothing to decode or type: any byte at all is refused.
+        RequestBody::Empty => return empty(body),
+        // MISP answers an empty search with 400 and serves nothing.
+        RequestBody::SightingsSearch if body.is_empty() => return Ok(()),
+        _ => {}
+    }
     json_content_type(headers)?;
     let decoded = decode(policy, headers, body, side)?;
     let decoded = utf8(&decoded)?;
@@ -51,7 +56,11 @@ pub(super) fn check_request<H: HeaderList + ?Sized>(
     let outcome = match kind {
         RequestBody::Uninspected => Ok(()),
         RequestBody::Event => event(&ctx, decoded, EventBody::Pushed),
-        RequestBody::MinimalPublished(label) => minimal_published(decoded, label),
+        RequestBody::EventIndexFilters => params::events_index(decoded),
+        RequestBody::ClusterSearchFilters => params::cluster_search(decoded),
+        RequestBody::SightingsSearch => params::sightings_search(decoded),
+        // Returned above.
+        RequestBody::Empty => Ok(()),
         RequestBody::GalaxyClusters => galaxy_clusters(&ctx, decoded),
         RequestBody::AnalystData => serde_json::from_str::<AnalystEntry>(decoded)
             .map_err(Violation::from)
@@ -90,9 +99,7 @@ pub(super) fn check_response<H: HeaderList + ?Sized>(
         ResponseBody::GalaxyCluster => serde_json::from_str::<GalaxyClusterDoc>(decoded)
             .map_err(Violation::from)
             .and_then(|c| checks::galaxy_cluster(&ctx, &c.GalaxyCluster)),
-        ResponseBody::AnyJson => serde_json::from_str::<IgnoredAny>(decoded)
-            .map(drop)
-            .map_err(Violation::from),
+        ResponseBody::Sightings => super::answers::sightings(decoded),
         ResponseBody::AnalystDataList => serde_json::from_str::<Vec<AnalystEntry>>(decoded)
             .map_err(Violation::from)
             .and_then(|list| list.iter().try_for_each(|e| checks::analyst_entry(&ctx, e))),
@@ -206,14 +213,14 @@ fn event(ctx: &Ctx, body: &str, kind: EventBody) -> Result<(), Violation> {
     super::stream::check_event_body(ctx, body, kind)
 }
 
-fn minimal_published(body: &str, label: &str) -> Result<(), Violation> {
-    let f: SearchFilters = serde_json::from_str(body)?;
-    if SearchFilters::is_one(f.minimal) && SearchFilters::is_one(f.published) {
+/// A request that must carry no body (`RequestBody::Empty`).
+fn empty(body: &[u8]) -> Result<(), Block> {
+    if body.is_empty() {
         Ok(())
     } else {
-        Err(Violation::Rule(format!(
-            "{{'minimal': 1, 'published': 1}} is required for {label} requests"
-        )))
+        Err(Block::forbidden(
+            "request body not allowed: MISP's pull sends this request without one",
+        ))
     }
 }
 

@@ -21,6 +21,7 @@ pub mod answers;
 pub mod body;
 pub mod checks;
 pub mod model;
+pub mod params;
 pub mod path;
 pub mod protocol;
 pub mod stream;
@@ -210,6 +211,11 @@ pub fn request_head<H: HeaderList + ?Sized>(
                 "method override header {name} is not allowed"
             )));
         }
+    }
+    // The route admits any `events/view` path; only the puller's own
+    // parameters may reach MISP (R-VIEW-PARAMS).
+    if endpoint == Endpoint::EventsView {
+        params::view_path(req.path).map_err(Block::forbidden)?;
     }
     Ok(Exchange::Sync { endpoint, src, dst })
 }

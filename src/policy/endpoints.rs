@@ -46,9 +46,19 @@ pub enum RequestBody {
     Uninspected,
     /// An event (`{"Event": {...}}`), checked with the source's rules.
     Event,
-    /// Search filters that must ask for `minimal: 1, published: 1`; the
-    /// string is the endpoint named in the block reason.
-    MinimalPublished(&'static str),
+    /// No body at all: a GET MISP's puller sends bare. `events/view` reads
+    /// `deleted` and `extended` from the request data too; CakePHP 2 leaves
+    /// that empty on a GET, but nothing the puller sends needs a body.
+    Empty,
+    /// `/events/index` filters: `minimal: 1, published: 1`, no `request`
+    /// member, no other key MISP folds onto those two.
+    EventIndexFilters,
+    /// `/galaxy_clusters/restSearch` filters: `minimal: 1, published: 1`,
+    /// no `request` member.
+    ClusterSearchFilters,
+    /// `/sightings/restSearch/event` filters: only the keys MISP's puller
+    /// sends (or no body).
+    SightingsSearch,
     /// A list of `{"GalaxyCluster": {...}}`.
     GalaxyClusters,
     /// One `{"Note"|"Opinion"|"Relationship": {...}}`.
@@ -72,8 +82,9 @@ pub enum ResponseBody {
     ShadowAttributes,
     /// One `{"GalaxyCluster": {...}}`.
     GalaxyCluster,
-    /// Must be JSON; no rules yet (sightings).
-    AnyJson,
+    /// `/sightings/restSearch/event`: bare `Sighting` rows, without the
+    /// sighted attribute or its event.
+    Sightings,
     /// A list of analyst-data objects.
     AnalystDataList,
     /// `/events/index` asked for `minimal`: a list of entries holding only
@@ -92,10 +103,10 @@ impl Endpoint {
         use Endpoint::*;
         match self {
             EventsAdd | EventsEdit => RequestBody::Event,
-            EventsIndex => RequestBody::MinimalPublished("/events/index"),
-            GalaxyClustersRestSearch => {
-                RequestBody::MinimalPublished("/galaxy_clusters/restSearch")
-            }
+            EventsIndex => RequestBody::EventIndexFilters,
+            GalaxyClustersRestSearch => RequestBody::ClusterSearchFilters,
+            SightingsRestSearch => RequestBody::SightingsSearch,
+            EventsView => RequestBody::Empty,
             GalaxiesPushCluster => RequestBody::GalaxyClusters,
             AnalystDataPush => RequestBody::AnalystData,
             EventsPushProposals => RequestBody::Proposals,
@@ -138,7 +149,7 @@ impl Endpoint {
             GalaxyClustersRestSearch => ResponseBody::MinimalClusterIndex,
             ShadowAttributesIndex => ResponseBody::ShadowAttributes,
             GalaxyClustersView => ResponseBody::GalaxyCluster,
-            SightingsRestSearch => ResponseBody::AnyJson,
+            SightingsRestSearch => ResponseBody::Sightings,
             AnalystDataIndex => ResponseBody::AnalystDataList,
             _ => ResponseBody::Uninspected,
         }

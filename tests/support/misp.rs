@@ -336,9 +336,10 @@ fn route(store: &mut Store, method: &str, path: &str, body: &[u8]) -> (u16, Valu
             }
             (200, json!({"message": "Sightings saved"}))
         }
+        // MISP 2.5 wraps the rows in `response` (the puller reads only that).
         ("POST", "/sightings/restSearch/event") => (
             200,
-            Value::Array(store.sightings.values().cloned().collect()),
+            json!({"response": store.sightings.values().cloned().collect::<Vec<_>>()}),
         ),
         ("GET", p) if p.starts_with("/shadow_attributes/index") => (
             200,

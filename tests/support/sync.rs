@@ -320,12 +320,12 @@ pub async fn pull(c: &mut Client, local: &mut Store) -> Result<(), String> {
             local.put(cluster);
         }
     }
-    let search = json!({"last": 0, "includeUuid": true});
+    let search = json!({"returnFormat": "json", "last": 0, "includeUuid": true});
     let (status, sightings) = c
         .request("POST", "/sightings/restSearch/event", Some(&search))
         .await;
     if status == 200 {
-        items(&sightings).for_each(|s| local.put(s.clone()));
+        items(&sightings["response"]).for_each(|s| local.put(s.clone()));
     }
     let (status, index) = c
         .request("POST", "/analyst_data/indexMinimal", Some(&json!({})))
