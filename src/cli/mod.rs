@@ -69,6 +69,10 @@ enum Command {
         /// start and on reload, restored when they disappear or change.
         #[arg(long, value_enum, value_name = "MODE")]
         nftables: Option<NftMode>,
+        /// Append one JSON line per decided exchange to FILE (replaces
+        /// gateway.audit_log; reopened on SIGHUP).
+        #[arg(long, value_name = "FILE")]
+        audit_log: Option<PathBuf>,
     },
     /// Print the nftables rules for the policy (guard and capture tables;
     /// sets rendered from the instances, listener port, capture interfaces).
@@ -131,6 +135,7 @@ pub fn main() -> ExitCode {
             upstream_ca,
             insecure_upstream,
             nftables,
+            audit_log,
         } => {
             let mut listeners = Vec::new();
             for (mode, addrs) in [
@@ -165,6 +170,7 @@ pub fn main() -> ExitCode {
                 rules: nftables.map(|m| {
                     std::sync::Arc::new(crate::deploy::runtime::RulesKeeper::new(m.into()))
                 }),
+                audit_log,
             };
             run_gateway(&config, opts)
         }

@@ -26,6 +26,7 @@ pub fn compile(
         capture_interfaces,
         tproxy_mark,
         tproxy_table,
+        audit_log,
         limits: _,
     } = raw;
     let mut out = Vec::new();
@@ -122,6 +123,7 @@ pub fn compile(
         timeouts: compile_timeouts(timeouts.unwrap_or_default())?,
         instances: per_instance,
         transparent_source,
+        audit_log: audit_log.map(|p| base.join(p)),
     })
 }
 

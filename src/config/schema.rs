@@ -96,6 +96,9 @@ pub struct RawGateway {
     /// Routing table the TPROXY mark looks up; default 100.
     #[serde(default)]
     pub tproxy_table: Option<u32>,
+    /// JSON-lines audit trail of every decided exchange (`--audit-log`).
+    #[serde(default)]
+    pub audit_log: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -104,6 +104,8 @@ pub struct GatewaySettings {
     /// TPROXY policy routing owned by the gateway (`nft` subcommand and
     /// `scripts/apply-nftables.sh`).
     pub tproxy: TproxyRouting,
+    /// `gateway.audit_log`: where the audit trail goes (`--audit-log` wins).
+    pub audit_log: Option<PathBuf>,
 }
 
 /// Mark set on TPROXY'd packets (matched with itself as mask, so other

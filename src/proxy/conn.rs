@@ -94,6 +94,8 @@ async fn transparent(
         bound_host: None,
         client_tls: first[0] == TLS_HANDSHAKE,
         absolute_form: false,
+        conn: shared.next_conn_id(),
+        sni: None,
     };
     let io: BoxIo = Box::new(Prefixed::new(Vec::new(), tcp));
     start(shared, target, io, Some(default_name), None, shutdown).await
@@ -131,6 +133,8 @@ async fn explicit(
             bound_host: None,
             client_tls: false,
             absolute_form: true,
+            conn: shared.next_conn_id(),
+            sni: None,
         };
         let (tcp, rest) = io.into_parts();
         let io: BoxIo = Box::new(Prefixed::new(rest, tcp));
@@ -162,7 +166,8 @@ async fn explicit(
             }
         }
     };
-    let target = tunnel_target(client, &host, port, first == TLS_HANDSHAKE);
+    let mut target = tunnel_target(client, &host, port, first == TLS_HANDSHAKE);
+    target.conn = shared.next_conn_id();
     start(
         shared,
         target,
@@ -183,6 +188,8 @@ fn tunnel_target(client: ClientAddr, host: &str, port: u16, tls: bool) -> Target
         bound_host: Some(host.to_string()),
         client_tls: tls,
         absolute_form: false,
+        conn: 0,
+        sni: None,
     }
 }
 
@@ -255,9 +262,10 @@ async fn start(
     };
     let peer = client_ip.to_string();
     let timeouts = policy.gateway.timeouts;
-    let (tls, _sni) = crate::tls::accept_with_sni_io(io, &peer, choose_cfg, timeouts.handshake)
+    let (tls, sni) = crate::tls::accept_with_sni_io(io, &peer, choose_cfg, timeouts.handshake)
         .await
         .map_err(|e| e.to_string())?;
+    target.sni = sni;
     target.bound_host = chosen.lock().unwrap_or_else(|e| e.into_inner()).take();
     let mut tls: BoxIo = Box::new(tls);
     let _ = tls.flush().await;

@@ -15,7 +15,7 @@
 //! framing the gateway writes itself.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
@@ -23,11 +23,13 @@ use tokio::sync::watch;
 use super::respond;
 use super::state::{Shared, TlsState};
 use super::stream::BoxIo;
+use super::trail::Trail;
 use crate::config::formats::{split_host_port, Scheme};
 use crate::engine::{self, Block, Exchange, RequestHead as EngineHead, Response};
 use crate::http::head::{write_head, Headers, RequestHead, Version};
 use crate::http::io::{HttpError, HttpIo};
 use crate::http::{request_framing, response_framing, Framing};
+use crate::ops::audit::Stage;
 use crate::policy::{InstanceId, ListenMode, Policy};
 
 /// Largest request or response head.
@@ -48,6 +50,10 @@ pub struct Target {
     pub client_tls: bool,
     /// Explicit proxy without CONNECT: absolute-form plain-HTTP requests.
     pub absolute_form: bool,
+    /// Connection id in the audit trail.
+    pub conn: u64,
+    /// Server name from the client's TLS ClientHello.
+    pub sni: Option<String>,
 }
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus
@@ -279,20 +285,36 @@ async fn exchange(
 ) -> Result<bool, End> {
     let t = policy.gateway.timeouts;
     let method = head.method.clone();
+    // The audit line of this exchange, written when it ends (however).
+    // (A mutex, not a RefCell: the exchange future must be Send; it is
+    // never contended.)
+    let trail = Mutex::new(Trail::new(
+        shared.audit.as_deref(),
+        policy,
+        target,
+        &method,
+        &head.target,
+    ));
+    let tr = || trail.lock().unwrap_or_else(|e| e.into_inner());
     // Every refusal below is logged as a block and answered as a MISP API
     // error carrying the same reason (see `respond`).
     let refuse = |status: u16, reason: &str, path: &str| {
         let b = Block::with_status(status, reason);
         tracing::warn!(client = %target.client_ip, "{}", b.log_line(&method, path));
+        tr().block(status, reason);
         respond::refusal(&method, status, reason, path)
     };
     let blocked = |b: &Block, path: &str| {
         log_block(target, b, &method, path);
+        tr().block(b.status, &b.reason);
         respond::refusal(&method, b.status, &b.reason, path)
     };
     // Failures that are not decisions (upstream unreachable, timed out) are
     // logged where they happen; the answer names them the same way.
-    let failed = |status: u16, why: &str, path: &str| respond::refusal(&method, status, why, path);
+    let failed = |status: u16, why: &str, path: &str| {
+        tr().failed(status, why);
+        respond::refusal(&method, status, why, path)
+    };
 
     // Phase 1: request head. The HTTP-level refusals win over a target
     // that cannot be interpreted, so a nested `CONNECT host:port` is refused
@@ -300,7 +322,10 @@ async fn exchange(
     // `engine::request_head` applies them again for the decision itself.
     let protocol = engine::protocol::check(&method, head.headers.as_slice());
     let p = match (parse_target(target, &head), protocol) {
-        (Ok(p), Ok(())) => p,
+        (Ok(p), Ok(())) => {
+            tr().path(&p.path);
+            p
+        }
         (Ok(p), Err(b)) => {
             let _ = client.write_all(&blocked(&b, &p.path)).await;
             return Err(End::Close);
@@ -329,7 +354,10 @@ async fn exchange(
         headers: head.headers.as_slice(),
     };
     let exchange = match engine::request_head(policy, &engine_head) {
-        Ok(x) => x,
+        Ok(x) => {
+            tr().exchange(policy, &x);
+            x
+        }
         Err(b) => {
             let _ = client.write_all(&blocked(&b, &p.path)).await;
             return Err(End::Close);
@@ -363,6 +391,7 @@ async fn exchange(
     }
 
     // Phase 2: request body.
+    tr().stage(Stage::RequestBody);
     let inspected_body = if exchange.inspects_request_body() {
         let body = match client.read_body(framing, max_body).await {
             Ok(b) => b,
@@ -373,6 +402,14 @@ async fn exchange(
                 return Err(End::Close);
             }
         };
+        {
+            let mut g = tr();
+            g.request_bytes(body.len() as u64);
+            if g.enabled() {
+                let hs = head.headers.as_slice();
+                g.carried(engine::carried::request(policy, &exchange, hs, &body));
+            }
+        }
         if let Err(b) = engine::request_body(policy, &exchange, head.headers.as_slice(), &body) {
             let _ = client.write_all(&blocked(&b, &p.path)).await;
             return Err(End::Close);
@@ -384,6 +421,7 @@ async fn exchange(
 
     // Upstream: the instance's configured address, never a DNS answer
     // (allowlisted hosts excepted).
+    tr().stage(Stage::Upstream);
     let key = UpstreamKey {
         host: p.host.clone(),
         port: p.port,
@@ -441,7 +479,7 @@ async fn exchange(
         match &inspected_body {
             Some(body) => write_message(&mut up.io.io, std::mem::take(&mut wire), body).await?,
             None => {
-                client
+                let n = client
                     .copy_body(
                         &wire,
                         framing,
@@ -454,6 +492,7 @@ async fn exchange(
                         HttpError::Io(io) => io,
                         other => std::io::Error::other(other.to_string()),
                     })?;
+                tr().request_bytes(n);
             }
         }
         Ok::<(), std::io::Error>(())
@@ -468,6 +507,7 @@ async fn exchange(
 
     // Phase 3: response head (interim 1xx answers are dropped; we sent our
     // own 100 Continue, and upgrades are refused).
+    tr().stage(Stage::ResponseHead);
     let resp = loop {
         let r = tokio::time::timeout(t.upstream_response, up.io.read_response_head(MAX_HEAD)).await;
         match r {
@@ -525,6 +565,7 @@ async fn exchange(
         out.push("Connection", "close");
     }
     let status_line = format!("HTTP/1.1 {} {}", resp.status, resp.reason);
+    tr().stage(Stage::ResponseBody);
     if exchange.inspects_response_body() {
         let body = match up.io.read_body(resp_framing, max_body).await {
             Ok(b) => b,
@@ -541,6 +582,13 @@ async fn exchange(
             headers: resp.headers.as_slice(),
             body: &body,
         };
+        {
+            let mut g = tr();
+            g.response_bytes(body.len() as u64);
+            if g.enabled() {
+                g.carried(engine::carried::response(policy, &exchange, &r));
+            }
+        }
         if let Err(b) = engine::response(policy, &exchange, &r) {
             // Whatever the cause, a refused response is a 403 with none of
             // the upstream's body.
@@ -553,6 +601,7 @@ async fn exchange(
         }
         let mut wire = Vec::new();
         write_head(&status_line, &out, &mut wire);
+        tr().allow(resp.status);
         if write_message(&mut client.io, wire, &body).await.is_err() {
             return Err(End::Close);
         }
@@ -568,13 +617,17 @@ async fn exchange(
         }
         let mut wire = Vec::new();
         write_head(&status_line, &out, &mut wire);
-        if let Err(e) = up
+        tr().allow(resp.status);
+        match up
             .io
             .copy_body(&wire, resp_framing, u64::MAX, &mut client.io, chunked_out)
             .await
         {
-            tracing::warn!(client = %target.client_ip, "streaming response failed: {e}");
-            return Err(End::Close);
+            Ok(n) => tr().response_bytes(n),
+            Err(e) => {
+                tracing::warn!(client = %target.client_ip, "streaming response failed: {e}");
+                return Err(End::Close);
+            }
         }
         if resp_framing == Framing::Close && !chunked_out {
             return Ok(false);

@@ -8,6 +8,7 @@ pub mod notify;
 pub mod respond;
 pub mod state;
 pub mod stream;
+pub mod trail;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::config;
 use crate::net;
+use crate::ops::audit::AuditLog;
 use crate::policy::{ListenMode, Listener, Policy};
 use listeners::{AcceptContext, InFlight, ListenerSet};
 pub use state::{Shared, TlsOverrides, TlsState};
@@ -29,6 +31,8 @@ pub struct RunOptions {
     pub tls: TlsOverrides,
     /// `--nftables MODE`: the gateway keeps its nftables tables loaded.
     pub rules: Option<Arc<crate::deploy::runtime::RulesKeeper>>,
+    /// `--audit-log FILE`: replaces `gateway.audit_log`.
+    pub audit_log: Option<PathBuf>,
 }
 
 /// The listeners to run for `policy`: the command line's when given (they
@@ -64,12 +68,22 @@ pub async fn run(config_path: &Path, policy: Policy, opts: RunOptions) -> Result
     }
     let local_ips = net::local_ip_addresses().unwrap_or_default();
     let grace = policy.gateway.timeouts.shutdown_grace;
-    let shared = Arc::new(Shared::new(
-        Arc::new(policy),
-        Arc::new(tls),
-        local,
-        local_ips,
-    ));
+    // The audit file is chosen at start (flag, else config) and kept across
+    // reloads; SIGHUP reopens it (logrotate).
+    let audit = match opts
+        .audit_log
+        .as_ref()
+        .or(policy.gateway.audit_log.as_ref())
+    {
+        Some(path) => {
+            let log = AuditLog::open(path)?;
+            tracing::info!("audit log: {}", path.display());
+            Some(Arc::new(log))
+        }
+        None => None,
+    };
+    let shared =
+        Arc::new(Shared::new(Arc::new(policy), Arc::new(tls), local, local_ips).with_audit(audit));
     let (stop_tx, stop_rx) = watch::channel(false);
     let ctx = AcceptContext {
         shared: shared.clone(),
@@ -158,6 +172,9 @@ async fn signals(
             _ = int.recv() => return,
             _ = hup.recv() => {
                 notifier.send("RELOADING=1");
+                if let Some(audit) = &ctx.shared.audit {
+                    audit.reopen();
+                }
                 let status = match reload(config_path, opts, set, ctx).await {
                     Ok(()) => format!(
                         "reloaded; {}",
