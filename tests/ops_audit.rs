@@ -227,3 +227,168 @@ async fn audit_lines_for_pushes_and_pulls() {
         lines.iter().map(|l| l["conn"].as_u64().unwrap()).collect();
     assert_eq!(conns.len(), 4);
 }
+
+/// A CONNECT tunnel (then TLS) opened from `src`, so the gateway sees the
+/// client as the instance that owns that address.
+async fn tunnel_from(
+    src: &str,
+    proxy: std::net::SocketAddr,
+    host: &str,
+    port: u16,
+    ca: &std::path::Path,
+) -> misp_guard_gw::http::io::HttpIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{src}:0").parse().unwrap()).unwrap();
+    let mut tcp = sock.connect(proxy).await.unwrap();
+    tcp.write_all(
+        format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(tcp.read(&mut b).await.unwrap(), 1, "CONNECT refused");
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let tls = misp_guard_gw::tls::connect(client_config(ca), host, tcp, Duration::from_secs(5))
+        .await
+        .unwrap();
+    misp_guard_gw::http::io::HttpIo::new(tls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_mode_forwards_and_audits_would_block_per_instance() {
+    let dir = TempDir::new("monitor");
+    let pull_body = Arc::new(Mutex::new(event(PULLED, &["tlp:red"])));
+    let (server, received) = misp_upstream(
+        "127.0.0.2:0".parse().unwrap(),
+        "b.test",
+        &dir.0.join("server-ca.crt"),
+        pull_body.clone(),
+    )
+    .await;
+    gateway_ca(&dir.0.join("ca"));
+    let gw_port = free_port("127.0.0.1");
+    // `a` is rolled out in monitor mode, `e` (same compartment) is enforced;
+    // `b` answers pulls and is enforced (gateway.mode's default).
+    let config = json!({
+        "allowlist": {"urls": [], "domains": []},
+        "compartments_rules": {"can_reach": {"c1": ["c2"], "c2": ["c1"]}},
+        "instances": {
+            "a": instance_json("127.0.0.1", "a.test", 443, "c1"),
+            "e": instance_json("127.0.0.3", "e.test", 443, "c1"),
+            "b": instance_json("127.0.0.2", "b.test", server.port(), "c2"),
+        },
+        "gateway": {"tls": {"ca_cert": "ca/ca.crt", "ca_key": "ca/ca.key", "upstream_ca": "server-ca.crt", "use_system_roots": false},
+                    "mode": "enforce",
+                    "instances": {"a": {"mode": "monitor"}}}
+    });
+    let cfg = dir.0.join("config.json");
+    std::fs::write(&cfg, config.to_string()).unwrap();
+    let summary = String::from_utf8(gateway_cli(&[
+        "check-config",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]))
+    .unwrap();
+    assert!(
+        summary.contains("mode (gateway.mode): enforce"),
+        "{summary}"
+    );
+    assert!(
+        summary
+            .lines()
+            .any(|l| l.trim_start().starts_with("a ") && l.contains("MONITOR")),
+        "{summary}"
+    );
+    assert!(
+        summary
+            .lines()
+            .any(|l| l.trim_start().starts_with("e ") && l.contains("enforce")),
+        "{summary}"
+    );
+
+    let proxy: std::net::SocketAddr = format!("127.0.0.1:{gw_port}").parse().unwrap();
+    let audit = dir.0.join("audit.jsonl");
+    let gw = Gateway::start(
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--explicit",
+            &proxy.to_string(),
+            "--audit-log",
+            audit.to_str().unwrap(),
+        ],
+        dir.0.join("gw.log"),
+    );
+    let ca = dir.0.join("ca/ca.crt");
+
+    // 1. a's tlp:red push crosses unchanged, audited would_block.
+    let red = event(RED, &["tlp:red"]);
+    let mut c = tunnel_from("127.0.0.1", proxy, "b.test", server.port(), &ca).await;
+    c.write_all(&request("POST", "/events/add", &red))
+        .await
+        .unwrap();
+    assert_eq!(
+        read_answer(&mut c, "POST").await.unwrap().status,
+        200,
+        "{}",
+        gw.logs()
+    );
+    let got: Vec<_> = received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.path == "/events/add")
+        .map(|r| r.body.clone())
+        .collect();
+    assert_eq!(got, vec![red.clone()], "forwarded byte for byte");
+
+    // 2. The same push from the enforced instance e is refused.
+    let red_e = event(PUSHED, &["tlp:red"]);
+    let mut c = tunnel_from("127.0.0.3", proxy, "b.test", server.port(), &ca).await;
+    c.write_all(&request("POST", "/events/add", &red_e))
+        .await
+        .unwrap();
+    assert_eq!(read_answer(&mut c, "POST").await.unwrap().status, 403);
+    assert!(!received.lock().unwrap().iter().any(|r| r.body == red_e));
+
+    // 3. A pull by a is decided by b's rules, and b is enforced.
+    let mut c = tunnel_from("127.0.0.1", proxy, "b.test", server.port(), &ca).await;
+    c.write_all(&request("GET", &format!("/events/view/{PULLED}"), b""))
+        .await
+        .unwrap();
+    assert_eq!(read_answer(&mut c, "GET").await.unwrap().status, 403);
+
+    let lines = audit_lines(&audit, 3);
+    for l in &lines {
+        assert_fields(l);
+    }
+    assert_eq!(lines[0]["decision"], "would_block", "{lines:#?}");
+    assert_eq!(lines[0]["src_instance"], "a");
+    assert_eq!(lines[0]["reason"], "event has blocked tag: tlp:red");
+    assert_eq!(lines[0]["status"], 200);
+    assert_eq!(lines[0]["uuids"][0], RED);
+    assert_eq!(lines[1]["decision"], "block");
+    assert_eq!(lines[1]["src_instance"], "e");
+    assert_eq!(lines[2]["decision"], "block");
+    assert_eq!(lines[2]["stage"], "response_body");
+
+    let logs = gw.logs();
+    assert!(logs.contains("instance a: MODE MONITOR"), "{logs}");
+    assert!(logs.contains("instance e: mode enforce"), "{logs}");
+    assert!(
+        logs.contains("request would be blocked (monitor mode, forwarded): [POST]/events/add - event has blocked tag: tlp:red"),
+        "{logs}"
+    );
+    // Only e's push and the pull are reported as blocks.
+    assert_eq!(logs.matches("request blocked: ").count(), 2, "{logs}");
+}

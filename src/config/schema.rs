@@ -99,6 +99,9 @@ pub struct RawGateway {
     /// JSON-lines audit trail of every decided exchange (`--audit-log`).
     #[serde(default)]
     pub audit_log: Option<String>,
+    /// `enforce` (default) or `monitor`.
+    #[serde(default)]
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,6 +154,9 @@ pub struct RawInstanceGateway {
     pub upstream_pin_sha256: Option<String>,
     #[serde(default)]
     pub insecure_upstream: bool,
+    /// `enforce` or `monitor`; `gateway.mode` when absent.
+    #[serde(default)]
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

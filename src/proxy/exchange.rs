@@ -25,12 +25,12 @@ use super::state::{Shared, TlsState};
 use super::stream::BoxIo;
 use super::trail::Trail;
 use crate::config::formats::{split_host_port, Scheme};
-use crate::engine::{self, Block, Exchange, RequestHead as EngineHead, Response};
+use crate::engine::{self, Block, Exchange, RequestHead as EngineHead, Response, Sanitized};
 use crate::http::head::{write_head, Headers, RequestHead, Version};
 use crate::http::io::{HttpError, HttpIo};
 use crate::http::{request_framing, response_framing, Framing};
 use crate::ops::audit::Stage;
-use crate::policy::{InstanceId, ListenMode, Policy};
+use crate::policy::{InstanceId, ListenMode, Mode, Policy};
 
 /// Largest request or response head.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -392,6 +392,9 @@ async fn exchange(
 
     // Phase 2: request body.
     tr().stage(Stage::RequestBody);
+    // A push let through in monitor mode: its answer (the event as the
+    // server stored it) is monitored too, or the push would still fail.
+    let mut monitored_push = false;
     let inspected_body = if exchange.inspects_request_body() {
         let body = match client.read_body(framing, max_body).await {
             Ok(b) => b,
@@ -411,8 +414,17 @@ async fn exchange(
             }
         }
         if let Err(b) = engine::request_body(policy, &exchange, head.headers.as_slice(), &body) {
-            let _ = client.write_all(&blocked(&b, &p.path)).await;
-            return Err(End::Close);
+            // Monitor mode covers the content rules (403); a body the
+            // gateway cannot read within its limits (413/415/400) protects
+            // the gateway and stays refused.
+            if b.status == 403 && monitors(policy, &exchange, Side::Source) {
+                log_would_block(target, &b, &method, &p.path);
+                tr().would_block(&b.reason);
+                monitored_push = true;
+            } else {
+                let _ = client.write_all(&blocked(&b, &p.path)).await;
+                return Err(End::Close);
+            }
         }
         Some(body)
     } else {
@@ -590,11 +602,16 @@ async fn exchange(
             }
         }
         if let Err(b) = engine::response(policy, &exchange, &r) {
-            // Whatever the cause, a refused response is a 403 with none of
-            // the upstream's body.
-            let b = Block { status: 403, ..b };
-            let _ = client.write_all(&blocked(&b, &p.path)).await;
-            return Err(End::Close);
+            if monitored_push || monitors(policy, &exchange, Side::Destination) {
+                log_would_block(target, &b, &method, &p.path);
+                tr().would_block(&b.reason);
+            } else {
+                // Whatever the cause, a refused response is a 403 with none
+                // of the upstream's body.
+                let b = Block { status: 403, ..b };
+                let _ = client.write_all(&blocked(&b, &p.path)).await;
+                return Err(End::Close);
+            }
         }
         if resp_framing != Framing::None {
             out.push("Content-Length", body.len().to_string());
@@ -651,6 +668,37 @@ async fn write_message(io: &mut BoxIo, mut head: Vec<u8>, body: &[u8]) -> std::i
         io.write_all(body).await?;
     }
     io.flush().await
+}
+
+/// Whose rules decided a body: the source's (pushes) or the destination's
+/// (responses).
+enum Side {
+    Source,
+    Destination,
+}
+
+/// Is the instance whose rules decided this body in monitor mode?
+fn monitors(policy: &Policy, exchange: &Exchange, side: Side) -> bool {
+    let Exchange::Sync { src, dst, .. } = exchange else {
+        return false;
+    };
+    let id = match side {
+        Side::Source => src,
+        Side::Destination => dst,
+    };
+    policy.gateway.mode_of(id.0 as usize) == Mode::Monitor
+}
+
+/// A monitor-mode block: the same reason, worded so that rules matching
+/// `request blocked:` do not fire for what was forwarded.
+fn log_would_block(target: &Target, b: &Block, method: &str, path: &str) {
+    tracing::warn!(
+        client = %target.client_ip,
+        "request would be blocked (monitor mode, forwarded): [{}]{} - {}",
+        Sanitized(method),
+        Sanitized(path),
+        Sanitized(&b.reason)
+    );
 }
 
 fn log_block(target: &Target, b: &Block, method: &str, path: &str) {

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use crate::config;
 use crate::net;
 use crate::ops::audit::AuditLog;
-use crate::policy::{ListenMode, Listener, Policy};
+use crate::policy::{ListenMode, Listener, Mode, Policy};
 use listeners::{AcceptContext, InFlight, ListenerSet};
 pub use state::{Shared, TlsOverrides, TlsState};
 
@@ -101,6 +101,7 @@ pub async fn run(config_path: &Path, policy: Policy, opts: RunOptions) -> Result
         "misp-guard-gw {} ready: {status}",
         env!("CARGO_PKG_VERSION")
     );
+    log_modes(&shared.policy());
     notifier.send(&format!("READY=1\nSTATUS={status}"));
     if let Some(every) = notifier.watchdog_interval() {
         let n = notifier.clone();
@@ -141,12 +142,45 @@ fn status_line(policy: &Policy, listeners: &[Listener]) -> String {
         .iter()
         .map(|l| format!("{} {}", l.mode.as_str(), l.addr))
         .collect();
+    let monitored = monitored_instances(policy);
+    let monitor = if monitored.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; MONITOR MODE (not enforced) for: {}",
+            monitored.join(", ")
+        )
+    };
     format!(
-        "{} instances in {} compartments; listening: {}",
+        "{} instances in {} compartments; listening: {}{monitor}",
         policy.instances.len(),
         policy.compartments.len(),
         l.join(", ")
     )
+}
+
+fn monitored_instances(policy: &Policy) -> Vec<&str> {
+    policy
+        .instances
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| policy.gateway.mode_of(*i) == Mode::Monitor)
+        .map(|(_, inst)| inst.id.as_str())
+        .collect()
+}
+
+/// Every instance's mode, at start and after each reload: a monitored
+/// instance is not protected, which nobody should miss in the log.
+fn log_modes(policy: &Policy) {
+    for (i, inst) in policy.instances.iter().enumerate() {
+        match policy.gateway.mode_of(i) {
+            Mode::Enforce => tracing::info!("instance {}: mode enforce", inst.id),
+            Mode::Monitor => tracing::warn!(
+                "instance {}: MODE MONITOR - its content blocks are NOT enforced: logged and audited as would_block, forwarded unchanged",
+                inst.id
+            ),
+        }
+    }
 }
 
 /// Waits for SIGTERM/SIGINT; handles SIGHUP (reload) meanwhile.
@@ -228,7 +262,10 @@ pub async fn reload(
     }
     .await;
     match &result {
-        Ok(()) => tracing::info!("policy reloaded from {}", config_path.display()),
+        Ok(()) => {
+            tracing::info!("policy reloaded from {}", config_path.display());
+            log_modes(&ctx.shared.policy());
+        }
         Err(e) => tracing::error!("reload failed, keeping the running policy and listeners: {e}"),
     }
     result

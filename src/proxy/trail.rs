@@ -127,17 +127,32 @@ impl<'a> Trail<'a> {
         self.rec.reason = Some(reason.to_string());
     }
 
-    /// Allowed by the policy but not delivered (upstream unreachable, timed
-    /// out, broken answer): the client got `status`.
+    /// Allowed by the policy (or monitored) but not delivered (upstream
+    /// unreachable, timed out, broken answer): the client got `status`.
     pub fn failed(&mut self, status: u16, why: &str) {
-        self.rec.decision = Decision::Allow;
+        if self.rec.decision != Decision::WouldBlock {
+            self.rec.decision = Decision::Allow;
+        }
         self.rec.status = status;
         self.rec.reason = Some(why.to_string());
     }
 
-    /// Allowed and answered with the upstream's `status`.
+    /// Monitor mode: the policy refused it (`reason`), it goes on.
+    /// The first reason is kept (a monitored push whose answer would be
+    /// refused too).
+    pub fn would_block(&mut self, reason: &str) {
+        if self.rec.decision != Decision::WouldBlock {
+            self.rec.decision = Decision::WouldBlock;
+            self.rec.reason = Some(reason.to_string());
+        }
+    }
+
+    /// Forwarded and answered with the upstream's `status` (a monitor-mode
+    /// `would_block` stays one).
     pub fn allow(&mut self, status: u16) {
-        self.rec.decision = Decision::Allow;
+        if self.rec.decision != Decision::WouldBlock {
+            self.rec.decision = Decision::Allow;
+        }
         self.rec.status = status;
     }
 }
