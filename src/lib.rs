@@ -9,7 +9,7 @@
 //! - [`net`]: capture — typed addresses, original destination, listeners.
 //! - [`tls`]: the gateway CA, minted leaves, TLS towards client and server.
 //! - [`deploy`]: the nftables capture ruleset rendered from the policy.
-//! - [`ops`]: operating it — the audit trail.
+//! - [`ops`]: operating it — audit trail, metrics, health.
 //! - [`cli`]: the `misp-guard-gw` subcommands.
 
 #![forbid(unsafe_code)]

@@ -73,6 +73,10 @@ enum Command {
         /// gateway.audit_log; reopened on SIGHUP).
         #[arg(long, value_name = "FILE")]
         audit_log: Option<PathBuf>,
+        /// Serve /healthz, /readyz and /metrics on ADDR (replaces
+        /// gateway.metrics.listen; off by default).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
     },
     /// Print the nftables rules for the policy (guard and capture tables;
     /// sets rendered from the instances, listener port, capture interfaces).
@@ -136,7 +140,16 @@ pub fn main() -> ExitCode {
             insecure_upstream,
             nftables,
             audit_log,
+            metrics,
         } => {
+            let metrics = match metrics.map(|m| m.parse::<std::net::SocketAddr>()) {
+                None => None,
+                Some(Ok(a)) => Some(a),
+                Some(Err(_)) => {
+                    eprintln!("error: --metrics: not ip:port");
+                    return ExitCode::FAILURE;
+                }
+            };
             let mut listeners = Vec::new();
             for (mode, addrs) in [
                 (ListenMode::Explicit, explicit),
@@ -171,6 +184,7 @@ pub fn main() -> ExitCode {
                     std::sync::Arc::new(crate::deploy::runtime::RulesKeeper::new(m.into()))
                 }),
                 audit_log,
+                metrics,
             };
             run_gateway(&config, opts)
         }

@@ -29,8 +29,18 @@ pub fn compile(
         tproxy_table,
         audit_log,
         mode,
+        metrics,
         limits: _,
     } = raw;
+    let metrics_listen = match metrics {
+        None => None,
+        Some(m) => Some(m.listen.parse::<SocketAddr>().map_err(|_| {
+            (
+                "gateway.metrics.listen".to_string(),
+                format!("{:?} is not ip:port", m.listen),
+            )
+        })?),
+    };
     let mode = compile_mode(mode.as_deref(), "gateway.mode")?;
     let mut out = Vec::new();
     for (i, l) in listeners.iter().enumerate() {
@@ -133,6 +143,7 @@ pub fn compile(
         transparent_source,
         audit_log: audit_log.map(|p| base.join(p)),
         mode,
+        metrics_listen,
     })
 }
 

@@ -102,6 +102,16 @@ pub struct RawGateway {
     /// `enforce` (default) or `monitor`.
     #[serde(default)]
     pub mode: Option<String>,
+    /// The health and metrics listener (off when absent).
+    #[serde(default)]
+    pub metrics: Option<RawMetrics>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// `ip:port` of `/healthz`, `/readyz`, `/metrics`.
+    pub listen: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -139,6 +139,8 @@ pub struct GatewaySettings {
     pub audit_log: Option<PathBuf>,
     /// `gateway.mode`: the mode of instances without their own.
     pub mode: Mode,
+    /// `gateway.metrics.listen`: health and metrics (`--metrics` wins).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl GatewaySettings {

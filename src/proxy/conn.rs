@@ -33,12 +33,14 @@ pub async fn handle(
 ) {
     let _ = tcp.set_nodelay(true);
     let client = ClientAddr::new(peer);
+    shared.metrics.active_connections.inc();
     let result = match mode {
         ListenMode::Redirect | ListenMode::Tproxy => {
             transparent(&shared, mode, tcp, client, shutdown).await
         }
         ListenMode::Explicit => explicit(&shared, tcp, client, shutdown).await,
     };
+    shared.metrics.active_connections.dec();
     if let Err(why) = result {
         tracing::warn!(client = %client.ip(), mode = mode.as_str(), "connection refused: {why}");
     }
@@ -264,7 +266,13 @@ async fn start(
     let timeouts = policy.gateway.timeouts;
     let (tls, sni) = crate::tls::accept_with_sni_io(io, &peer, choose_cfg, timeouts.handshake)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| {
+            let e = e.to_string();
+            shared
+                .metrics
+                .handshake_failure("client", exchange::handshake_cause(&e));
+            e
+        })?;
     target.sni = sni;
     target.bound_host = chosen.lock().unwrap_or_else(|e| e.into_inner()).take();
     let mut tls: BoxIo = Box::new(tls);

@@ -16,6 +16,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
@@ -290,6 +291,7 @@ async fn exchange(
     // never contended.)
     let trail = Mutex::new(Trail::new(
         shared.audit.as_deref(),
+        &shared.metrics,
         policy,
         target,
         &method,
@@ -413,7 +415,10 @@ async fn exchange(
                 g.carried(engine::carried::request(policy, &exchange, hs, &body));
             }
         }
-        if let Err(b) = engine::request_body(policy, &exchange, head.headers.as_slice(), &body) {
+        let started = Instant::now();
+        let verdict = engine::request_body(policy, &exchange, head.headers.as_slice(), &body);
+        tr().inspected(body.len() as u64, started.elapsed());
+        if let Err(b) = verdict {
             // Monitor mode covers the content rules (403); a body the
             // gateway cannot read within its limits (413/415/400) protects
             // the gateway and stays refused.
@@ -454,6 +459,9 @@ async fn exchange(
                 })
             }
             Err((status, why)) => {
+                shared
+                    .metrics
+                    .upstream_error(if status == 504 { "timeout" } else { "connect" });
                 tracing::warn!(client = %target.client_ip, "upstream {}:{} failed: {why}", key.host, key.port);
                 let why = format!("upstream {}:{} failed: {why}", key.host, key.port);
                 let _ = client.write_all(&failed(status, &why, &p.path)).await;
@@ -487,6 +495,7 @@ async fn exchange(
     }
     let mut wire = Vec::new();
     write_head(&format!("{} {} HTTP/1.1", method, p.path), &fwd, &mut wire);
+    let forwarded_at = Instant::now();
     let sent = async {
         match &inspected_body {
             Some(body) => write_message(&mut up.io.io, std::mem::take(&mut wire), body).await?,
@@ -511,6 +520,7 @@ async fn exchange(
     }
     .await;
     if let Err(e) = sent {
+        shared.metrics.upstream_error("send");
         tracing::warn!(client = %target.client_ip, "forwarding request failed: {e}");
         let why = format!("forwarding request failed: {e}");
         let _ = client.write_all(&failed(502, &why, &p.path)).await;
@@ -530,8 +540,12 @@ async fn exchange(
                 return Err(End::Close);
             }
             Ok(Ok(h)) if (100..200).contains(&h.status) => continue,
-            Ok(Ok(h)) => break h,
+            Ok(Ok(h)) => {
+                tr().upstream(forwarded_at.elapsed());
+                break h;
+            }
             Ok(Err(e)) => {
+                shared.metrics.upstream_error("response");
                 let status = if matches!(&e, HttpError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut)
                 {
                     504
@@ -544,6 +558,7 @@ async fn exchange(
                 return Err(End::Close);
             }
             Err(_) => {
+                shared.metrics.upstream_error("timeout");
                 tracing::warn!(client = %target.client_ip, "upstream response timed out");
                 let why = "upstream response timed out";
                 let _ = client.write_all(&failed(504, why, &p.path)).await;
@@ -601,7 +616,10 @@ async fn exchange(
                 g.carried(engine::carried::response(policy, &exchange, &r));
             }
         }
-        if let Err(b) = engine::response(policy, &exchange, &r) {
+        let started = Instant::now();
+        let verdict = engine::response(policy, &exchange, &r);
+        tr().inspected(body.len() as u64, started.elapsed());
+        if let Err(b) = verdict {
             if monitored_push || monitors(policy, &exchange, Side::Destination) {
                 log_would_block(target, &b, &method, &p.path);
                 tr().would_block(&b.reason);
@@ -668,6 +686,18 @@ async fn write_message(io: &mut BoxIo, mut head: Vec<u8>, body: &[u8]) -> std::i
         io.write_all(body).await?;
     }
     io.flush().await
+}
+
+/// A bounded cause for a failed TLS handshake, from its error text.
+pub fn handshake_cause(error: &str) -> &'static str {
+    let e = error.to_ascii_lowercase();
+    if e.contains("timed out") || e.contains("timeout") {
+        "timeout"
+    } else if e.contains("refused") || e.contains("sni") || e.contains("certificate") {
+        "refused"
+    } else {
+        "error"
+    }
 }
 
 /// Whose rules decided a body: the source's (pushes) or the destination's
@@ -771,6 +801,12 @@ async fn connect(
         .ok_or((502, "no upstream TLS configuration".to_string()))?;
     let tls = crate::tls::connect(config, &name, tcp, t.handshake)
         .await
-        .map_err(|e| (502, e.to_string()))?;
+        .map_err(|e| {
+            let e = e.to_string();
+            shared
+                .metrics
+                .handshake_failure("upstream", handshake_cause(&e));
+            (502, e)
+        })?;
     Ok(HttpIo::new(Box::new(tls)))
 }

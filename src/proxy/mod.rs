@@ -19,9 +19,11 @@ use tokio::sync::watch;
 use crate::config;
 use crate::net;
 use crate::ops::audit::AuditLog;
+use crate::ops::health::{Ops, Readiness};
 use crate::policy::{ListenMode, Listener, Mode, Policy};
 use listeners::{AcceptContext, InFlight, ListenerSet};
 pub use state::{Shared, TlsOverrides, TlsState};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Command-line settings that override the config file.
 #[derive(Debug, Clone, Default)]
@@ -33,6 +35,8 @@ pub struct RunOptions {
     pub rules: Option<Arc<crate::deploy::runtime::RulesKeeper>>,
     /// `--audit-log FILE`: replaces `gateway.audit_log`.
     pub audit_log: Option<PathBuf>,
+    /// `--metrics ADDR`: replaces `gateway.metrics.listen`.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// The listeners to run for `policy`: the command line's when given (they
@@ -82,8 +86,22 @@ pub async fn run(config_path: &Path, policy: Policy, opts: RunOptions) -> Result
         }
         None => None,
     };
+    // Bound now, so a taken address fails the start like a listener does.
+    let metrics_addr = opts.metrics.or(policy.gateway.metrics_listen);
+    let metrics_listener = match metrics_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("metrics listener {addr}: {e}"))?,
+        ),
+        None => None,
+    };
     let shared =
         Arc::new(Shared::new(Arc::new(policy), Arc::new(tls), local, local_ips).with_audit(audit));
+    let readiness = Arc::new(Readiness {
+        listeners_bound: AtomicBool::new(false),
+        rules: opts.rules.clone(),
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
     let ctx = AcceptContext {
         shared: shared.clone(),
@@ -91,6 +109,20 @@ pub async fn run(config_path: &Path, policy: Policy, opts: RunOptions) -> Result
         shutdown: stop_rx,
     };
     set.commit(staged, &ctx, || {}).await;
+    readiness.listeners_bound.store(true, Ordering::Release);
+    if let (Some(listener), Some(addr)) = (metrics_listener, metrics_addr) {
+        let ops = Arc::new(Ops {
+            metrics: shared.metrics.clone(),
+            readiness: readiness.clone(),
+            audit: shared.audit.clone(),
+        });
+        tracing::info!("health and metrics on http://{addr} (/healthz /readyz /metrics)");
+        tokio::spawn(crate::ops::health::serve(
+            listener,
+            ops,
+            ctx.shutdown.clone(),
+        ));
+    }
 
     if let Some(rules) = opts.rules.clone() {
         tokio::spawn(crate::deploy::runtime::watch(rules, ctx.shutdown.clone()));
@@ -261,6 +293,7 @@ pub async fn reload(
         Ok(())
     }
     .await;
+    ctx.shared.metrics.reload(result.is_ok());
     match &result {
         Ok(()) => {
             tracing::info!("policy reloaded from {}", config_path.display());

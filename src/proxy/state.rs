@@ -10,6 +10,7 @@ use rustls::{ClientConfig, ServerConfig};
 
 use crate::net::{LocalListeners, OrigDstAddr};
 use crate::ops::audit::AuditLog;
+use crate::ops::metrics::Metrics;
 use crate::policy::{InstanceId, Policy};
 use crate::tls::{self, CertSource, CertificateAuthority, LeafCache, TlsError, UpstreamTlsOptions};
 
@@ -162,6 +163,8 @@ pub struct Shared {
     pub audit: Option<Arc<AuditLog>>,
     /// Numbers connections for the audit trail (`conn`).
     next_conn: AtomicU64,
+    /// Counters and histograms for `GET /metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -177,6 +180,7 @@ impl Shared {
             local_ips,
             audit: None,
             next_conn: AtomicU64::new(1),
+            metrics: Arc::new(Metrics::new()),
         }
     }
 

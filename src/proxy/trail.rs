@@ -3,23 +3,30 @@
 //! `exchange` (answer, refusal, upstream failure, client gone) leaves
 //! exactly one line, and none when no audit log is configured.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::exchange::Target;
 use crate::engine::carried::Carried;
 use crate::engine::Exchange;
 use crate::ops::audit::{self, AuditLog, Decision, Record, Stage};
+use crate::ops::metrics::{ExchangeSample, Metrics};
 use crate::policy::{InstanceId, Policy};
 
 pub struct Trail<'a> {
     sink: Option<&'a AuditLog>,
+    metrics: &'a Metrics,
     start: Instant,
     rec: Record,
+    endpoint: String,
+    inspected_bytes: u64,
+    inspection: Duration,
+    upstream: Option<Duration>,
 }
 
 impl<'a> Trail<'a> {
     pub fn new(
         sink: Option<&'a AuditLog>,
+        metrics: &'a Metrics,
         policy: &Policy,
         target: &Target,
         method: &str,
@@ -27,6 +34,11 @@ impl<'a> Trail<'a> {
     ) -> Trail<'a> {
         let mut t = Trail {
             sink,
+            metrics,
+            endpoint: "none".into(),
+            inspected_bytes: 0,
+            inspection: Duration::ZERO,
+            upstream: None,
             start: Instant::now(),
             rec: Record {
                 ts: String::new(),
@@ -54,13 +66,11 @@ impl<'a> Trail<'a> {
                 duration_ms: 0.0,
             },
         };
-        if t.enabled() {
-            // Before the engine has named them (a refused head), the
-            // instances are those the addresses belong to.
-            let src = policy.instance_by_ip(target.client_ip);
-            let dst = target.orig_dst.and_then(|d| policy.instance_by_ip(d.ip()));
-            t.instances(policy, src, dst);
-        }
+        // Before the engine has named them (a refused head), the
+        // instances are those the addresses belong to.
+        let src = policy.instance_by_ip(target.client_ip);
+        let dst = target.orig_dst.and_then(|d| policy.instance_by_ip(d.ip()));
+        t.instances(policy, src, dst);
         t
     }
 
@@ -77,9 +87,24 @@ impl<'a> Trail<'a> {
 
     /// The instances the engine decided the exchange is between.
     pub fn exchange(&mut self, policy: &Policy, x: &Exchange) {
-        if let (true, Exchange::Sync { src, dst, .. }) = (self.enabled(), x) {
-            self.instances(policy, Some(*src), Some(*dst));
+        match x {
+            Exchange::Sync { src, dst, endpoint } => {
+                self.instances(policy, Some(*src), Some(*dst));
+                self.endpoint = format!("{endpoint:?}");
+            }
+            Exchange::Allowlisted { .. } => self.endpoint = "allowlisted".into(),
         }
+    }
+
+    /// A body the engine read and how long deciding it took.
+    pub fn inspected(&mut self, bytes: u64, took: Duration) {
+        self.inspected_bytes += bytes;
+        self.inspection += took;
+    }
+
+    /// From forwarding the request to the response head.
+    pub fn upstream(&mut self, took: Duration) {
+        self.upstream = Some(took);
     }
 
     fn instances(&mut self, policy: &Policy, src: Option<InstanceId>, dst: Option<InstanceId>) {
@@ -159,9 +184,22 @@ impl<'a> Trail<'a> {
 
 impl Drop for Trail<'_> {
     fn drop(&mut self) {
+        let total = self.start.elapsed();
+        let none = "none";
+        self.metrics.exchange(&ExchangeSample {
+            decision: self.rec.decision.as_str(),
+            reason: self.rec.reason.as_deref(),
+            endpoint: &self.endpoint,
+            src: self.rec.src_instance.as_deref().unwrap_or(none),
+            dst: self.rec.dst_instance.as_deref().unwrap_or(none),
+            inspected_bytes: self.inspected_bytes,
+            inspection: self.inspection,
+            upstream: self.upstream,
+            total,
+        });
         let Some(sink) = self.sink else { return };
         self.rec.ts = audit::now_rfc3339();
-        self.rec.duration_ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        self.rec.duration_ms = total.as_secs_f64() * 1000.0;
         let uuids = std::mem::take(&mut self.rec.uuids);
         sink.record(Record {
             uuids,
