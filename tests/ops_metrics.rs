@@ -206,3 +206,89 @@ async fn health_readiness_and_metrics_that_move() {
     assert!(!text.contains("/events"), "{text}");
     assert!(!text.contains("3e8f4b5d"), "{text}");
 }
+
+/// Writes `text` to `path` as configuration management does: a new file
+/// renamed over the old one.
+fn replace_file(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+async fn wait_for(what: &str, mut ok: impl FnMut() -> bool, gw: &Gateway) {
+    for _ in 0..100 {
+        if ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}:\n{}", gw.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_change_reloads_and_a_broken_file_keeps_the_policy() {
+    let dir = TempDir::new("watch");
+    let gw_port = free_port("127.0.0.1");
+    let ops_port = free_port("127.0.0.1");
+    let mut config = json!({
+        "allowlist": {"urls": [], "domains": []},
+        "compartments_rules": {"can_reach": {"c1": ["c2"], "c2": ["c1"]}},
+        "instances": {
+            "a": instance_json("127.0.0.1", "a.test", 443, "c1"),
+            "b": instance_json("127.0.0.2", "b.test", 443, "c2"),
+        },
+        "gateway": {"metrics": {"listen": format!("127.0.0.1:{ops_port}")}}
+    });
+    let cfg = dir.0.join("config.json");
+    std::fs::write(&cfg, config.to_string()).unwrap();
+    let ops: std::net::SocketAddr = format!("127.0.0.1:{ops_port}").parse().unwrap();
+    let gw = Gateway::start(
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--explicit",
+            &format!("127.0.0.1:{gw_port}"),
+            "--watch-config",
+        ],
+        dir.0.join("gw.log"),
+    );
+
+    // 1. A good change, renamed into place: reloaded like SIGHUP.
+    config["gateway"]["instances"] = json!({"a": {"mode": "monitor"}});
+    replace_file(&cfg, &config.to_string());
+    wait_for(
+        "the reload",
+        || gw.logs().contains("instance a: MODE MONITOR"),
+        &gw,
+    )
+    .await;
+    assert!(gw.logs().contains("changed: reloading"), "{}", gw.logs());
+    let m = parse_exposition(&get(ops, "/metrics").await.1);
+    assert_eq!(m["misp_guard_gw_config_generation"], 2.0, "{m:#?}");
+    assert_eq!(
+        m["misp_guard_gw_reloads_total{result=\"ok\"}"], 1.0,
+        "{m:#?}"
+    );
+
+    // 2. A broken file: the field is named, the running policy stays, the
+    //    failure is counted — once, not every second.
+    config["instances"]["a"]["port"] = json!("https");
+    replace_file(&cfg, &config.to_string());
+    wait_for(
+        "the failed reload",
+        || gw.logs().contains("reload failed"),
+        &gw,
+    )
+    .await;
+    let logs = gw.logs();
+    assert!(logs.contains("instances.a.port"), "{logs}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let m = parse_exposition(&get(ops, "/metrics").await.1);
+    assert_eq!(
+        m["misp_guard_gw_reloads_total{result=\"failed\"}"], 1.0,
+        "{m:#?}"
+    );
+    assert_eq!(m["misp_guard_gw_config_generation"], 2.0);
+    assert_eq!(get(ops, "/readyz").await.0, 200);
+}

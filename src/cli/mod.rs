@@ -86,6 +86,10 @@ enum Command {
         /// gateway.metrics.listen; off by default).
         #[arg(long, value_name = "ADDR")]
         metrics: Option<String>,
+        /// Also reload when the config file's content changes (checked
+        /// every second; a broken file keeps the running policy).
+        #[arg(long)]
+        watch_config: bool,
     },
     /// Print the nftables rules for the policy (guard and capture tables;
     /// sets rendered from the instances, listener port, capture interfaces).
@@ -150,6 +154,7 @@ pub fn main() -> ExitCode {
             nftables,
             audit_log,
             metrics,
+            watch_config,
         } => {
             let metrics = match metrics.map(|m| m.parse::<std::net::SocketAddr>()) {
                 None => None,
@@ -194,6 +199,7 @@ pub fn main() -> ExitCode {
                 }),
                 audit_log,
                 metrics,
+                watch_config,
             };
             run_gateway(&config, opts)
         }

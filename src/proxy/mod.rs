@@ -1,6 +1,7 @@
 //! The data path: listeners, capture, TLS both ways, and the exchange loop
 //! that puts the engine inline.
 
+pub mod config_watch;
 pub mod conn;
 pub mod exchange;
 pub mod listeners;
@@ -37,6 +38,8 @@ pub struct RunOptions {
     pub audit_log: Option<PathBuf>,
     /// `--metrics ADDR`: replaces `gateway.metrics.listen`.
     pub metrics: Option<SocketAddr>,
+    /// `--watch-config`: reload when the config file's content changes.
+    pub watch_config: bool,
 }
 
 /// The listeners to run for `policy`: the command line's when given (they
@@ -147,7 +150,18 @@ pub async fn run(config_path: &Path, policy: Policy, opts: RunOptions) -> Result
         });
     }
 
-    signals(config_path, &opts, &notifier, &mut set, &ctx).await;
+    let (changed_tx, changed_rx) = tokio::sync::mpsc::channel(1);
+    if opts.watch_config {
+        tracing::info!("watching {} for changes", config_path.display());
+        tokio::spawn(config_watch::config_file(
+            config_path.to_path_buf(),
+            changed_tx,
+            ctx.shutdown.clone(),
+        ));
+    } else {
+        drop(changed_tx);
+    }
+    signals(config_path, &opts, &notifier, &mut set, &ctx, changed_rx).await;
     notifier.send("STOPPING=1\nSTATUS=shutting down");
 
     tracing::info!(
@@ -222,6 +236,7 @@ async fn signals(
     notifier: &notify::Notifier,
     set: &mut ListenerSet,
     ctx: &AcceptContext,
+    mut file_changed: tokio::sync::mpsc::Receiver<()>,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
@@ -236,6 +251,18 @@ async fn signals(
         tokio::select! {
             _ = term.recv() => return,
             _ = int.recv() => return,
+            // A closed channel (no --watch-config) only disables its branch.
+            Some(()) = file_changed.recv() => {
+                notifier.send("RELOADING=1");
+                let status = match reload(config_path, opts, set, ctx).await {
+                    Ok(()) => format!(
+                        "reloaded (config file changed); {}",
+                        status_line(&ctx.shared.policy(), &set.listeners())
+                    ),
+                    Err(e) => format!("reload failed, old policy kept: {e}"),
+                };
+                notifier.send(&format!("READY=1\nSTATUS={status}"));
+            }
             _ = hup.recv() => {
                 notifier.send("RELOADING=1");
                 if let Some(audit) = &ctx.shared.audit {
