@@ -709,3 +709,54 @@ fn spoofed_sources_are_dropped_at_the_compartment_interface() {
     assert_eq!(site.restricted.seen.lock().unwrap().len(), seen_before);
     site.assert_sync_filtered("own address", 51, 52, &gw);
 }
+
+/// `/readyz` follows the tables the gateway keeps: 200 while they are
+/// loaded, 503 naming the missing table right after `nft flush ruleset`,
+/// 200 again once the gateway has restored them.
+#[test]
+fn readyz_goes_unready_while_the_tables_are_missing() {
+    if !prerequisites_met("readyz_goes_unready_while_the_tables_are_missing") {
+        return;
+    }
+    let site = Site::up("redirect");
+    let mut config = sample_policy();
+    // Inside the router namespace: only this test reaches it.
+    config["gateway"]["metrics"] = json!({"listen": "127.0.0.1:19090"});
+    write_config(&site.config, &config);
+    let gw = site.start("readyz");
+    let readyz =
+        "curl -s -o /dev/null -w '%{http_code}\\n' --max-time 2 http://127.0.0.1:19090/readyz";
+    let in_router = |script: &str| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &site.rtr(), "sh", "-c", script])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(in_router(readyz).trim(), "200", "{}", gw.logs());
+    // Flush and ask at once, from one shell in the namespace (the keeper
+    // checks every second); then keep asking, bounded, until ready again.
+    let answers = in_router(&format!(
+        "nft flush ruleset; for i in $(seq 1 100); do {readyz}; done"
+    ));
+    let codes: Vec<&str> = answers.lines().collect();
+    let first_503 = codes.iter().position(|c| *c == "503");
+    assert!(
+        first_503.is_some(),
+        "never unready: {codes:?}\n{}",
+        gw.logs()
+    );
+    let back = codes[first_503.unwrap()..].iter().position(|c| *c == "200");
+    assert!(
+        back.is_some(),
+        "never ready again: {codes:?}\n{}",
+        gw.logs()
+    );
+    let body = in_router("curl -s --max-time 2 http://127.0.0.1:19090/readyz");
+    assert_eq!(body, "ready\n");
+    let metrics = in_router("curl -s --max-time 2 http://127.0.0.1:19090/metrics");
+    assert!(
+        metrics.contains("misp_guard_gw_rules_restorations_total 1"),
+        "{metrics}"
+    );
+}
