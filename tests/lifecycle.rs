@@ -760,3 +760,53 @@ fn readyz_goes_unready_while_the_tables_are_missing() {
         "{metrics}"
     );
 }
+
+/// The audit trail on the transparent path, the gateway running as the
+/// unit runs it: an allowed and a refused push, each one JSON line naming
+/// the redirect listener, both instances and compartments, the SNI and the
+/// event uuid.
+#[test]
+fn transparent_pushes_are_audited() {
+    if !prerequisites_met("transparent_pushes_are_audited") {
+        return;
+    }
+    let site = Site::up("redirect");
+    let audit_dir = site.dir.0.join("audit");
+    std::fs::create_dir_all(&audit_dir).unwrap();
+    // The unit's unprivileged user writes the trail.
+    run(&["chmod", "a+rwx", audit_dir.to_str().unwrap()], None).unwrap();
+    let mut config = sample_policy();
+    config["gateway"]["audit_log"] = json!("audit/audit.jsonl");
+    write_config(&site.config, &config);
+    let gw = site.start("audit");
+    site.assert_sync_filtered("audited", 31, 32, &gw);
+    let path = audit_dir.join("audit.jsonl");
+    let mut lines: Vec<Value> = Vec::new();
+    within(Duration::from_secs(5), || {
+        lines = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        lines.len() >= 2
+    })
+    .unwrap_or_else(|| panic!("audit lines: {lines:?}\n{}", gw.logs()));
+    let (red, ok) = (&lines[0], &lines[1]);
+    for l in [red, ok] {
+        assert_eq!(l["listener"], "redirect", "{l}");
+        assert_eq!(l["src_instance"], "misp_secret", "{l}");
+        assert_eq!(l["dst_instance"], "misp_restricted", "{l}");
+        assert!(
+            l["src_compartment"].is_string() && l["dst_compartment"].is_string(),
+            "{l}"
+        );
+        assert_eq!(l["sni"], RESTRICTED.1, "{l}");
+        assert_eq!(l["path"], "/events/add/metadata:1", "{l}");
+    }
+    assert_eq!(red["decision"], "block");
+    assert_eq!(red["reason"], "event has blocked tag: tlp:red");
+    assert_eq!(red["uuids"], json!([uuid(31)]));
+    assert_eq!(ok["decision"], "allow");
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["uuids"][0], uuid(32));
+}
