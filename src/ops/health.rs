@@ -94,6 +94,14 @@ pub async fn serve(listener: TcpListener, ops: Arc<Ops>, mut stop: watch::Receiv
 
 const TEXT: &str = "text/plain; charset=utf-8";
 
+async fn readiness(ops: &Ops) -> Result<(), String> {
+    let readiness = ops.readiness.clone();
+    // `nft list` runs a process: off the runtime's threads.
+    tokio::task::spawn_blocking(move || readiness.check())
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()))
+}
+
 async fn answer(ops: &Ops, method: &str, target: &str) -> (&'static str, &'static str, String) {
     if method != "GET" && method != "HEAD" {
         return ("405 Method Not Allowed", TEXT, "GET only\n".into());
@@ -101,28 +109,22 @@ async fn answer(ops: &Ops, method: &str, target: &str) -> (&'static str, &'stati
     let path = target.split('?').next().unwrap_or("");
     match path {
         "/healthz" => ("200 OK", TEXT, "ok\n".into()),
-        "/readyz" => {
-            let readiness = ops.readiness.clone();
-            // `nft list` runs a process: off the runtime's threads.
-            let verdict = tokio::task::spawn_blocking(move || readiness.check())
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()));
-            match verdict {
-                Ok(()) => ("200 OK", TEXT, "ready\n".into()),
-                Err(why) => (
-                    "503 Service Unavailable",
-                    TEXT,
-                    format!("not ready: {why}\n"),
-                ),
-            }
-        }
+        "/readyz" => match readiness(ops).await {
+            Ok(()) => ("200 OK", TEXT, "ready\n".into()),
+            Err(why) => (
+                "503 Service Unavailable",
+                TEXT,
+                format!("not ready: {why}\n"),
+            ),
+        },
         "/metrics" => {
+            let ready = readiness(ops).await.is_ok();
             let audit = ops.audit.as_ref().map_or(0, |a| a.failures());
             let restored = ops.readiness.rules.as_ref().map_or(0, |r| r.restorations());
             (
                 "200 OK",
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ops.metrics.render(audit, restored),
+                ops.metrics.render(audit, restored, ready),
             )
         }
         _ => ("404 Not Found", TEXT, "not found\n".into()),

@@ -75,6 +75,7 @@ pub struct Metrics {
     config_generation: Gauge,
     audit_write_failures: Counter,
     rules_restorations: Counter,
+    ready: Gauge,
     reasons: Mutex<BTreeSet<String>>,
 }
 
@@ -105,6 +106,7 @@ impl Metrics {
             config_generation: Gauge::default(),
             audit_write_failures: Counter::default(),
             rules_restorations: Counter::default(),
+            ready: Gauge::default(),
             reasons: Mutex::new(BTreeSet::new()),
             registry: Registry::default(),
         };
@@ -167,6 +169,11 @@ impl Metrics {
             "rules_restorations",
             "Times the guard/capture nftables tables were restored after disappearing or changing",
             m.rules_restorations.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 when /readyz would answer 200, else 0 (evaluated at each scrape)",
+            m.ready.clone(),
         );
         m.config_generation.set(1);
         Metrics { registry, ..m }
@@ -246,7 +253,8 @@ impl Metrics {
 
     /// The text exposition; counters kept elsewhere (audit failures, rule
     /// restorations) are brought up to date first.
-    pub fn render(&self, audit_failures: u64, restorations: u64) -> String {
+    pub fn render(&self, audit_failures: u64, restorations: u64, ready: bool) -> String {
+        self.ready.set(i64::from(ready));
         catch_up(&self.audit_write_failures, audit_failures);
         catch_up(&self.rules_restorations, restorations);
         let mut out = String::new();
@@ -309,7 +317,7 @@ mod tests {
             total: Duration::from_millis(2),
         });
         m.reload(true);
-        let text = m.render(3, 1);
+        let text = m.render(3, 1, true);
         assert!(text.contains(
             r#"misp_guard_gw_exchanges_total{decision="block",reason="event has blocked tag",endpoint="events_add",src="a",dst="b"} 1"#
         ), "{text}");
@@ -326,6 +334,7 @@ mod tests {
             text.contains("misp_guard_gw_inspected_bytes_total 10"),
             "{text}"
         );
+        assert!(text.contains("misp_guard_gw_ready 1"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }
