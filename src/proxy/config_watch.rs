@@ -17,24 +17,21 @@ use tokio::sync::{mpsc, watch};
 const EVERY: Duration = Duration::from_secs(1);
 const SETTLE: Duration = Duration::from_millis(500);
 
-fn fingerprint(path: &std::path::Path) -> Option<[u8; 32]> {
+/// The file's content hash; None while it cannot be read.
+pub fn fingerprint(path: &std::path::Path) -> Option<[u8; 32]> {
     // Missing or unreadable for a moment (mid-rename): no opinion yet.
     std::fs::read(path).ok().map(|b| Sha256::digest(&b).into())
 }
 
-/// Sends `()` on `changed` for each settled new content of `path`.
+/// Sends `()` on `changed` for each settled new content of `path` other
+/// than `last` (the content the running policy was read from, taken at
+/// start before anything could change it unseen).
 pub async fn config_file(
     path: PathBuf,
+    mut last: Option<[u8; 32]>,
     changed: mpsc::Sender<()>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut last = {
-        let p = path.clone();
-        tokio::task::spawn_blocking(move || fingerprint(&p))
-            .await
-            .ok()
-            .flatten()
-    };
     loop {
         tokio::select! {
             _ = tokio::time::sleep(EVERY) => {}

@@ -63,6 +63,11 @@ fn wanted_listeners(policy: &Policy, opts: &RunOptions) -> Result<Vec<Listener>,
 /// reloads on SIGHUP (all or nothing, see [`reload`]), and on shutdown stops
 /// accepting and lets in-flight exchanges finish within the grace period.
 pub async fn run(config_path: &Path, policy: Policy, opts: RunOptions) -> Result<(), String> {
+    // The content the policy was just read from: changes from now on reload.
+    let config_seen = opts
+        .watch_config
+        .then(|| config_watch::fingerprint(config_path))
+        .flatten();
     let wanted = wanted_listeners(&policy, &opts)?;
     let tls = TlsState::build(&policy, &opts.tls).map_err(|e| e.to_string())?;
     let mut set = ListenerSet::default();
@@ -155,6 +160,7 @@ pub async fn run(config_path: &Path, policy: Policy, opts: RunOptions) -> Result
         tracing::info!("watching {} for changes", config_path.display());
         tokio::spawn(config_watch::config_file(
             config_path.to_path_buf(),
+            config_seen,
             changed_tx,
             ctx.shutdown.clone(),
         ));
