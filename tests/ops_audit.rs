@@ -222,6 +222,17 @@ async fn audit_lines_for_pushes_and_pulls() {
     assert_eq!(pull_red["reason"], "event has blocked tag: tlp:red");
     assert_eq!(pull_red["uuids"], json!([PULLED]));
 
+    // Block lines: misp-guard's text, then the instances and the event.
+    let line = gw
+        .logs()
+        .lines()
+        .find(|l| l.contains("request blocked: [POST]/events/add - event has blocked tag: tlp:red"))
+        .unwrap_or_else(|| panic!("{}", gw.logs()))
+        .to_string();
+    for field in ["src=a", "dst=b", &format!("event_uuid={RED}")] {
+        assert!(line.contains(field), "{field} missing: {line}");
+    }
+
     // Each exchange had its own connection.
     let conns: std::collections::BTreeSet<u64> =
         lines.iter().map(|l| l["conn"].as_u64().unwrap()).collect();

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use super::respond;
 use super::state::{Shared, TlsState};
 use super::stream::BoxIo;
-use super::trail::Trail;
+use super::trail::{LogFields, Trail};
 use crate::config::formats::{split_host_port, Scheme};
 use crate::engine::{self, Block, Exchange, RequestHead as EngineHead, Response, Sanitized};
 use crate::http::head::{write_head, Headers, RequestHead, Version};
@@ -307,7 +307,7 @@ async fn exchange(
         respond::refusal(&method, status, reason, path)
     };
     let blocked = |b: &Block, path: &str| {
-        log_block(target, b, &method, path);
+        log_block(target, b, &method, path, &tr().log_fields());
         tr().block(b.status, &b.reason);
         respond::refusal(&method, b.status, &b.reason, path)
     };
@@ -419,11 +419,19 @@ async fn exchange(
         let verdict = engine::request_body(policy, &exchange, head.headers.as_slice(), &body);
         tr().inspected(body.len() as u64, started.elapsed());
         if let Err(b) = verdict {
+            {
+                // The log line names the event even without an audit log.
+                let mut g = tr();
+                if !g.enabled() {
+                    let hs = head.headers.as_slice();
+                    g.carried(engine::carried::request(policy, &exchange, hs, &body));
+                }
+            }
             // Monitor mode covers the content rules (403); a body the
             // gateway cannot read within its limits (413/415/400) protects
             // the gateway and stays refused.
             if b.status == 403 && monitors(policy, &exchange, Side::Source) {
-                log_would_block(target, &b, &method, &p.path);
+                log_would_block(target, &b, &method, &p.path, &tr().log_fields());
                 tr().would_block(&b.reason);
                 monitored_push = true;
             } else {
@@ -620,8 +628,14 @@ async fn exchange(
         let verdict = engine::response(policy, &exchange, &r);
         tr().inspected(body.len() as u64, started.elapsed());
         if let Err(b) = verdict {
+            {
+                let mut g = tr();
+                if !g.enabled() {
+                    g.carried(engine::carried::response(policy, &exchange, &r));
+                }
+            }
             if monitored_push || monitors(policy, &exchange, Side::Destination) {
-                log_would_block(target, &b, &method, &p.path);
+                log_would_block(target, &b, &method, &p.path, &tr().log_fields());
                 tr().would_block(&b.reason);
             } else {
                 // Whatever the cause, a refused response is a 403 with none
@@ -721,9 +735,12 @@ fn monitors(policy: &Policy, exchange: &Exchange, side: Side) -> bool {
 
 /// A monitor-mode block: the same reason, worded so that rules matching
 /// `request blocked:` do not fire for what was forwarded.
-fn log_would_block(target: &Target, b: &Block, method: &str, path: &str) {
+fn log_would_block(target: &Target, b: &Block, method: &str, path: &str, f: &LogFields) {
     tracing::warn!(
         client = %target.client_ip,
+        src = %f.src,
+        dst = %f.dst,
+        event_uuid = %f.uuids,
         "request would be blocked (monitor mode, forwarded): [{}]{} - {}",
         Sanitized(method),
         Sanitized(path),
@@ -731,11 +748,19 @@ fn log_would_block(target: &Target, b: &Block, method: &str, path: &str) {
     );
 }
 
-fn log_block(target: &Target, b: &Block, method: &str, path: &str) {
+/// misp-guard's exact text as the message; who and which event as fields.
+fn log_block(target: &Target, b: &Block, method: &str, path: &str, f: &LogFields) {
     if let Some(detail) = &b.detail {
         tracing::warn!(client = %target.client_ip, "{detail}");
     }
-    tracing::warn!(client = %target.client_ip, "{}", b.log_line(method, path));
+    tracing::warn!(
+        client = %target.client_ip,
+        src = %f.src,
+        dst = %f.dst,
+        event_uuid = %f.uuids,
+        "{}",
+        b.log_line(method, path)
+    );
 }
 
 /// Opens the upstream leg: TCP to the instance's configured address (or,

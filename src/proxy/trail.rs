@@ -23,7 +23,35 @@ pub struct Trail<'a> {
     upstream: Option<Duration>,
 }
 
+/// Fields a block log line carries besides misp-guard's text.
+pub struct LogFields {
+    pub src: String,
+    pub dst: String,
+    /// The uuids the body carried, comma-separated (at most 10, then `…`).
+    pub uuids: String,
+}
+
 impl<'a> Trail<'a> {
+    pub fn log_fields(&self) -> LogFields {
+        let id = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        let mut uuids = self
+            .rec
+            .uuids
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(",");
+        if self.rec.uuids.len() > 10 || self.rec.uuids_truncated {
+            uuids.push_str(",…");
+        }
+        LogFields {
+            src: id(&self.rec.src_instance),
+            dst: id(&self.rec.dst_instance),
+            uuids: if uuids.is_empty() { "-".into() } else { uuids },
+        }
+    }
+
     pub fn new(
         sink: Option<&'a AuditLog>,
         metrics: &'a Metrics,
