@@ -9,6 +9,7 @@
 //! - [`net`]: capture — typed addresses, original destination, listeners.
 //! - [`tls`]: the gateway CA, minted leaves, TLS towards client and server.
 //! - [`deploy`]: the nftables capture ruleset rendered from the policy.
+//! - [`ops`]: operating it — audit trail, metrics, health.
 //! - [`cli`]: the `misp-guard-gw` subcommands.
 
 #![forbid(unsafe_code)]
@@ -20,6 +21,7 @@ pub mod deploy;
 pub mod engine;
 pub mod http;
 pub mod net;
+pub mod ops;
 pub mod policy;
 pub mod proxy;
 pub mod tls;

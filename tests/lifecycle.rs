@@ -709,3 +709,104 @@ fn spoofed_sources_are_dropped_at_the_compartment_interface() {
     assert_eq!(site.restricted.seen.lock().unwrap().len(), seen_before);
     site.assert_sync_filtered("own address", 51, 52, &gw);
 }
+
+/// `/readyz` follows the tables the gateway keeps: 200 while they are
+/// loaded, 503 naming the missing table right after `nft flush ruleset`,
+/// 200 again once the gateway has restored them.
+#[test]
+fn readyz_goes_unready_while_the_tables_are_missing() {
+    if !prerequisites_met("readyz_goes_unready_while_the_tables_are_missing") {
+        return;
+    }
+    let site = Site::up("redirect");
+    let mut config = sample_policy();
+    // Inside the router namespace: only this test reaches it.
+    config["gateway"]["metrics"] = json!({"listen": "127.0.0.1:19090"});
+    write_config(&site.config, &config);
+    let gw = site.start("readyz");
+    let readyz =
+        "curl -s -o /dev/null -w '%{http_code}\\n' --max-time 2 http://127.0.0.1:19090/readyz";
+    let in_router = |script: &str| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &site.rtr(), "sh", "-c", script])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(in_router(readyz).trim(), "200", "{}", gw.logs());
+    // Flush and ask at once, from one shell in the namespace (the keeper
+    // checks every second); then keep asking, bounded, until ready again.
+    let answers = in_router(&format!(
+        "nft flush ruleset; for i in $(seq 1 100); do {readyz}; done"
+    ));
+    let codes: Vec<&str> = answers.lines().collect();
+    let first_503 = codes.iter().position(|c| *c == "503");
+    assert!(
+        first_503.is_some(),
+        "never unready: {codes:?}\n{}",
+        gw.logs()
+    );
+    let back = codes[first_503.unwrap()..].iter().position(|c| *c == "200");
+    assert!(
+        back.is_some(),
+        "never ready again: {codes:?}\n{}",
+        gw.logs()
+    );
+    let body = in_router("curl -s --max-time 2 http://127.0.0.1:19090/readyz");
+    assert_eq!(body, "ready\n");
+    let metrics = in_router("curl -s --max-time 2 http://127.0.0.1:19090/metrics");
+    assert!(
+        metrics.contains("misp_guard_gw_rules_restorations_total 1"),
+        "{metrics}"
+    );
+}
+
+/// The audit trail on the transparent path, the gateway running as the
+/// unit runs it: an allowed and a refused push, each one JSON line naming
+/// the redirect listener, both instances and compartments, the SNI and the
+/// event uuid.
+#[test]
+fn transparent_pushes_are_audited() {
+    if !prerequisites_met("transparent_pushes_are_audited") {
+        return;
+    }
+    let site = Site::up("redirect");
+    let audit_dir = site.dir.0.join("audit");
+    std::fs::create_dir_all(&audit_dir).unwrap();
+    // The unit's unprivileged user writes the trail.
+    run(&["chmod", "a+rwx", audit_dir.to_str().unwrap()], None).unwrap();
+    let mut config = sample_policy();
+    config["gateway"]["audit_log"] = json!("audit/audit.jsonl");
+    write_config(&site.config, &config);
+    let gw = site.start("audit");
+    site.assert_sync_filtered("audited", 31, 32, &gw);
+    let path = audit_dir.join("audit.jsonl");
+    let mut lines: Vec<Value> = Vec::new();
+    within(Duration::from_secs(5), || {
+        lines = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        lines.len() >= 2
+    })
+    .unwrap_or_else(|| panic!("audit lines: {lines:?}\n{}", gw.logs()));
+    let (red, ok) = (&lines[0], &lines[1]);
+    for l in [red, ok] {
+        assert_eq!(l["listener"], "redirect", "{l}");
+        assert_eq!(l["src_instance"], "misp_secret", "{l}");
+        assert_eq!(l["dst_instance"], "misp_restricted", "{l}");
+        assert!(
+            l["src_compartment"].is_string() && l["dst_compartment"].is_string(),
+            "{l}"
+        );
+        assert_eq!(l["sni"], RESTRICTED.1, "{l}");
+        assert_eq!(l["path"], "/events/add/metadata:1", "{l}");
+    }
+    assert_eq!(red["decision"], "block");
+    assert_eq!(red["reason"], "event has blocked tag: tlp:red");
+    assert_eq!(red["uuids"], json!([uuid(31)]));
+    assert_eq!(ok["decision"], "allow");
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["uuids"][0], uuid(32));
+}

@@ -110,6 +110,16 @@ pub fn summary(path: &Path, policy: &Policy) -> String {
             policy.compartments[inst.compartment.0 as usize]
         );
     }
+    let _ = writeln!(out, "mode (gateway.mode): {}", policy.gateway.mode.as_str());
+    for (i, inst) in policy.instances.iter().enumerate() {
+        let mode = match policy.gateway.mode_of(i) {
+            crate::policy::Mode::Enforce => "enforce",
+            crate::policy::Mode::Monitor => {
+                "MONITOR (content blocks logged as would_block, forwarded)"
+            }
+        };
+        let _ = writeln!(out, "  {:<20} {mode}", inst.id);
+    }
     let _ = writeln!(out, "compartments ({}):", policy.compartments.len());
     for (i, name) in policy.compartments.iter().enumerate() {
         let src = CompartmentId(i as u16);

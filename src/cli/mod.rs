@@ -22,6 +22,15 @@ use crate::proxy;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text or as one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -69,6 +78,18 @@ enum Command {
         /// start and on reload, restored when they disappear or change.
         #[arg(long, value_enum, value_name = "MODE")]
         nftables: Option<NftMode>,
+        /// Append one JSON line per decided exchange to FILE (replaces
+        /// gateway.audit_log; reopened on SIGHUP).
+        #[arg(long, value_name = "FILE")]
+        audit_log: Option<PathBuf>,
+        /// Serve /healthz, /readyz and /metrics on ADDR (replaces
+        /// gateway.metrics.listen; off by default).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
+        /// Also reload when the config file's content changes (checked
+        /// every second; a broken file keeps the running policy).
+        #[arg(long)]
+        watch_config: bool,
     },
     /// Print the nftables rules for the policy (guard and capture tables;
     /// sets rendered from the instances, listener port, capture interfaces).
@@ -113,7 +134,7 @@ impl From<NftMode> for ListenMode {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     match cli.command {
         Command::CheckConfig {
             config,
@@ -131,7 +152,18 @@ pub fn main() -> ExitCode {
             upstream_ca,
             insecure_upstream,
             nftables,
+            audit_log,
+            metrics,
+            watch_config,
         } => {
+            let metrics = match metrics.map(|m| m.parse::<std::net::SocketAddr>()) {
+                None => None,
+                Some(Ok(a)) => Some(a),
+                Some(Err(_)) => {
+                    eprintln!("error: --metrics: not ip:port");
+                    return ExitCode::FAILURE;
+                }
+            };
             let mut listeners = Vec::new();
             for (mode, addrs) in [
                 (ListenMode::Explicit, explicit),
@@ -165,6 +197,9 @@ pub fn main() -> ExitCode {
                 rules: nftables.map(|m| {
                     std::sync::Arc::new(crate::deploy::runtime::RulesKeeper::new(m.into()))
                 }),
+                audit_log,
+                metrics,
+                watch_config,
             };
             run_gateway(&config, opts)
         }
@@ -237,14 +272,58 @@ fn run_gateway(config_path: &std::path::Path, opts: proxy::RunOptions) -> ExitCo
 }
 
 /// Logs go to standard error (journald picks them up under systemd);
-/// `RUST_LOG` overrides the default `info` level.
-fn init_logging() {
+/// `RUST_LOG` overrides the default `info` level. When standard error is
+/// the journal, lines carry no timestamp of their own: journald stamps
+/// every line, and a second one only clutters `journalctl`.
+fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let journal = stderr_is_journal(std::env::var("JOURNAL_STREAM").ok().as_deref());
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+        .with_ansi(
+            format == LogFormat::Text && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        )
+        .with_target(false);
+    let _ = match (format, journal) {
+        (LogFormat::Text, false) => builder.try_init(),
+        (LogFormat::Text, true) => builder.without_time().try_init(),
+        (LogFormat::Json, false) => builder.json().flatten_event(true).try_init(),
+        (LogFormat::Json, true) => builder.json().flatten_event(true).without_time().try_init(),
+    };
+}
+
+/// Is standard error the journal stream systemd announced? `JOURNAL_STREAM`
+/// is `DEV:INODE` of that stream; it is inherited by children whose stderr
+/// may have been redirected since, so it only counts when it matches.
+fn stderr_is_journal(journal_stream: Option<&str>) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some((dev, ino)) = journal_stream.and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    match std::fs::metadata("/proc/self/fd/2") {
+        Ok(m) => m.dev() == dev && m.ino() == ino,
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_stream_counts_only_when_it_is_our_stderr() {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata("/proc/self/fd/2").unwrap();
+        let ours = format!("{}:{}", m.dev(), m.ino());
+        assert!(stderr_is_journal(Some(&ours)));
+        let other = format!("{}:{}", m.dev(), m.ino() + 1);
+        assert!(!stderr_is_journal(Some(&other)));
+        assert!(!stderr_is_journal(Some("garbage")));
+        assert!(!stderr_is_journal(None));
+    }
 }

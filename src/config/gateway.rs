@@ -8,7 +8,8 @@ use std::time::Duration;
 use super::schema::{RawGateway, RawTimeouts, RawTls};
 use super::CompileError;
 use crate::policy::{
-    GatewaySettings, InstanceGateway, ListenMode, Listener, Timeouts, TlsSettings, TproxyRouting,
+    GatewaySettings, InstanceGateway, ListenMode, Listener, Mode, Timeouts, TlsSettings,
+    TproxyRouting,
 };
 
 pub fn compile(
@@ -26,8 +27,21 @@ pub fn compile(
         capture_interfaces,
         tproxy_mark,
         tproxy_table,
+        audit_log,
+        mode,
+        metrics,
         limits: _,
     } = raw;
+    let metrics_listen = match metrics {
+        None => None,
+        Some(m) => Some(m.listen.parse::<SocketAddr>().map_err(|_| {
+            (
+                "gateway.metrics.listen".to_string(),
+                format!("{:?} is not ip:port", m.listen),
+            )
+        })?),
+    };
+    let mode = compile_mode(mode.as_deref(), "gateway.mode")?;
     let mut out = Vec::new();
     for (i, l) in listeners.iter().enumerate() {
         let at = |f: &str| format!("gateway.listeners[{i}].{f}");
@@ -91,6 +105,11 @@ pub fn compile(
             upstream_ca: path(&raw.upstream_ca),
             upstream_pin_sha256: pin,
             insecure_upstream: raw.insecure_upstream,
+            mode: raw
+                .mode
+                .as_deref()
+                .map(|m| compile_mode(Some(m), &format!("{at}.mode")))
+                .transpose()?,
         };
         both_or_neither(&ig.cert, &ig.key, &at, "cert", "key")?;
         per_instance[idx] = ig;
@@ -122,7 +141,18 @@ pub fn compile(
         timeouts: compile_timeouts(timeouts.unwrap_or_default())?,
         instances: per_instance,
         transparent_source,
+        audit_log: audit_log.map(|p| base.join(p)),
+        mode,
+        metrics_listen,
     })
+}
+
+fn compile_mode(raw: Option<&str>, at: &str) -> Result<Mode, CompileError> {
+    match raw {
+        None => Ok(Mode::Enforce),
+        Some(m) => Mode::parse(m)
+            .ok_or_else(|| (at.to_string(), format!("{m:?} is not enforce or monitor"))),
+    }
 }
 
 /// The TPROXY mark must have at least one bit (a zero mark matches every

@@ -96,6 +96,22 @@ pub struct RawGateway {
     /// Routing table the TPROXY mark looks up; default 100.
     #[serde(default)]
     pub tproxy_table: Option<u32>,
+    /// JSON-lines audit trail of every decided exchange (`--audit-log`).
+    #[serde(default)]
+    pub audit_log: Option<String>,
+    /// `enforce` (default) or `monitor`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// The health and metrics listener (off when absent).
+    #[serde(default)]
+    pub metrics: Option<RawMetrics>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// `ip:port` of `/healthz`, `/readyz`, `/metrics`.
+    pub listen: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,6 +164,9 @@ pub struct RawInstanceGateway {
     pub upstream_pin_sha256: Option<String>,
     #[serde(default)]
     pub insecure_upstream: bool,
+    /// `enforce` or `monitor`; `gateway.mode` when absent.
+    #[serde(default)]
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

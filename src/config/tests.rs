@@ -304,3 +304,27 @@ fn tproxy_routing_defaults_and_refusals_name_the_field() {
         );
     }
 }
+
+#[test]
+fn modes_default_to_enforce_and_refusals_name_the_field() {
+    let p = load_str(BASE).unwrap();
+    assert_eq!(p.gateway.mode, crate::policy::Mode::Enforce);
+    assert_eq!(p.gateway.mode_of(0), crate::policy::Mode::Enforce);
+    let mut v: serde_json::Value = serde_json::from_str(BASE).unwrap();
+    v["gateway"] =
+        serde_json::json!({"mode": "monitor", "instances": {"one": {"mode": "enforce"}}});
+    let p = load_str(&v.to_string()).unwrap();
+    let one = p.instances.iter().position(|i| i.id == "one").unwrap();
+    assert_eq!(p.gateway.mode_of(one), crate::policy::Mode::Enforce);
+    assert_eq!(p.gateway.mode_of(1 - one), crate::policy::Mode::Monitor);
+    expect_err(
+        |v| v["gateway"] = serde_json::json!({"mode": "audit"}),
+        "gateway.mode",
+        "not enforce or monitor",
+    );
+    expect_err(
+        |v| v["gateway"] = serde_json::json!({"instances": {"one": {"mode": "Monitor"}}}),
+        "gateway.instances.one.mode",
+        "not enforce or monitor",
+    );
+}

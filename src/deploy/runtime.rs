@@ -98,6 +98,22 @@ impl RulesKeeper {
         Ok(true)
     }
 
+    /// Are the loaded tables in the kernel, unchanged? (`/readyz`; does not
+    /// restore them — [`RulesKeeper::check`] does, within a second.)
+    pub fn verify(&self) -> Result<(), String> {
+        let guard = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(loaded) = guard.as_ref() else {
+            return Err("nftables tables not loaded yet".into());
+        };
+        match self.listing() {
+            Ok(now) if now == loaded.listing => Ok(()),
+            Ok(_) => Err(format!(
+                "nftables tables {GUARD_TABLE}/{CAPTURE_TABLE} changed"
+            )),
+            Err(e) => Err(format!("nftables tables missing: {e}")),
+        }
+    }
+
     /// How many times the tables had to be restored since start.
     pub fn restorations(&self) -> u64 {
         self.restorations.load(Ordering::Relaxed)
@@ -218,6 +234,28 @@ mod tests {
         assert!(keeper.check().unwrap());
         assert_eq!(std::fs::read_to_string(&kernel).unwrap(), loaded);
         assert_eq!(keeper.restorations(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn readiness_sees_missing_tables_without_restoring_them() {
+        let dir = std::env::temp_dir().join(format!("mgw-keeper-ready-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let keeper = RulesKeeper::with_program(ListenMode::Redirect, &fake_nft(&dir));
+        assert!(keeper.verify().unwrap_err().contains("not loaded yet"));
+        keeper.apply(&policy(443)).unwrap();
+        assert_eq!(keeper.verify(), Ok(()));
+        let kernel = dir.join("kernel");
+        std::fs::write(&kernel, "").unwrap();
+        let why = keeper.verify().unwrap_err();
+        assert!(why.contains("missing"), "{why}");
+        assert_eq!(
+            std::fs::read_to_string(&kernel).unwrap(),
+            "",
+            "verify restores nothing"
+        );
+        assert!(keeper.check().unwrap());
+        assert_eq!(keeper.verify(), Ok(()));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

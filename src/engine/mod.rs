@@ -19,6 +19,7 @@
 
 pub mod answers;
 pub mod body;
+pub mod carried;
 pub mod checks;
 pub mod model;
 pub mod params;

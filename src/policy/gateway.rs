@@ -81,6 +81,35 @@ impl Default for Timeouts {
     }
 }
 
+/// What a block decision does (`gateway.mode`, per instance
+/// `gateway.instances.<id>.mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Blocks are enforced.
+    #[default]
+    Enforce,
+    /// Content blocks are logged and audited as `would_block` and the
+    /// message is forwarded unchanged (policy roll-out).
+    Monitor,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "enforce" => Some(Mode::Enforce),
+            "monitor" => Some(Mode::Monitor),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Monitor => "monitor",
+        }
+    }
+}
+
 /// Per-instance data-path settings (defaults when not configured).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InstanceGateway {
@@ -89,6 +118,8 @@ pub struct InstanceGateway {
     pub upstream_ca: Option<PathBuf>,
     pub upstream_pin_sha256: Option<[u8; 32]>,
     pub insecure_upstream: bool,
+    /// Overrides `GatewaySettings::mode` for this instance.
+    pub mode: Option<Mode>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -104,6 +135,22 @@ pub struct GatewaySettings {
     /// TPROXY policy routing owned by the gateway (`nft` subcommand and
     /// `scripts/apply-nftables.sh`).
     pub tproxy: TproxyRouting,
+    /// `gateway.audit_log`: where the audit trail goes (`--audit-log` wins).
+    pub audit_log: Option<PathBuf>,
+    /// `gateway.mode`: the mode of instances without their own.
+    pub mode: Mode,
+    /// `gateway.metrics.listen`: health and metrics (`--metrics` wins).
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl GatewaySettings {
+    /// The mode of instance number `index` (as in `Policy::instances`).
+    pub fn mode_of(&self, index: usize) -> Mode {
+        self.instances
+            .get(index)
+            .and_then(|i| i.mode)
+            .unwrap_or(self.mode)
+    }
 }
 
 /// Mark set on TPROXY'd packets (matched with itself as mask, so other

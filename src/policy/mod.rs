@@ -11,7 +11,8 @@ use std::net::IpAddr;
 pub use caseless::CaselessSet;
 pub use endpoints::{Endpoint, EndpointTable, RequestBody, ResponseBody};
 pub use gateway::{
-    GatewaySettings, InstanceGateway, ListenMode, Listener, Timeouts, TlsSettings, TproxyRouting,
+    GatewaySettings, InstanceGateway, ListenMode, Listener, Mode, Timeouts, TlsSettings,
+    TproxyRouting,
 };
 
 use crate::config::formats::{AllowedUrl, Scheme};

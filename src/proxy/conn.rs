@@ -33,12 +33,14 @@ pub async fn handle(
 ) {
     let _ = tcp.set_nodelay(true);
     let client = ClientAddr::new(peer);
+    shared.metrics.active_connections.inc();
     let result = match mode {
         ListenMode::Redirect | ListenMode::Tproxy => {
             transparent(&shared, mode, tcp, client, shutdown).await
         }
         ListenMode::Explicit => explicit(&shared, tcp, client, shutdown).await,
     };
+    shared.metrics.active_connections.dec();
     if let Err(why) = result {
         tracing::warn!(client = %client.ip(), mode = mode.as_str(), "connection refused: {why}");
     }
@@ -94,6 +96,8 @@ async fn transparent(
         bound_host: None,
         client_tls: first[0] == TLS_HANDSHAKE,
         absolute_form: false,
+        conn: shared.next_conn_id(),
+        sni: None,
     };
     let io: BoxIo = Box::new(Prefixed::new(Vec::new(), tcp));
     start(shared, target, io, Some(default_name), None, shutdown).await
@@ -131,6 +135,8 @@ async fn explicit(
             bound_host: None,
             client_tls: false,
             absolute_form: true,
+            conn: shared.next_conn_id(),
+            sni: None,
         };
         let (tcp, rest) = io.into_parts();
         let io: BoxIo = Box::new(Prefixed::new(rest, tcp));
@@ -162,7 +168,8 @@ async fn explicit(
             }
         }
     };
-    let target = tunnel_target(client, &host, port, first == TLS_HANDSHAKE);
+    let mut target = tunnel_target(client, &host, port, first == TLS_HANDSHAKE);
+    target.conn = shared.next_conn_id();
     start(
         shared,
         target,
@@ -183,6 +190,8 @@ fn tunnel_target(client: ClientAddr, host: &str, port: u16, tls: bool) -> Target
         bound_host: Some(host.to_string()),
         client_tls: tls,
         absolute_form: false,
+        conn: 0,
+        sni: None,
     }
 }
 
@@ -255,9 +264,16 @@ async fn start(
     };
     let peer = client_ip.to_string();
     let timeouts = policy.gateway.timeouts;
-    let (tls, _sni) = crate::tls::accept_with_sni_io(io, &peer, choose_cfg, timeouts.handshake)
+    let (tls, sni) = crate::tls::accept_with_sni_io(io, &peer, choose_cfg, timeouts.handshake)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| {
+            let e = e.to_string();
+            shared
+                .metrics
+                .handshake_failure("client", exchange::handshake_cause(&e));
+            e
+        })?;
+    target.sni = sni;
     target.bound_host = chosen.lock().unwrap_or_else(|e| e.into_inner()).take();
     let mut tls: BoxIo = Box::new(tls);
     let _ = tls.flush().await;

@@ -15,7 +15,8 @@
 //! framing the gateway writes itself.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
@@ -23,12 +24,14 @@ use tokio::sync::watch;
 use super::respond;
 use super::state::{Shared, TlsState};
 use super::stream::BoxIo;
+use super::trail::{LogFields, Trail};
 use crate::config::formats::{split_host_port, Scheme};
-use crate::engine::{self, Block, Exchange, RequestHead as EngineHead, Response};
+use crate::engine::{self, Block, Exchange, RequestHead as EngineHead, Response, Sanitized};
 use crate::http::head::{write_head, Headers, RequestHead, Version};
 use crate::http::io::{HttpError, HttpIo};
 use crate::http::{request_framing, response_framing, Framing};
-use crate::policy::{InstanceId, ListenMode, Policy};
+use crate::ops::audit::Stage;
+use crate::policy::{InstanceId, ListenMode, Mode, Policy};
 
 /// Largest request or response head.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -48,6 +51,10 @@ pub struct Target {
     pub client_tls: bool,
     /// Explicit proxy without CONNECT: absolute-form plain-HTTP requests.
     pub absolute_form: bool,
+    /// Connection id in the audit trail.
+    pub conn: u64,
+    /// Server name from the client's TLS ClientHello.
+    pub sni: Option<String>,
 }
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus
@@ -279,20 +286,37 @@ async fn exchange(
 ) -> Result<bool, End> {
     let t = policy.gateway.timeouts;
     let method = head.method.clone();
+    // The audit line of this exchange, written when it ends (however).
+    // (A mutex, not a RefCell: the exchange future must be Send; it is
+    // never contended.)
+    let trail = Mutex::new(Trail::new(
+        shared.audit.as_deref(),
+        &shared.metrics,
+        policy,
+        target,
+        &method,
+        &head.target,
+    ));
+    let tr = || trail.lock().unwrap_or_else(|e| e.into_inner());
     // Every refusal below is logged as a block and answered as a MISP API
     // error carrying the same reason (see `respond`).
     let refuse = |status: u16, reason: &str, path: &str| {
         let b = Block::with_status(status, reason);
         tracing::warn!(client = %target.client_ip, "{}", b.log_line(&method, path));
+        tr().block(status, reason);
         respond::refusal(&method, status, reason, path)
     };
     let blocked = |b: &Block, path: &str| {
-        log_block(target, b, &method, path);
+        log_block(target, b, &method, path, &tr().log_fields());
+        tr().block(b.status, &b.reason);
         respond::refusal(&method, b.status, &b.reason, path)
     };
     // Failures that are not decisions (upstream unreachable, timed out) are
     // logged where they happen; the answer names them the same way.
-    let failed = |status: u16, why: &str, path: &str| respond::refusal(&method, status, why, path);
+    let failed = |status: u16, why: &str, path: &str| {
+        tr().failed(status, why);
+        respond::refusal(&method, status, why, path)
+    };
 
     // Phase 1: request head. The HTTP-level refusals win over a target
     // that cannot be interpreted, so a nested `CONNECT host:port` is refused
@@ -300,7 +324,10 @@ async fn exchange(
     // `engine::request_head` applies them again for the decision itself.
     let protocol = engine::protocol::check(&method, head.headers.as_slice());
     let p = match (parse_target(target, &head), protocol) {
-        (Ok(p), Ok(())) => p,
+        (Ok(p), Ok(())) => {
+            tr().path(&p.path);
+            p
+        }
         (Ok(p), Err(b)) => {
             let _ = client.write_all(&blocked(&b, &p.path)).await;
             return Err(End::Close);
@@ -329,7 +356,10 @@ async fn exchange(
         headers: head.headers.as_slice(),
     };
     let exchange = match engine::request_head(policy, &engine_head) {
-        Ok(x) => x,
+        Ok(x) => {
+            tr().exchange(policy, &x);
+            x
+        }
         Err(b) => {
             let _ = client.write_all(&blocked(&b, &p.path)).await;
             return Err(End::Close);
@@ -363,6 +393,10 @@ async fn exchange(
     }
 
     // Phase 2: request body.
+    tr().stage(Stage::RequestBody);
+    // A push let through in monitor mode: its answer (the event as the
+    // server stored it) is monitored too, or the push would still fail.
+    let mut monitored_push = false;
     let inspected_body = if exchange.inspects_request_body() {
         let body = match client.read_body(framing, max_body).await {
             Ok(b) => b,
@@ -373,9 +407,37 @@ async fn exchange(
                 return Err(End::Close);
             }
         };
-        if let Err(b) = engine::request_body(policy, &exchange, head.headers.as_slice(), &body) {
-            let _ = client.write_all(&blocked(&b, &p.path)).await;
-            return Err(End::Close);
+        {
+            let mut g = tr();
+            g.request_bytes(body.len() as u64);
+            if g.enabled() {
+                let hs = head.headers.as_slice();
+                g.carried(engine::carried::request(policy, &exchange, hs, &body));
+            }
+        }
+        let started = Instant::now();
+        let verdict = engine::request_body(policy, &exchange, head.headers.as_slice(), &body);
+        tr().inspected(body.len() as u64, started.elapsed());
+        if let Err(b) = verdict {
+            {
+                // The log line names the event even without an audit log.
+                let mut g = tr();
+                if !g.enabled() {
+                    let hs = head.headers.as_slice();
+                    g.carried(engine::carried::request(policy, &exchange, hs, &body));
+                }
+            }
+            // Monitor mode covers the content rules (403); a body the
+            // gateway cannot read within its limits (413/415/400) protects
+            // the gateway and stays refused.
+            if b.status == 403 && monitors(policy, &exchange, Side::Source) {
+                log_would_block(target, &b, &method, &p.path, &tr().log_fields());
+                tr().would_block(&b.reason);
+                monitored_push = true;
+            } else {
+                let _ = client.write_all(&blocked(&b, &p.path)).await;
+                return Err(End::Close);
+            }
         }
         Some(body)
     } else {
@@ -384,6 +446,7 @@ async fn exchange(
 
     // Upstream: the instance's configured address, never a DNS answer
     // (allowlisted hosts excepted).
+    tr().stage(Stage::Upstream);
     let key = UpstreamKey {
         host: p.host.clone(),
         port: p.port,
@@ -404,6 +467,9 @@ async fn exchange(
                 })
             }
             Err((status, why)) => {
+                shared
+                    .metrics
+                    .upstream_error(if status == 504 { "timeout" } else { "connect" });
                 tracing::warn!(client = %target.client_ip, "upstream {}:{} failed: {why}", key.host, key.port);
                 let why = format!("upstream {}:{} failed: {why}", key.host, key.port);
                 let _ = client.write_all(&failed(status, &why, &p.path)).await;
@@ -437,11 +503,12 @@ async fn exchange(
     }
     let mut wire = Vec::new();
     write_head(&format!("{} {} HTTP/1.1", method, p.path), &fwd, &mut wire);
+    let forwarded_at = Instant::now();
     let sent = async {
         match &inspected_body {
             Some(body) => write_message(&mut up.io.io, std::mem::take(&mut wire), body).await?,
             None => {
-                client
+                let n = client
                     .copy_body(
                         &wire,
                         framing,
@@ -454,12 +521,14 @@ async fn exchange(
                         HttpError::Io(io) => io,
                         other => std::io::Error::other(other.to_string()),
                     })?;
+                tr().request_bytes(n);
             }
         }
         Ok::<(), std::io::Error>(())
     }
     .await;
     if let Err(e) = sent {
+        shared.metrics.upstream_error("send");
         tracing::warn!(client = %target.client_ip, "forwarding request failed: {e}");
         let why = format!("forwarding request failed: {e}");
         let _ = client.write_all(&failed(502, &why, &p.path)).await;
@@ -468,6 +537,7 @@ async fn exchange(
 
     // Phase 3: response head (interim 1xx answers are dropped; we sent our
     // own 100 Continue, and upgrades are refused).
+    tr().stage(Stage::ResponseHead);
     let resp = loop {
         let r = tokio::time::timeout(t.upstream_response, up.io.read_response_head(MAX_HEAD)).await;
         match r {
@@ -478,8 +548,12 @@ async fn exchange(
                 return Err(End::Close);
             }
             Ok(Ok(h)) if (100..200).contains(&h.status) => continue,
-            Ok(Ok(h)) => break h,
+            Ok(Ok(h)) => {
+                tr().upstream(forwarded_at.elapsed());
+                break h;
+            }
             Ok(Err(e)) => {
+                shared.metrics.upstream_error("response");
                 let status = if matches!(&e, HttpError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut)
                 {
                     504
@@ -492,6 +566,7 @@ async fn exchange(
                 return Err(End::Close);
             }
             Err(_) => {
+                shared.metrics.upstream_error("timeout");
                 tracing::warn!(client = %target.client_ip, "upstream response timed out");
                 let why = "upstream response timed out";
                 let _ = client.write_all(&failed(504, why, &p.path)).await;
@@ -525,6 +600,7 @@ async fn exchange(
         out.push("Connection", "close");
     }
     let status_line = format!("HTTP/1.1 {} {}", resp.status, resp.reason);
+    tr().stage(Stage::ResponseBody);
     if exchange.inspects_response_body() {
         let body = match up.io.read_body(resp_framing, max_body).await {
             Ok(b) => b,
@@ -541,18 +617,40 @@ async fn exchange(
             headers: resp.headers.as_slice(),
             body: &body,
         };
-        if let Err(b) = engine::response(policy, &exchange, &r) {
-            // Whatever the cause, a refused response is a 403 with none of
-            // the upstream's body.
-            let b = Block { status: 403, ..b };
-            let _ = client.write_all(&blocked(&b, &p.path)).await;
-            return Err(End::Close);
+        {
+            let mut g = tr();
+            g.response_bytes(body.len() as u64);
+            if g.enabled() {
+                g.carried(engine::carried::response(policy, &exchange, &r));
+            }
+        }
+        let started = Instant::now();
+        let verdict = engine::response(policy, &exchange, &r);
+        tr().inspected(body.len() as u64, started.elapsed());
+        if let Err(b) = verdict {
+            {
+                let mut g = tr();
+                if !g.enabled() {
+                    g.carried(engine::carried::response(policy, &exchange, &r));
+                }
+            }
+            if monitored_push || monitors(policy, &exchange, Side::Destination) {
+                log_would_block(target, &b, &method, &p.path, &tr().log_fields());
+                tr().would_block(&b.reason);
+            } else {
+                // Whatever the cause, a refused response is a 403 with none
+                // of the upstream's body.
+                let b = Block { status: 403, ..b };
+                let _ = client.write_all(&blocked(&b, &p.path)).await;
+                return Err(End::Close);
+            }
         }
         if resp_framing != Framing::None {
             out.push("Content-Length", body.len().to_string());
         }
         let mut wire = Vec::new();
         write_head(&status_line, &out, &mut wire);
+        tr().allow(resp.status);
         if write_message(&mut client.io, wire, &body).await.is_err() {
             return Err(End::Close);
         }
@@ -568,13 +666,17 @@ async fn exchange(
         }
         let mut wire = Vec::new();
         write_head(&status_line, &out, &mut wire);
-        if let Err(e) = up
+        tr().allow(resp.status);
+        match up
             .io
             .copy_body(&wire, resp_framing, u64::MAX, &mut client.io, chunked_out)
             .await
         {
-            tracing::warn!(client = %target.client_ip, "streaming response failed: {e}");
-            return Err(End::Close);
+            Ok(n) => tr().response_bytes(n),
+            Err(e) => {
+                tracing::warn!(client = %target.client_ip, "streaming response failed: {e}");
+                return Err(End::Close);
+            }
         }
         if resp_framing == Framing::Close && !chunked_out {
             return Ok(false);
@@ -600,11 +702,65 @@ async fn write_message(io: &mut BoxIo, mut head: Vec<u8>, body: &[u8]) -> std::i
     io.flush().await
 }
 
-fn log_block(target: &Target, b: &Block, method: &str, path: &str) {
+/// A bounded cause for a failed TLS handshake, from its error text.
+pub fn handshake_cause(error: &str) -> &'static str {
+    let e = error.to_ascii_lowercase();
+    if e.contains("timed out") || e.contains("timeout") {
+        "timeout"
+    } else if e.contains("refused") || e.contains("sni") || e.contains("certificate") {
+        "refused"
+    } else {
+        "error"
+    }
+}
+
+/// Whose rules decided a body: the source's (pushes) or the destination's
+/// (responses).
+enum Side {
+    Source,
+    Destination,
+}
+
+/// Is the instance whose rules decided this body in monitor mode?
+fn monitors(policy: &Policy, exchange: &Exchange, side: Side) -> bool {
+    let Exchange::Sync { src, dst, .. } = exchange else {
+        return false;
+    };
+    let id = match side {
+        Side::Source => src,
+        Side::Destination => dst,
+    };
+    policy.gateway.mode_of(id.0 as usize) == Mode::Monitor
+}
+
+/// A monitor-mode block: the same reason, worded so that rules matching
+/// `request blocked:` do not fire for what was forwarded.
+fn log_would_block(target: &Target, b: &Block, method: &str, path: &str, f: &LogFields) {
+    tracing::warn!(
+        client = %target.client_ip,
+        src = %f.src,
+        dst = %f.dst,
+        event_uuid = %f.uuids,
+        "request would be blocked (monitor mode, forwarded): [{}]{} - {}",
+        Sanitized(method),
+        Sanitized(path),
+        Sanitized(&b.reason)
+    );
+}
+
+/// misp-guard's exact text as the message; who and which event as fields.
+fn log_block(target: &Target, b: &Block, method: &str, path: &str, f: &LogFields) {
     if let Some(detail) = &b.detail {
         tracing::warn!(client = %target.client_ip, "{detail}");
     }
-    tracing::warn!(client = %target.client_ip, "{}", b.log_line(method, path));
+    tracing::warn!(
+        client = %target.client_ip,
+        src = %f.src,
+        dst = %f.dst,
+        event_uuid = %f.uuids,
+        "{}",
+        b.log_line(method, path)
+    );
 }
 
 /// Opens the upstream leg: TCP to the instance's configured address (or,
@@ -670,6 +826,12 @@ async fn connect(
         .ok_or((502, "no upstream TLS configuration".to_string()))?;
     let tls = crate::tls::connect(config, &name, tcp, t.handshake)
         .await
-        .map_err(|e| (502, e.to_string()))?;
+        .map_err(|e| {
+            let e = e.to_string();
+            shared
+                .metrics
+                .handshake_failure("upstream", handshake_cause(&e));
+            (502, e)
+        })?;
     Ok(HttpIo::new(Box::new(tls)))
 }

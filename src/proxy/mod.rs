@@ -1,6 +1,7 @@
 //! The data path: listeners, capture, TLS both ways, and the exchange loop
 //! that puts the engine inline.
 
+pub mod config_watch;
 pub mod conn;
 pub mod exchange;
 pub mod listeners;
@@ -8,6 +9,7 @@ pub mod notify;
 pub mod respond;
 pub mod state;
 pub mod stream;
+pub mod trail;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,9 +19,12 @@ use tokio::sync::watch;
 
 use crate::config;
 use crate::net;
-use crate::policy::{ListenMode, Listener, Policy};
+use crate::ops::audit::AuditLog;
+use crate::ops::health::{Ops, Readiness};
+use crate::policy::{ListenMode, Listener, Mode, Policy};
 use listeners::{AcceptContext, InFlight, ListenerSet};
 pub use state::{Shared, TlsOverrides, TlsState};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Command-line settings that override the config file.
 #[derive(Debug, Clone, Default)]
@@ -29,6 +34,12 @@ pub struct RunOptions {
     pub tls: TlsOverrides,
     /// `--nftables MODE`: the gateway keeps its nftables tables loaded.
     pub rules: Option<Arc<crate::deploy::runtime::RulesKeeper>>,
+    /// `--audit-log FILE`: replaces `gateway.audit_log`.
+    pub audit_log: Option<PathBuf>,
+    /// `--metrics ADDR`: replaces `gateway.metrics.listen`.
+    pub metrics: Option<SocketAddr>,
+    /// `--watch-config`: reload when the config file's content changes.
+    pub watch_config: bool,
 }
 
 /// The listeners to run for `policy`: the command line's when given (they
@@ -52,6 +63,11 @@ fn wanted_listeners(policy: &Policy, opts: &RunOptions) -> Result<Vec<Listener>,
 /// reloads on SIGHUP (all or nothing, see [`reload`]), and on shutdown stops
 /// accepting and lets in-flight exchanges finish within the grace period.
 pub async fn run(config_path: &Path, policy: Policy, opts: RunOptions) -> Result<(), String> {
+    // The content the policy was just read from: changes from now on reload.
+    let config_seen = opts
+        .watch_config
+        .then(|| config_watch::fingerprint(config_path))
+        .flatten();
     let wanted = wanted_listeners(&policy, &opts)?;
     let tls = TlsState::build(&policy, &opts.tls).map_err(|e| e.to_string())?;
     let mut set = ListenerSet::default();
@@ -64,12 +80,36 @@ pub async fn run(config_path: &Path, policy: Policy, opts: RunOptions) -> Result
     }
     let local_ips = net::local_ip_addresses().unwrap_or_default();
     let grace = policy.gateway.timeouts.shutdown_grace;
-    let shared = Arc::new(Shared::new(
-        Arc::new(policy),
-        Arc::new(tls),
-        local,
-        local_ips,
-    ));
+    // The audit file is chosen at start (flag, else config) and kept across
+    // reloads; SIGHUP reopens it (logrotate).
+    let audit = match opts
+        .audit_log
+        .as_ref()
+        .or(policy.gateway.audit_log.as_ref())
+    {
+        Some(path) => {
+            let log = AuditLog::open(path)?;
+            tracing::info!("audit log: {}", path.display());
+            Some(Arc::new(log))
+        }
+        None => None,
+    };
+    // Bound now, so a taken address fails the start like a listener does.
+    let metrics_addr = opts.metrics.or(policy.gateway.metrics_listen);
+    let metrics_listener = match metrics_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("metrics listener {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    let shared =
+        Arc::new(Shared::new(Arc::new(policy), Arc::new(tls), local, local_ips).with_audit(audit));
+    let readiness = Arc::new(Readiness {
+        listeners_bound: AtomicBool::new(false),
+        rules: opts.rules.clone(),
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
     let ctx = AcceptContext {
         shared: shared.clone(),
@@ -77,6 +117,20 @@ pub async fn run(config_path: &Path, policy: Policy, opts: RunOptions) -> Result
         shutdown: stop_rx,
     };
     set.commit(staged, &ctx, || {}).await;
+    readiness.listeners_bound.store(true, Ordering::Release);
+    if let (Some(listener), Some(addr)) = (metrics_listener, metrics_addr) {
+        let ops = Arc::new(Ops {
+            metrics: shared.metrics.clone(),
+            readiness: readiness.clone(),
+            audit: shared.audit.clone(),
+        });
+        tracing::info!("health and metrics on http://{addr} (/healthz /readyz /metrics)");
+        tokio::spawn(crate::ops::health::serve(
+            listener,
+            ops,
+            ctx.shutdown.clone(),
+        ));
+    }
 
     if let Some(rules) = opts.rules.clone() {
         tokio::spawn(crate::deploy::runtime::watch(rules, ctx.shutdown.clone()));
@@ -87,6 +141,7 @@ pub async fn run(config_path: &Path, policy: Policy, opts: RunOptions) -> Result
         "misp-guard-gw {} ready: {status}",
         env!("CARGO_PKG_VERSION")
     );
+    log_modes(&shared.policy());
     notifier.send(&format!("READY=1\nSTATUS={status}"));
     if let Some(every) = notifier.watchdog_interval() {
         let n = notifier.clone();
@@ -100,7 +155,19 @@ pub async fn run(config_path: &Path, policy: Policy, opts: RunOptions) -> Result
         });
     }
 
-    signals(config_path, &opts, &notifier, &mut set, &ctx).await;
+    let (changed_tx, changed_rx) = tokio::sync::mpsc::channel(1);
+    if opts.watch_config {
+        tracing::info!("watching {} for changes", config_path.display());
+        tokio::spawn(config_watch::config_file(
+            config_path.to_path_buf(),
+            config_seen,
+            changed_tx,
+            ctx.shutdown.clone(),
+        ));
+    } else {
+        drop(changed_tx);
+    }
+    signals(config_path, &opts, &notifier, &mut set, &ctx, changed_rx).await;
     notifier.send("STOPPING=1\nSTATUS=shutting down");
 
     tracing::info!(
@@ -127,12 +194,45 @@ fn status_line(policy: &Policy, listeners: &[Listener]) -> String {
         .iter()
         .map(|l| format!("{} {}", l.mode.as_str(), l.addr))
         .collect();
+    let monitored = monitored_instances(policy);
+    let monitor = if monitored.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; MONITOR MODE (not enforced) for: {}",
+            monitored.join(", ")
+        )
+    };
     format!(
-        "{} instances in {} compartments; listening: {}",
+        "{} instances in {} compartments; listening: {}{monitor}",
         policy.instances.len(),
         policy.compartments.len(),
         l.join(", ")
     )
+}
+
+fn monitored_instances(policy: &Policy) -> Vec<&str> {
+    policy
+        .instances
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| policy.gateway.mode_of(*i) == Mode::Monitor)
+        .map(|(_, inst)| inst.id.as_str())
+        .collect()
+}
+
+/// Every instance's mode, at start and after each reload: a monitored
+/// instance is not protected, which nobody should miss in the log.
+fn log_modes(policy: &Policy) {
+    for (i, inst) in policy.instances.iter().enumerate() {
+        match policy.gateway.mode_of(i) {
+            Mode::Enforce => tracing::info!("instance {}: mode enforce", inst.id),
+            Mode::Monitor => tracing::warn!(
+                "instance {}: MODE MONITOR - its content blocks are NOT enforced: logged and audited as would_block, forwarded unchanged",
+                inst.id
+            ),
+        }
+    }
 }
 
 /// Waits for SIGTERM/SIGINT; handles SIGHUP (reload) meanwhile.
@@ -142,6 +242,7 @@ async fn signals(
     notifier: &notify::Notifier,
     set: &mut ListenerSet,
     ctx: &AcceptContext,
+    mut file_changed: tokio::sync::mpsc::Receiver<()>,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
@@ -156,8 +257,23 @@ async fn signals(
         tokio::select! {
             _ = term.recv() => return,
             _ = int.recv() => return,
+            // A closed channel (no --watch-config) only disables its branch.
+            Some(()) = file_changed.recv() => {
+                notifier.send("RELOADING=1");
+                let status = match reload(config_path, opts, set, ctx).await {
+                    Ok(()) => format!(
+                        "reloaded (config file changed); {}",
+                        status_line(&ctx.shared.policy(), &set.listeners())
+                    ),
+                    Err(e) => format!("reload failed, old policy kept: {e}"),
+                };
+                notifier.send(&format!("READY=1\nSTATUS={status}"));
+            }
             _ = hup.recv() => {
                 notifier.send("RELOADING=1");
+                if let Some(audit) = &ctx.shared.audit {
+                    audit.reopen();
+                }
                 let status = match reload(config_path, opts, set, ctx).await {
                     Ok(()) => format!(
                         "reloaded; {}",
@@ -210,8 +326,12 @@ pub async fn reload(
         Ok(())
     }
     .await;
+    ctx.shared.metrics.reload(result.is_ok());
     match &result {
-        Ok(()) => tracing::info!("policy reloaded from {}", config_path.display()),
+        Ok(()) => {
+            tracing::info!("policy reloaded from {}", config_path.display());
+            log_modes(&ctx.shared.policy());
+        }
         Err(e) => tracing::error!("reload failed, keeping the running policy and listeners: {e}"),
     }
     result

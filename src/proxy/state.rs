@@ -3,11 +3,14 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use rustls::{ClientConfig, ServerConfig};
 
 use crate::net::{LocalListeners, OrigDstAddr};
+use crate::ops::audit::AuditLog;
+use crate::ops::metrics::Metrics;
 use crate::policy::{InstanceId, Policy};
 use crate::tls::{self, CertSource, CertificateAuthority, LeafCache, TlsError, UpstreamTlsOptions};
 
@@ -156,6 +159,12 @@ pub struct Shared {
     current: RwLock<Snapshot>,
     pub listeners: ListenerAddrs,
     pub local_ips: Vec<IpAddr>,
+    /// The audit trail, when `--audit-log`/`gateway.audit_log` is set.
+    pub audit: Option<Arc<AuditLog>>,
+    /// Numbers connections for the audit trail (`conn`).
+    next_conn: AtomicU64,
+    /// Counters and histograms for `GET /metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -169,7 +178,21 @@ impl Shared {
             current: RwLock::new(Snapshot { policy, tls }),
             listeners: ListenerAddrs(RwLock::new(listeners)),
             local_ips,
+            audit: None,
+            next_conn: AtomicU64::new(1),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Sends every decided exchange to `audit`.
+    pub fn with_audit(mut self, audit: Option<Arc<AuditLog>>) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    /// A new connection id (unique for the life of the process).
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The current policy; a connection keeps the one it started with for

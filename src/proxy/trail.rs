@@ -1,0 +1,237 @@
+//! The audit record of one exchange, filled in as the exchange goes and
+//! handed to the audit log when it is dropped — so every way out of
+//! `exchange` (answer, refusal, upstream failure, client gone) leaves
+//! exactly one line, and none when no audit log is configured.
+
+use std::time::{Duration, Instant};
+
+use super::exchange::Target;
+use crate::engine::carried::Carried;
+use crate::engine::Exchange;
+use crate::ops::audit::{self, AuditLog, Decision, Record, Stage};
+use crate::ops::metrics::{ExchangeSample, Metrics};
+use crate::policy::{InstanceId, Policy};
+
+pub struct Trail<'a> {
+    sink: Option<&'a AuditLog>,
+    metrics: &'a Metrics,
+    start: Instant,
+    rec: Record,
+    endpoint: String,
+    inspected_bytes: u64,
+    inspection: Duration,
+    upstream: Option<Duration>,
+}
+
+/// Fields a block log line carries besides misp-guard's text.
+pub struct LogFields {
+    pub src: String,
+    pub dst: String,
+    /// The uuids the body carried, comma-separated (at most 10, then `…`).
+    pub uuids: String,
+}
+
+impl<'a> Trail<'a> {
+    pub fn log_fields(&self) -> LogFields {
+        let id = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        let mut uuids = self
+            .rec
+            .uuids
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(",");
+        if self.rec.uuids.len() > 10 || self.rec.uuids_truncated {
+            uuids.push_str(",…");
+        }
+        LogFields {
+            src: id(&self.rec.src_instance),
+            dst: id(&self.rec.dst_instance),
+            uuids: if uuids.is_empty() { "-".into() } else { uuids },
+        }
+    }
+
+    pub fn new(
+        sink: Option<&'a AuditLog>,
+        metrics: &'a Metrics,
+        policy: &Policy,
+        target: &Target,
+        method: &str,
+        path: &str,
+    ) -> Trail<'a> {
+        let mut t = Trail {
+            sink,
+            metrics,
+            endpoint: "none".into(),
+            inspected_bytes: 0,
+            inspection: Duration::ZERO,
+            upstream: None,
+            start: Instant::now(),
+            rec: Record {
+                ts: String::new(),
+                conn: target.conn,
+                listener: target.mode.as_str(),
+                client: target.client_ip.to_string(),
+                src_instance: None,
+                src_compartment: None,
+                dst_instance: None,
+                dst_compartment: None,
+                sni: target.sni.clone(),
+                method: method.to_string(),
+                path: audit::audited_path(path),
+                stage: Stage::RequestHead,
+                // Until a verdict or an answer says otherwise: an exchange
+                // cut short before any decision (client gone) is audited
+                // as not forwarded.
+                decision: Decision::Block,
+                reason: None,
+                status: 0,
+                request_bytes: 0,
+                response_bytes: 0,
+                uuids: Vec::new(),
+                uuids_truncated: false,
+                duration_ms: 0.0,
+            },
+        };
+        // Before the engine has named them (a refused head), the
+        // instances are those the addresses belong to.
+        let src = policy.instance_by_ip(target.client_ip);
+        let dst = target.orig_dst.and_then(|d| policy.instance_by_ip(d.ip()));
+        t.instances(policy, src, dst);
+        t
+    }
+
+    /// Is anything recorded? (Work only the audit needs is skipped if not.)
+    pub fn enabled(&self) -> bool {
+        self.sink.is_some()
+    }
+
+    pub fn path(&mut self, path: &str) {
+        if self.enabled() {
+            self.rec.path = audit::audited_path(path);
+        }
+    }
+
+    /// The instances the engine decided the exchange is between.
+    pub fn exchange(&mut self, policy: &Policy, x: &Exchange) {
+        match x {
+            Exchange::Sync { src, dst, endpoint } => {
+                self.instances(policy, Some(*src), Some(*dst));
+                self.endpoint = format!("{endpoint:?}");
+            }
+            Exchange::Allowlisted { .. } => self.endpoint = "allowlisted".into(),
+        }
+    }
+
+    /// A body the engine read and how long deciding it took.
+    pub fn inspected(&mut self, bytes: u64, took: Duration) {
+        self.inspected_bytes += bytes;
+        self.inspection += took;
+    }
+
+    /// From forwarding the request to the response head.
+    pub fn upstream(&mut self, took: Duration) {
+        self.upstream = Some(took);
+    }
+
+    fn instances(&mut self, policy: &Policy, src: Option<InstanceId>, dst: Option<InstanceId>) {
+        let name = |id: Option<InstanceId>| {
+            id.map(|i| {
+                let inst = policy.instance(i);
+                let comp = policy
+                    .compartments
+                    .get(inst.compartment.0 as usize)
+                    .cloned();
+                (inst.id.clone(), comp)
+            })
+        };
+        if let Some((id, comp)) = name(src) {
+            self.rec.src_instance = Some(id);
+            self.rec.src_compartment = comp;
+        }
+        if let Some((id, comp)) = name(dst) {
+            self.rec.dst_instance = Some(id);
+            self.rec.dst_compartment = comp;
+        }
+    }
+
+    pub fn stage(&mut self, stage: Stage) {
+        self.rec.stage = stage;
+    }
+
+    pub fn request_bytes(&mut self, n: u64) {
+        self.rec.request_bytes = n;
+    }
+
+    pub fn response_bytes(&mut self, n: u64) {
+        self.rec.response_bytes = n;
+    }
+
+    pub fn carried(&mut self, c: Carried) {
+        self.rec.uuids.extend(c.uuids);
+        self.rec.uuids_truncated |= c.truncated;
+    }
+
+    /// Refused by the gateway at the current stage, answered `status`.
+    pub fn block(&mut self, status: u16, reason: &str) {
+        self.rec.decision = Decision::Block;
+        self.rec.status = status;
+        self.rec.reason = Some(reason.to_string());
+    }
+
+    /// Allowed by the policy (or monitored) but not delivered (upstream
+    /// unreachable, timed out, broken answer): the client got `status`.
+    pub fn failed(&mut self, status: u16, why: &str) {
+        if self.rec.decision != Decision::WouldBlock {
+            self.rec.decision = Decision::Allow;
+        }
+        self.rec.status = status;
+        self.rec.reason = Some(why.to_string());
+    }
+
+    /// Monitor mode: the policy refused it (`reason`), it goes on.
+    /// The first reason is kept (a monitored push whose answer would be
+    /// refused too).
+    pub fn would_block(&mut self, reason: &str) {
+        if self.rec.decision != Decision::WouldBlock {
+            self.rec.decision = Decision::WouldBlock;
+            self.rec.reason = Some(reason.to_string());
+        }
+    }
+
+    /// Forwarded and answered with the upstream's `status` (a monitor-mode
+    /// `would_block` stays one).
+    pub fn allow(&mut self, status: u16) {
+        if self.rec.decision != Decision::WouldBlock {
+            self.rec.decision = Decision::Allow;
+        }
+        self.rec.status = status;
+    }
+}
+
+impl Drop for Trail<'_> {
+    fn drop(&mut self) {
+        let total = self.start.elapsed();
+        let none = "none";
+        self.metrics.exchange(&ExchangeSample {
+            decision: self.rec.decision.as_str(),
+            reason: self.rec.reason.as_deref(),
+            endpoint: &self.endpoint,
+            src: self.rec.src_instance.as_deref().unwrap_or(none),
+            dst: self.rec.dst_instance.as_deref().unwrap_or(none),
+            inspected_bytes: self.inspected_bytes,
+            inspection: self.inspection,
+            upstream: self.upstream,
+            total,
+        });
+        let Some(sink) = self.sink else { return };
+        self.rec.ts = audit::now_rfc3339();
+        self.rec.duration_ms = total.as_secs_f64() * 1000.0;
+        let uuids = std::mem::take(&mut self.rec.uuids);
+        sink.record(Record {
+            uuids,
+            ..self.rec.clone()
+        });
+    }
+}
