@@ -178,9 +178,18 @@ has_b() { # has_b EVENT UUID -> "stored" or "absent" (uuid anywhere in the recei
     curl -s -m 60 -H "Authorization: $DK" -H 'Accept: application/json' "$DU/events/view/$1.json" |
         grep -q "$2" && echo stored || echo absent
 }
-before=$(on_b "${EV[before]}") refused=$(on_b "${EV[refused]}")
-after1=$(on_b "${EV[after1]}") after2=$(on_b "${EV[after2]}")
-sighting=$(has_b "${EV[after1]}" "$SIGHTING") note=$(has_b "${EV[after2]}" "$NOTE")
+read_back() {
+    before=$(on_b "${EV[before]}") refused=$(on_b "${EV[refused]}")
+    after1=$(on_b "${EV[after1]}") after2=$(on_b "${EV[after2]}")
+    sighting=$(has_b "${EV[after1]}" "$SIGHTING") note=$(has_b "${EV[after2]}" "$NOTE")
+}
+# The sync has ended; the read-back alone is tried again (a read of a busy
+# MISP that fails is not a missing item). Nothing is synced again.
+for attempt in 1 2 3; do
+    read_back
+    [[ "$after1 $after2 $sighting $note" == "stored stored stored stored" ]] && break
+    [[ $attempt == 3 ]] || sleep 2
+done
 blocked=$(grep -c 'request blocked' "$WORK/gw.log" || true)
 outcome=OK code=0
 # Everything allowed must arrive: the events after the refused one, and the
@@ -194,6 +203,14 @@ if [[ -n "$CONTROL" ]]; then
         outcome=CONTROL-OK code=0 || outcome=CONTROL-FAILED code=1
 elif [[ $refused != absent ]]; then outcome=LEAK code=2; fi
 grep 'request blocked' "$WORK/gw.log" | sed 's/^/  gateway: /' >&2 || true
+if [[ $code != 0 ]]; then
+    # What the sending MISP did in this run, to tell a refusal from a sync
+    # that never sent the item.
+    echo "  MISP $MODE log (tail):" >&2
+    tail -n 40 "$WORK/push.log" | sed 's/^/    /' >&2 || true
+    echo "  sending MISP's requests in this run:" >&2
+    grep -F "$(date +%Y-%m-%d)" "$A_BASE/src/MISP/app/tmp/logs/server-sync.log" 2>/dev/null | tail -n 25 | sed 's/^/    /' >&2 || true
+fi
 # MISP's own account of why the sync ended early, if it did.
 push_error=$(grep -m1 '^Error: ' "$WORK/push.log" | cut -c8-120 || true)
 echo "realmisp-sync: $MODE $outcome before=$before refused=$refused after1=$after1 after2=$after2" \
