@@ -383,6 +383,8 @@ pub fn response<H: HeaderList + ?Sized>(
 }
 
 #[cfg(test)]
+mod body_stage_tests;
+#[cfg(test)]
 mod stage_tests;
 #[cfg(test)]
 mod tests;

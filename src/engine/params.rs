@@ -462,6 +462,18 @@ mod tests {
     }
 
     #[test]
+    fn readers_say_what_they_expected() {
+        // Only seen in a debug log, but it should name the shape.
+        let e = serde_json::from_str::<Filters>("[]").err().unwrap();
+        assert!(
+            e.to_string().contains("a JSON object of search filters"),
+            "{e}"
+        );
+        let e = serde_json::from_str::<Key>("1").err().unwrap();
+        assert!(e.to_string().contains("an object key"), "{e}");
+    }
+
+    #[test]
     fn rule_r_sight_req() {
         for ok in [
             r#"{"returnFormat":"json","last":0,"includeUuid":true,"uuid":["u"]}"#,

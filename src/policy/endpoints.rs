@@ -396,6 +396,44 @@ mod tests {
     }
 
     #[test]
+    fn every_endpoint_has_its_inspection() {
+        use Endpoint::*;
+        use RequestBody as Q;
+        use ResponseBody as A;
+        for (e, req, resp) in [
+            (GetVersion, Q::Uninspected, A::Uninspected),
+            (PostTest, Q::Uninspected, A::Uninspected),
+            (UsersViewMe, Q::Uninspected, A::Uninspected),
+            (EventsIndex, Q::EventIndexFilters, A::MinimalEventIndex),
+            (FilterEventIdsForPush, Q::Uninspected, A::Uninspected),
+            (EventsHead, Q::Uninspected, A::Uninspected),
+            (EventsAdd, Q::Event, A::StoredEvent),
+            (EventsEdit, Q::Event, A::StoredEvent),
+            (SyncFilteringRules, Q::Uninspected, A::Uninspected),
+            (EventsView, Q::Empty, A::Event),
+            (ShadowAttributesIndex, Q::Uninspected, A::ShadowAttributes),
+            (GalaxiesPushCluster, Q::GalaxyClusters, A::Uninspected),
+            (
+                GalaxyClustersRestSearch,
+                Q::ClusterSearchFilters,
+                A::MinimalClusterIndex,
+            ),
+            (GalaxyClustersView, Q::Uninspected, A::GalaxyCluster),
+            (SightingsRestSearch, Q::SightingsSearch, A::Sightings),
+            (SightingsBulkSave, Q::Uninspected, A::Uninspected),
+            (AnalystDataIndexMinimal, Q::Uninspected, A::Uninspected),
+            (AnalystDataIndex, Q::Uninspected, A::AnalystDataList),
+            (AnalystDataFilterForPush, Q::Uninspected, A::Uninspected),
+            (AnalystDataPush, Q::AnalystData, A::Uninspected),
+            (SightingsFilterUuidsForPush, Q::Uninspected, A::Uninspected),
+            (EventReportsProbe, Q::Uninspected, A::Uninspected),
+            (EventsPushProposals, Q::Proposals, A::Uninspected),
+        ] {
+            assert_eq!((e.request_body(), e.response_body()), (req, resp), "{e:?}");
+        }
+    }
+
+    #[test]
     fn inspection_kinds() {
         assert_eq!(Endpoint::EventsAdd.request_body(), RequestBody::Event);
         assert_eq!(Endpoint::EventsView.response_body(), ResponseBody::Event);
