@@ -358,6 +358,12 @@ fn compile_limits(raw: RawLimits) -> Result<Limits, CompileError> {
         decompression_ratio_floor_bytes: raw
             .decompression_ratio_floor_bytes
             .unwrap_or(d.decompression_ratio_floor_bytes),
+        max_connections: positive(raw.max_connections, d.max_connections, "max_connections")?,
+        max_connections_per_client: positive(
+            raw.max_connections_per_client,
+            d.max_connections_per_client,
+            "max_connections_per_client",
+        )?,
     };
     Ok(limits)
 }

@@ -176,6 +176,8 @@ pub struct RawLimits {
     pub max_decoded_body_bytes: Option<u64>,
     pub max_decompression_ratio: Option<u64>,
     pub decompression_ratio_floor_bytes: Option<u64>,
+    pub max_connections: Option<u64>,
+    pub max_connections_per_client: Option<u64>,
 }
 
 /// An id-keyed JSON object that refuses duplicate keys and keeps file order

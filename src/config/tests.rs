@@ -144,6 +144,11 @@ fn every_problem_names_its_field() {
         "greater than 0",
     );
     expect_err(
+        |v| v["gateway"] = serde_json::json!({"limits": {"max_connections_per_client": 0}}),
+        "gateway.limits.max_connections_per_client",
+        "greater than 0",
+    );
+    expect_err(
         |v| v["gateway"] = serde_json::json!({"limit": {}}),
         "gateway.limit",
         "unknown field `limit`",
@@ -189,12 +194,20 @@ fn unreachable_compartment_is_a_warning() {
 fn gateway_limits_override_defaults() {
     let cfg = BASE.replacen(
         "{",
-        r#"{"gateway": {"limits": {"max_body_bytes": 1024, "max_decompression_ratio": 50}},"#,
+        r#"{"gateway": {"limits": {"max_body_bytes": 1024, "max_decompression_ratio": 50,
+            "max_connections": 10, "max_connections_per_client": 2}},"#,
         1,
     );
     let p = load_str(&cfg).unwrap();
     assert_eq!(p.limits.max_body_bytes, 1024);
     assert_eq!(p.limits.max_decompression_ratio, 50);
+    assert_eq!(
+        (
+            p.limits.max_connections,
+            p.limits.max_connections_per_client
+        ),
+        (10, 2)
+    );
     assert_eq!(
         p.limits.max_decoded_body_bytes,
         Limits::default().max_decoded_body_bytes

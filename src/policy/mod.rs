@@ -89,6 +89,13 @@ pub struct Limits {
     /// stops, applied once the decoded size passes the floor below.
     pub max_decompression_ratio: u64,
     pub decompression_ratio_floor_bytes: u64,
+    /// Client connections open at once, all listeners together; more are
+    /// closed on accept (`proxy::admission`). Each one holds up to two
+    /// descriptors (client and upstream), far below the unit's
+    /// `LimitNOFILE=65536`.
+    pub max_connections: u64,
+    /// The same per client address, so one peer cannot take them all.
+    pub max_connections_per_client: u64,
 }
 
 impl Default for Limits {
@@ -98,6 +105,8 @@ impl Default for Limits {
             max_decoded_body_bytes: 1 << 30,
             max_decompression_ratio: 200,
             decompression_ratio_floor_bytes: 16 << 20,
+            max_connections: 4096,
+            max_connections_per_client: 512,
         }
     }
 }

@@ -604,11 +604,29 @@ async fn exchange(
     if exchange.inspects_response_body() {
         let body = match up.io.read_body(resp_framing, max_body).await {
             Ok(b) => b,
-            Err(e) => {
-                // Fail closed: a response that cannot be read whole is not
-                // passed on uninspected.
-                let b = Block::forbidden(format!("response body could not be inspected: {e}"));
+            Err(HttpError::BodyTooLarge(n)) => {
+                // Fail closed: a response over the body limit is not passed
+                // on uninspected; that limit is the policy's, so a block.
+                let b = Block::forbidden(format!(
+                    "response body could not be inspected: body exceeds {n} bytes"
+                ));
                 let _ = client.write_all(&blocked(&b, &p.path)).await;
+                return Err(End::Close);
+            }
+            Err(e) => {
+                // An upstream that resets, stalls or mis-frames its body is
+                // the upstream's failure (502, 504 when it stalled), not a
+                // policy decision: nothing of it is passed on, and the
+                // client may retry rather than record a block.
+                let status = if matches!(&e, HttpError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut)
+                {
+                    504
+                } else {
+                    502
+                };
+                tracing::warn!(client = %target.client_ip, "upstream response body: {e}");
+                let why = format!("upstream response body: {e}");
+                let _ = client.write_all(&failed(status, &why, &p.path)).await;
                 return Err(End::Close);
             }
         };

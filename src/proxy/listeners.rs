@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
+use super::admission::ConnectionBudget;
 use super::conn;
 use super::state::Shared;
 use crate::net::{self, ListenerKind, LocalListeners};
@@ -62,6 +63,8 @@ impl Drop for Guard {
 pub struct AcceptContext {
     pub shared: Arc<Shared>,
     pub inflight: Arc<InFlight>,
+    /// Connections open in total and per client (`admission`).
+    pub budget: Arc<ConnectionBudget>,
     /// Flips to true on SIGTERM: accept loops end, exchanges wind down.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -214,12 +217,22 @@ async fn accept_loop(
         tokio::select! {
             r = socket.accept() => match r {
                 Ok((tcp, peer)) => {
+                    let limits = ctx.shared.snapshot().policy.limits;
+                    let admitted = match ctx.budget.admit(peer.ip(), &limits) {
+                        Ok(a) => a,
+                        Err(why) => {
+                            tracing::warn!(client = %peer.ip(), "connection refused: {why}");
+                            drop(tcp);
+                            continue;
+                        }
+                    };
                     ctx.inflight.count.fetch_add(1, Ordering::AcqRel);
                     let guard = Guard(ctx.inflight.clone());
                     let shared = ctx.shared.clone();
                     let stop = ctx.shutdown.clone();
                     tokio::spawn(async move {
                         conn::handle(shared, mode, tcp, peer, stop).await;
+                        drop(admitted);
                         drop(guard);
                     });
                 }

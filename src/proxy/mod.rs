@@ -1,6 +1,7 @@
 //! The data path: listeners, capture, TLS both ways, and the exchange loop
 //! that puts the engine inline.
 
+pub mod admission;
 pub mod config_watch;
 pub mod conn;
 pub mod exchange;
@@ -114,6 +115,7 @@ pub async fn run(config_path: &Path, policy: Policy, opts: RunOptions) -> Result
     let ctx = AcceptContext {
         shared: shared.clone(),
         inflight: Arc::new(InFlight::default()),
+        budget: Arc::new(admission::ConnectionBudget::default()),
         shutdown: stop_rx,
     };
     set.commit(staged, &ctx, || {}).await;

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Runs every fuzz target (fuzz/, cargo-fuzz on nightly) for a bounded time
+# each, one after the other: scripts/fuzz.sh [SECONDS per target, default 20]
+# [TARGET...]. Seeds come from fuzz/seeds/<target> (committed, read-only);
+# what the fuzzer learns goes to a scratch corpus under fuzz/corpus/ (not
+# committed). Prints executions per target; exits non-zero on the first
+# crash, leaving the reproducer in fuzz/artifacts/<target>/.
+# Exit 3: nightly or cargo-fuzz missing (the caller decides whether that is
+# a skip or a failure).
+set -euo pipefail
+cd "$(dirname "$0")/../fuzz"
+
+seconds=${1:-20}
+shift || true
+[[ "$seconds" =~ ^[0-9]+$ ]] || { echo "usage: $0 [SECONDS] [TARGET...]" >&2; exit 2; }
+
+if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+    echo "fuzz: no nightly toolchain (rustup toolchain install nightly); not fuzzing" >&2
+    exit 3
+fi
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    echo "fuzz: cargo-fuzz missing (cargo install --locked cargo-fuzz); not fuzzing" >&2
+    exit 3
+fi
+
+targets=("$@")
+if [[ ${#targets[@]} == 0 ]]; then
+    mapfile -t targets < <(cargo +nightly fuzz list)
+fi
+
+# One build for all targets, then each run bounded by -max_total_time.
+# -timeout: one input taking longer than 10 s is reported as a hang.
+cargo +nightly fuzz build >/dev/null
+for t in "${targets[@]}"; do
+    mkdir -p "corpus/$t"
+    log=$(mktemp)
+    if ! cargo +nightly fuzz run "$t" "corpus/$t" "seeds/$t" -- \
+        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
+        tail -n 60 "$log" >&2
+        rm -f "$log"
+        echo "fuzz: $t FAILED (reproducer in fuzz/artifacts/$t/)" >&2
+        exit 1
+    fi
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
+    cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1)
+    rm -f "$log"
+    echo "fuzz: $t ok: ${execs:-?} executions in ${seconds} s, ${cov:-cov: ?}, corpus $(find "corpus/$t" -type f | wc -l) files"
+done
