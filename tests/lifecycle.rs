@@ -735,9 +735,12 @@ fn readyz_goes_unready_while_the_tables_are_missing() {
     };
     assert_eq!(in_router(readyz).trim(), "200", "{}", gw.logs());
     // Flush and ask at once, from one shell in the namespace (the keeper
-    // checks every second); then keep asking, bounded, until ready again.
+    // checks every second); then keep asking every 0.1 s until ready again,
+    // for at most ~15 s (a loaded machine delays the keeper's nft calls;
+    // a bound by count alone was over in a second there).
     let answers = in_router(&format!(
-        "nft flush ruleset; for i in $(seq 1 100); do {readyz}; done"
+        "nft flush ruleset; s=0; for i in $(seq 1 150); do c=$({readyz}); echo $c; \
+         [ \"$c\" = 503 ] && s=1; [ $s = 1 ] && [ \"$c\" = 200 ] && break; sleep 0.1; done"
     ));
     let codes: Vec<&str> = answers.lines().collect();
     let first_503 = codes.iter().position(|c| *c == "503");
