@@ -8,6 +8,12 @@
 # Exit 3: nightly or cargo-fuzz missing (the caller decides whether that is
 # a skip or a failure).
 set -euo pipefail
+
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+    exit 0
+fi
+
 cd "$(dirname "$0")/../fuzz"
 
 seconds=${1:-20}

@@ -561,12 +561,11 @@ pub fn object(ctx: &Ctx, o: &Object) -> Checked {
 /// `tag_name` is left to the caller's tag rules.
 pub fn galaxy_cluster(ctx: &Ctx, c: &GalaxyCluster) -> Checked {
     distribution(ctx, Subject::GalaxyCluster, &c.distribution, true)?;
-    sharing_group(ctx, Subject::GalaxyCluster, &c.SharingGroup)?;
-    sharing_group_identified(
+    distributed_sharing_group(
         ctx,
-        Subject::GalaxyCluster.noun(),
+        Subject::GalaxyCluster,
         &c.distribution,
-        c.SharingGroup.is_some(),
+        &c.SharingGroup,
         true,
     )?;
     for r in c.GalaxyClusterRelation.iter().flatten() {
@@ -610,12 +609,11 @@ fn cluster_relation(ctx: &Ctx, r: &ClusterRelation, dist_required: bool) -> Chec
             ));
         }
     }
-    sharing_group(ctx, Subject::ClusterRelation, &r.SharingGroup)?;
-    sharing_group_identified(
+    distributed_sharing_group(
         ctx,
-        Subject::ClusterRelation.noun(),
+        Subject::ClusterRelation,
         &r.distribution,
-        r.SharingGroup.is_some(),
+        &r.SharingGroup,
         true,
     )
 }
@@ -717,12 +715,11 @@ fn type_confusion(declared: &str, kind: AnalystKind) -> String {
 /// children (`R-ANALYST-DIST`, `R-ANALYST-SG`, `R-SG-LOCALID`, `R-REL-*`).
 fn analyst_record(ctx: &Ctx, kind: AnalystKind, rec: &Analyst, depth: usize) -> Checked {
     distribution(ctx, Subject::AnalystData, &rec.distribution, true)?;
-    sharing_group(ctx, Subject::AnalystData, &rec.SharingGroup)?;
-    sharing_group_identified(
+    distributed_sharing_group(
         ctx,
-        Subject::AnalystData.noun(),
+        Subject::AnalystData,
         &rec.distribution,
-        rec.SharingGroup.is_some(),
+        &rec.SharingGroup,
         true,
     )?;
     if kind == AnalystKind::Relationship {
