@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every fuzz target (fuzz/, cargo-fuzz on nightly) for a bounded time
-# each, one after the other: scripts/fuzz.sh [SECONDS per target, default 20]
-# [TARGET...]. Seeds come from fuzz/seeds/<target> (committed, read-only);
+# each, one after the other.
+# Usage: scripts/fuzz.sh [SECONDS per target, default 20] [TARGET...]
+# Seeds come from fuzz/seeds/<target> (committed, read-only);
 # what the fuzzer learns goes to a scratch corpus under fuzz/corpus/ (not
 # committed). Prints executions per target; exits non-zero on the first
 # crash, leaving the reproducer in fuzz/artifacts/<target>/.
@@ -10,7 +11,7 @@
 set -euo pipefail
 
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
 fi
 
