@@ -489,8 +489,28 @@ fn category_given(category: &str) -> Checked {
     }
 }
 
-fn attribute_as(ctx: &Ctx, a: &Attribute, role: AttrRole) -> Checked {
+/// What every attribute is judged by, stored or only shown: category
+/// (`R-CAT-DEFAULT`, `R-ATTR-CAT`), type, distribution and blocked tags in
+/// every carrier.
+fn attribute_labels(ctx: &Ctx, a: &Attribute) -> Checked {
     let r = ctx.rules;
+    category_given(&a.category)?;
+    if r.blocked_attribute_categories.contains(&a.category) {
+        return rule(format!("attribute with a blocked category: {}", a.category));
+    }
+    if r.blocked_attribute_types.contains(&a.kind) {
+        return rule(format!("attribute with a blocked type: {}", a.kind));
+    }
+    distribution(ctx, Subject::Attribute, &a.distribution, false)?;
+    for name in tag_names(&a.Tag, &a.AttributeTag, &a.Galaxy) {
+        if r.blocked_tags.contains(name) {
+            return rule(format!("attribute with a blocked tag: {name}"));
+        }
+    }
+    Ok(())
+}
+
+fn attribute_as(ctx: &Ctx, a: &Attribute, role: AttrRole) -> Checked {
     wrapper(
         a.wraps_attribute.0,
         "attribute element wraps an Attribute; refusing the ambiguous payload",
@@ -503,20 +523,8 @@ fn attribute_as(ctx: &Ctx, a: &Attribute, role: AttrRole) -> Checked {
             "attribute element wraps a ShadowAttribute; refusing the ambiguous payload".into(),
         );
     }
-    category_given(&a.category)?;
-    if r.blocked_attribute_categories.contains(&a.category) {
-        return rule(format!("attribute with a blocked category: {}", a.category));
-    }
-    if r.blocked_attribute_types.contains(&a.kind) {
-        return rule(format!("attribute with a blocked type: {}", a.kind));
-    }
-    distribution(ctx, Subject::Attribute, &a.distribution, false)?;
+    attribute_labels(ctx, a)?;
     let tags = tag_names(&a.Tag, &a.AttributeTag, &a.Galaxy);
-    for name in tags.clone() {
-        if r.blocked_tags.contains(name) {
-            return rule(format!("attribute with a blocked tag: {name}"));
-        }
-    }
     let has_carrier = a.Tag.is_some() || a.AttributeTag.is_some() || tags.clone().next().is_some();
     if role != AttrRole::Proposal {
         required_taxonomies(ctx, Subject::Attribute, has_carrier, counted_tags(&a.Tag))?;
@@ -864,22 +872,9 @@ fn related_event(ctx: &Ctx, ev: &Event, depth: usize) -> Checked {
 /// proposals and analyst data; not required taxonomies (see
 /// `related_target`).
 fn related_attribute(ctx: &Ctx, a: &Attribute, depth: usize) -> Checked {
-    let r = ctx.rules;
-    // `R-CAT-DEFAULT` on a related attribute: MISP serves the stored
-    // category, never an empty one.
-    category_given(&a.category)?;
-    if r.blocked_attribute_categories.contains(&a.category) {
-        return rule(format!("attribute with a blocked category: {}", a.category));
-    }
-    if r.blocked_attribute_types.contains(&a.kind) {
-        return rule(format!("attribute with a blocked type: {}", a.kind));
-    }
-    distribution(ctx, Subject::Attribute, &a.distribution, false)?;
-    for name in tag_names(&a.Tag, &a.AttributeTag, &a.Galaxy) {
-        if r.blocked_tags.contains(name) {
-            return rule(format!("attribute with a blocked tag: {name}"));
-        }
-    }
+    // `R-CAT-DEFAULT` applies too: MISP serves the stored category, never
+    // an empty one.
+    attribute_labels(ctx, a)?;
     wrapper(
         a.wraps_attribute.0,
         "attribute element wraps an Attribute; refusing the ambiguous payload",
