@@ -20,7 +20,16 @@ if ! cargo deb --version >/dev/null 2>&1; then
     cargo install cargo-deb --locked --quiet
 fi
 echo "== building the package"
-deb=$(cargo deb --quiet 2>/dev/null | grep '\.deb$' | tail -n 1)
+# cargo-deb's own messages are kept aside and shown only when it fails, so
+# a failed build names its cause (a full disk, a missing tool) in the log.
+deb_log=$(mktemp)
+if ! deb_out=$(cargo deb --quiet 2>"$deb_log"); then
+    cat "$deb_log" >&2
+    echo "cargo deb failed ($(df -h --output=avail . | tail -n 1 | tr -d ' ') free on this disk)" >&2
+    exit 1
+fi
+rm -f "$deb_log"
+deb=$(grep '\.deb$' <<<"$deb_out" | tail -n 1 || true)
 [[ -f "$deb" ]] || deb=$(ls -t target/debian/*.deb | head -n 1)
 echo "$deb"
 
