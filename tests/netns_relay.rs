@@ -102,6 +102,7 @@ fn no_relay(test: &str, mode: &str) {
         "gateway": {
             "listeners": [{"mode": mode, "listen": format!("0.0.0.0:{GW_PORT}")}],
             "capture_interfaces": ["g0"],
+            "audit_log": "audit.jsonl",
             "tls": {"ca_cert": "ca/ca.crt", "ca_key": "ca/ca.key", "upstream_ca": "ca/ca.crt", "use_system_roots": false}
         }
     });
@@ -156,6 +157,28 @@ fn no_relay(test: &str, mode: &str) {
     assert!(
         logs.contains(&refusal),
         "{mode}: the refusal must be logged with its reason\n{logs}"
+    );
+    // ...and audited as a decided exchange (stage `connection`).
+    // (Written by the audit thread: wait for it, bounded.)
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut audit = String::new();
+    while !audit.contains('\n') && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        audit = std::fs::read_to_string(d.join("audit.jsonl")).unwrap_or_default();
+    }
+    let line: serde_json::Value = audit
+        .lines()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("{mode}: no audit line\n{logs}"));
+    assert_eq!(line["stage"], "connection", "{line}");
+    assert_eq!(line["decision"], "block");
+    assert_eq!(line["listener"], mode);
+    assert_eq!(line["src_instance"], "cli");
+    assert_eq!(line["path"], format!("{OTHER_IP}:{OTHER_PORT}"));
+    assert_eq!(line["status"], 0);
+    assert_eq!(
+        line["reason"],
+        format!("destination host {OTHER_IP} does not exist in instances hosts mapping")
     );
     let _ = stop_tx.send(());
     join(srv);

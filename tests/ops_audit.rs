@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PUSHED: &str = "0b5c1e2a-3d4f-4a6b-8c7d-9e0f1a2b3c4d";
 const RED: &str = "1c6d2f3b-4e5a-4b7c-9d8e-0f1a2b3c4d5e";
@@ -136,6 +137,8 @@ async fn audit_lines_for_pushes_and_pulls() {
             cfg.to_str().unwrap(),
             "--explicit",
             &proxy.to_string(),
+            "--log-allowed",
+            "info",
         ],
         dir.0.join("gw.log"),
     );
@@ -176,9 +179,63 @@ async fn audit_lines_for_pushes_and_pulls() {
         .unwrap();
     assert_eq!(read_answer(&mut c, "GET").await.unwrap().status, 403);
 
-    let lines = audit_lines(&audit, 4);
-    assert_eq!(lines.len(), 4, "{lines:#?}\n{}", gw.logs());
-    for l in &lines {
+    // 5. A CONNECT the policy refuses (no such instance), and 6. a tunnel
+    //    to b whose TLS names another destination: refused before any
+    //    request, audited all the same.
+    let mut tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    tcp.write_all(b"CONNECT c.test:443 HTTP/1.1\r\nHost: c.test:443\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    let _ = tcp.read_to_string(&mut answer).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    let mut tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let authority = format!("b.test:{}", server.port());
+    tcp.write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 39]; // "HTTP/1.1 200 Connection established\r\n\r\n"
+    tcp.read_exact(&mut head).await.unwrap();
+    assert!(head.starts_with(b"HTTP/1.1 200"));
+    let wrong_name =
+        misp_guard_gw::tls::connect(client_config(&ca), "a.test", tcp, Duration::from_secs(5))
+            .await;
+    assert!(wrong_name.is_err(), "TLS for another name must be refused");
+
+    let lines = audit_lines(&audit, 6);
+    assert_eq!(lines.len(), 6, "{lines:#?}\n{}", gw.logs());
+    let (refused_connect, refused_sni) = (&lines[4], &lines[5]);
+    for l in [refused_connect, refused_sni] {
+        assert_fields(l);
+        assert_eq!(l["stage"], "connection", "{l}");
+        assert_eq!(l["decision"], "block");
+        assert_eq!(l["src_instance"], "a");
+        assert_eq!(l["request_bytes"], 0);
+        assert_eq!(l["uuids"], json!([]));
+    }
+    assert_eq!(refused_connect["method"], "CONNECT");
+    assert_eq!(refused_connect["path"], "c.test:443");
+    assert_eq!(refused_connect["status"], 403);
+    assert_eq!(refused_connect["dst_instance"], Value::Null);
+    assert_eq!(refused_sni["dst_instance"], "b");
+    assert!(
+        refused_connect["reason"]
+            .as_str()
+            .unwrap()
+            .contains("c.test"),
+        "{refused_connect}"
+    );
+    assert_eq!(refused_sni["method"], "");
+    assert_eq!(refused_sni["sni"], "a.test");
+    assert_eq!(refused_sni["path"], authority);
+    assert_eq!(refused_sni["status"], 0);
+    assert_eq!(
+        refused_sni["reason"], "SNI does not match CONNECT host b.test",
+        "{refused_sni}"
+    );
+
+    let lines = &lines[..4];
+    for l in lines {
         assert_fields(l);
         assert_eq!(l["listener"], "explicit");
         assert_eq!(l["client"], "127.0.0.1");
@@ -232,6 +289,25 @@ async fn audit_lines_for_pushes_and_pulls() {
     for field in ["src=a", "dst=b", &format!("event_uuid={RED}")] {
         assert!(line.contains(field), "{field} missing: {line}");
     }
+
+    // Allowed exchanges logged at the chosen level (`--log-allowed info`),
+    // with the same fields as a block line.
+    let allowed = gw
+        .logs()
+        .lines()
+        .find(|l| l.contains("request allowed: [POST]/events/add/metadata:1 -> 200"))
+        .unwrap_or_else(|| panic!("{}", gw.logs()))
+        .to_string();
+    assert!(allowed.contains(" INFO "), "{allowed}");
+    for field in ["src=a", "dst=b", &format!("event_uuid={PUSHED}")] {
+        assert!(allowed.contains(field), "{field} missing: {allowed}");
+    }
+    assert_eq!(
+        gw.logs().matches("request allowed:").count(),
+        2,
+        "{}",
+        gw.logs()
+    );
 
     // Each exchange had its own connection.
     let conns: std::collections::BTreeSet<u64> =

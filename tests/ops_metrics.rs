@@ -249,6 +249,7 @@ async fn config_file_change_reloads_and_a_broken_file_keeps_the_policy() {
             cfg.to_str().unwrap(),
             "--explicit",
             &format!("127.0.0.1:{gw_port}"),
+            // The default; the flag stays accepted.
             "--watch-config",
         ],
         dir.0.join("gw.log"),
@@ -291,4 +292,77 @@ async fn config_file_change_reloads_and_a_broken_file_keeps_the_policy() {
     );
     assert_eq!(m["misp_guard_gw_config_generation"], 2.0);
     assert_eq!(get(ops, "/readyz").await.0, 200);
+
+    // 3. An edit followed at once by SIGHUP (`systemctl reload` after
+    //    configuration management) is applied once, not once per trigger.
+    config["instances"]["a"]["port"] = json!(443);
+    config["gateway"]["instances"] = json!({});
+    replace_file(&cfg, &config.to_string());
+    std::process::Command::new("kill")
+        .args(["-HUP", &gw.child.id().to_string()])
+        .status()
+        .unwrap();
+    wait_for(
+        "the reload",
+        || gw.logs().contains("instance a: mode enforce"),
+        &gw,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let m = parse_exposition(&get(ops, "/metrics").await.1);
+    assert_eq!(
+        m["misp_guard_gw_reloads_total{result=\"ok\"}"],
+        2.0,
+        "{m:#?}\n{}",
+        gw.logs()
+    );
+}
+
+/// `--no-watch-config`: a change of the file is not applied until SIGHUP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_watch_config_reloads_on_sighup_only() {
+    let dir = TempDir::new("nowatch");
+    let gw_port = free_port("127.0.0.1");
+    let ops_port = free_port("127.0.0.1");
+    let mut config = json!({
+        "allowlist": {"urls": [], "domains": []},
+        "compartments_rules": {"can_reach": {"c1": ["c2"], "c2": ["c1"]}},
+        "instances": {
+            "a": instance_json("127.0.0.1", "a.test", 443, "c1"),
+            "b": instance_json("127.0.0.2", "b.test", 443, "c2"),
+        },
+        "gateway": {"metrics": {"listen": format!("127.0.0.1:{ops_port}")}}
+    });
+    let cfg = dir.0.join("config.json");
+    std::fs::write(&cfg, config.to_string()).unwrap();
+    let ops: std::net::SocketAddr = format!("127.0.0.1:{ops_port}").parse().unwrap();
+    let gw = Gateway::start(
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--explicit",
+            &format!("127.0.0.1:{gw_port}"),
+            "--no-watch-config",
+        ],
+        dir.0.join("gw.log"),
+    );
+    assert!(gw.logs().contains("not watched"), "{}", gw.logs());
+    config["gateway"]["instances"] = json!({"a": {"mode": "monitor"}});
+    replace_file(&cfg, &config.to_string());
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let m = parse_exposition(&get(ops, "/metrics").await.1);
+    assert_eq!(m["misp_guard_gw_config_generation"], 1.0, "{}", gw.logs());
+    std::process::Command::new("kill")
+        .args(["-HUP", &gw.child.id().to_string()])
+        .status()
+        .unwrap();
+    wait_for(
+        "the reload",
+        || gw.logs().contains("instance a: MODE MONITOR"),
+        &gw,
+    )
+    .await;
+    let m = parse_exposition(&get(ops, "/metrics").await.1);
+    assert_eq!(m["misp_guard_gw_config_generation"], 2.0);
 }

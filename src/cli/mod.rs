@@ -86,10 +86,19 @@ enum Command {
         /// gateway.metrics.listen; off by default).
         #[arg(long, value_name = "ADDR")]
         metrics: Option<String>,
-        /// Also reload when the config file's content changes (checked
-        /// every second; a broken file keeps the running policy).
-        #[arg(long)]
+        /// Reload when the config file's content changes (the default,
+        /// unless gateway.watch_config is false; checked every second; a
+        /// broken file keeps the running policy).
+        #[arg(long, conflicts_with = "no_watch_config")]
         watch_config: bool,
+        /// Reload on SIGHUP only, never on a change of the config file.
+        #[arg(long)]
+        no_watch_config: bool,
+        /// Level of the log line for each allowed exchange: off, error,
+        /// warn, info, debug or trace (replaces gateway.log_allowed;
+        /// default debug).
+        #[arg(long, value_name = "LEVEL", value_parser = parse_log_level)]
+        log_allowed: Option<crate::policy::LogLevel>,
     },
     /// Print the nftables rules for the policy (guard and capture tables;
     /// sets rendered from the instances, listener port, capture interfaces).
@@ -155,6 +164,8 @@ pub fn main() -> ExitCode {
             audit_log,
             metrics,
             watch_config,
+            no_watch_config,
+            log_allowed,
         } => {
             let metrics = match metrics.map(|m| m.parse::<std::net::SocketAddr>()) {
                 None => None,
@@ -199,7 +210,13 @@ pub fn main() -> ExitCode {
                 }),
                 audit_log,
                 metrics,
-                watch_config,
+                // Neither flag: the config's gateway.watch_config decides.
+                watch_config: match (watch_config, no_watch_config) {
+                    (true, _) => Some(true),
+                    (_, true) => Some(false),
+                    _ => None,
+                },
+                log_allowed,
             };
             run_gateway(&config, opts)
         }
@@ -269,6 +286,11 @@ fn run_gateway(config_path: &std::path::Path, opts: proxy::RunOptions) -> ExitCo
             ExitCode::FAILURE
         }
     }
+}
+
+fn parse_log_level(s: &str) -> Result<crate::policy::LogLevel, String> {
+    crate::policy::LogLevel::parse(s)
+        .ok_or_else(|| format!("{s:?} is not off, error, warn, info, debug or trace"))
 }
 
 /// Logs go to standard error (journald picks them up under systemd);

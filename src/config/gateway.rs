@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::schema::{RawGateway, RawTimeouts, RawTls};
 use super::CompileError;
 use crate::policy::{
-    GatewaySettings, InstanceGateway, ListenMode, Listener, Mode, Timeouts, TlsSettings,
+    GatewaySettings, InstanceGateway, ListenMode, Listener, LogLevel, Mode, Timeouts, TlsSettings,
     TproxyRouting,
 };
 
@@ -31,7 +31,18 @@ pub fn compile(
         mode,
         metrics,
         limits: _,
+        log_allowed,
+        watch_config,
     } = raw;
+    let log_allowed = match log_allowed.as_deref() {
+        None => LogLevel::default(),
+        Some(l) => LogLevel::parse(l).ok_or_else(|| {
+            (
+                "gateway.log_allowed".to_string(),
+                format!("{l:?} is not off, error, warn, info, debug or trace"),
+            )
+        })?,
+    };
     let metrics_listen = match metrics {
         None => None,
         Some(m) => Some(m.listen.parse::<SocketAddr>().map_err(|_| {
@@ -144,6 +155,8 @@ pub fn compile(
         audit_log: audit_log.map(|p| base.join(p)),
         mode,
         metrics_listen,
+        log_allowed,
+        watch_config: watch_config.unwrap_or(true),
     })
 }
 

@@ -105,6 +105,13 @@ pub struct RawGateway {
     /// The health and metrics listener (off when absent).
     #[serde(default)]
     pub metrics: Option<RawMetrics>,
+    /// Level of the log line for each allowed exchange (`off`, `error`,
+    /// `warn`, `info`, `debug`, `trace`); default `debug`.
+    #[serde(default)]
+    pub log_allowed: Option<String>,
+    /// Reload when the config file changes (default true).
+    #[serde(default)]
+    pub watch_config: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -341,3 +341,29 @@ fn modes_default_to_enforce_and_refusals_name_the_field() {
         "not enforce or monitor",
     );
 }
+
+#[test]
+fn allowed_lines_default_to_debug_and_the_watch_to_on() {
+    use crate::policy::LogLevel;
+    let p = load_str(BASE).unwrap();
+    assert_eq!(p.gateway.log_allowed, LogLevel::Debug);
+    assert!(p.gateway.watch_config, "misp-guard reloads on change");
+    let mut v: serde_json::Value = serde_json::from_str(BASE).unwrap();
+    v["gateway"] = serde_json::json!({"log_allowed": "off", "watch_config": false});
+    let p = load_str(&v.to_string()).unwrap();
+    assert_eq!(p.gateway.log_allowed, LogLevel::Off);
+    assert!(!p.gateway.watch_config);
+    for name in ["error", "warn", "info", "debug", "trace", "off"] {
+        assert_eq!(LogLevel::parse(name).unwrap().as_str(), name);
+    }
+    expect_err(
+        |v| v["gateway"] = serde_json::json!({"log_allowed": "INFO"}),
+        "gateway.log_allowed",
+        "is not off, error, warn, info, debug or trace",
+    );
+    expect_err(
+        |v| v["gateway"] = serde_json::json!({"watch_config": "yes"}),
+        "gateway.watch_config",
+        "",
+    );
+}

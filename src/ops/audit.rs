@@ -45,6 +45,9 @@ impl Decision {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
+    /// Refused with the connection, before any request was read: who may
+    /// talk to whom, the original destination, the CONNECT authority, SNI.
+    Connection,
     RequestHead,
     RequestBody,
     Upstream,

@@ -141,6 +141,51 @@ pub struct GatewaySettings {
     pub mode: Mode,
     /// `gateway.metrics.listen`: health and metrics (`--metrics` wins).
     pub metrics_listen: Option<SocketAddr>,
+    /// `gateway.log_allowed`: the level of each allowed exchange's log
+    /// line (`--log-allowed` wins).
+    pub log_allowed: LogLevel,
+    /// `gateway.watch_config`: reload on a change of the config file
+    /// (read at start; `--no-watch-config` wins).
+    pub watch_config: bool,
+}
+
+/// A log level an operator chooses for a kind of line, or `Off`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogLevel {
+    Off,
+    Error,
+    Warn,
+    Info,
+    /// Allowed exchanges are as many as sync requests: not shown by the
+    /// default `info` filter unless an operator asks for them.
+    #[default]
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn parse(s: &str) -> Option<LogLevel> {
+        Some(match s {
+            "off" => LogLevel::Off,
+            "error" => LogLevel::Error,
+            "warn" => LogLevel::Warn,
+            "info" => LogLevel::Info,
+            "debug" => LogLevel::Debug,
+            "trace" => LogLevel::Trace,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Off => "off",
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
 }
 
 impl GatewaySettings {

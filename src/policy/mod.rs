@@ -11,7 +11,7 @@ use std::net::IpAddr;
 pub use caseless::CaselessSet;
 pub use endpoints::{Endpoint, EndpointTable, RequestBody, ResponseBody};
 pub use gateway::{
-    GatewaySettings, InstanceGateway, ListenMode, Listener, Mode, Timeouts, TlsSettings,
+    GatewaySettings, InstanceGateway, ListenMode, Listener, LogLevel, Mode, Timeouts, TlsSettings,
     TproxyRouting,
 };
 

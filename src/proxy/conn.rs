@@ -14,6 +14,7 @@ use super::exchange::{self, Target, MAX_HEAD};
 use super::respond;
 use super::state::Shared;
 use super::stream::{BoxIo, Prefixed};
+use super::trail::{self, ConnRefusal};
 use crate::config::formats::split_host_port;
 use crate::engine::{self, Block, Destination};
 use crate::http::io::HttpIo;
@@ -50,6 +51,39 @@ fn refused(b: Block, what: &str) -> String {
     format!("{what} - {}", b.reason)
 }
 
+/// Audits (and counts) a connection refused before any request was read.
+fn audit_refusal(shared: &Shared, r: ConnRefusal<'_>) {
+    let policy = shared.policy();
+    trail::connection_refused(
+        shared.audit.as_deref(),
+        &shared.metrics,
+        &policy,
+        shared.next_conn_id(),
+        &r,
+    );
+}
+
+/// A transparent connection refused on its original destination.
+fn transparent_refusal<'a>(
+    mode: ListenMode,
+    client: ClientAddr,
+    orig: OrigDstAddr,
+    asked: &'a str,
+    reason: &'a str,
+) -> ConnRefusal<'a> {
+    ConnRefusal {
+        mode,
+        client: client.ip(),
+        orig_dst: Some(orig.addr()),
+        name: None,
+        asked,
+        sni: None,
+        method: "",
+        status: 0,
+        reason,
+    }
+}
+
 async fn transparent(
     shared: &Arc<Shared>,
     mode: ListenMode,
@@ -62,10 +96,14 @@ async fn transparent(
         _ => net::original_dst_redirect(&tcp),
     }
     .map_err(|e| e.to_string())?;
+    let asked = orig.to_string();
     if shared.listeners.is_self(orig, &shared.local_ips) {
-        return Err(format!(
-            "original destination {orig} is the gateway itself (loop)"
-        ));
+        let reason = "original destination is the gateway itself (loop)";
+        audit_refusal(
+            shared,
+            transparent_refusal(mode, client, orig, &asked, reason),
+        );
+        return Err(format!("{orig} - {reason}"));
     }
     let policy = shared.policy();
     // Decided now, before a byte is read or an upstream connection made:
@@ -76,11 +114,20 @@ async fn transparent(
             // The instance's own name, for a client that sends no SNI.
             Ok(Destination::Instance(id)) => policy.instance(id).host.clone(),
             Ok(Destination::Allowlisted) => {
-                return Err(format!(
-                    "{orig} - allowlist does not apply in transparent mode"
-                ))
+                let reason = "allowlist does not apply in transparent mode";
+                audit_refusal(
+                    shared,
+                    transparent_refusal(mode, client, orig, &asked, reason),
+                );
+                return Err(format!("{orig} - {reason}"));
             }
-            Err(b) => return Err(refused(b, &format!("{orig}"))),
+            Err(b) => {
+                audit_refusal(
+                    shared,
+                    transparent_refusal(mode, client, orig, &asked, &b.reason),
+                );
+                return Err(refused(b, &asked));
+            }
         };
     let mut first = [0u8; 1];
     let timeouts = policy.gateway.timeouts;
@@ -148,6 +195,20 @@ async fn explicit(
         .ok_or_else(|| format!("invalid CONNECT authority {:?}", head.target))?;
     if let Err(b) = engine::connection(&policy, client.ip(), None, Some(&host), port) {
         let line = b.log_line("CONNECT", &head.target);
+        audit_refusal(
+            shared,
+            ConnRefusal {
+                mode: ListenMode::Explicit,
+                client: client.ip(),
+                orig_dst: None,
+                name: Some(&host),
+                asked: &head.target,
+                sni: None,
+                method: "CONNECT",
+                status: 403,
+                reason: &b.reason,
+            },
+        );
         // MISP's fallback client ignores the status and starts TLS anyway,
         // so answer and close.
         let _ = io.write_all(&respond::plain(403)).await;
@@ -250,21 +311,33 @@ async fn start(
                 .map(|c| (c, name))
         }
     };
-    // accept_with_sni_io wants the config only; keep the chosen name aside.
+    // accept_with_sni_io wants the config only; keep the chosen name (or
+    // the policy's refusal, for the audit) aside.
     let chosen = Arc::new(std::sync::Mutex::new(None::<String>));
-    let chosen2 = chosen.clone();
+    let refusal = Arc::new(std::sync::Mutex::new(None::<(Option<String>, String)>));
+    let (chosen2, refusal2) = (chosen.clone(), refusal.clone());
     let choose_cfg = move |sni: Option<String>| {
-        let fut = choose(sni);
-        let chosen = chosen2.clone();
+        let fut = choose(sni.clone());
+        let (chosen, refusal) = (chosen2.clone(), refusal2.clone());
         async move {
-            let (cfg, name) = fut.await?;
-            *chosen.lock().unwrap_or_else(|e| e.into_inner()) = Some(name);
-            Ok(cfg)
+            match fut.await {
+                Ok((cfg, name)) => {
+                    *chosen.lock().unwrap_or_else(|e| e.into_inner()) = Some(name);
+                    Ok(cfg)
+                }
+                Err(e) => {
+                    if let TlsError::Refused { reason, .. } = &e {
+                        *refusal.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some((sni, reason.clone()));
+                    }
+                    Err(e)
+                }
+            }
         }
     };
     let peer = client_ip.to_string();
     let timeouts = policy.gateway.timeouts;
-    let (tls, sni) = crate::tls::accept_with_sni_io(io, &peer, choose_cfg, timeouts.handshake)
+    let accepted = crate::tls::accept_with_sni_io(io, &peer, choose_cfg, timeouts.handshake)
         .await
         .map_err(|e| {
             let e = e.to_string();
@@ -272,7 +345,40 @@ async fn start(
                 .metrics
                 .handshake_failure("client", exchange::handshake_cause(&e));
             e
-        })?;
+        });
+    let (tls, sni) = match accepted {
+        Ok(a) => a,
+        Err(e) => {
+            let refused = refusal.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some((sni, reason)) = refused {
+                // As the client named it: original destination, or the
+                // CONNECT authority.
+                let asked = match (orig, &connect_host) {
+                    (Some(o), _) => o.to_string(),
+                    (None, Some(h)) if h.contains(':') => format!("[{h}]:{port}"),
+                    (None, Some(h)) => format!("{h}:{port}"),
+                    (None, None) => String::new(),
+                };
+                audit_refusal(
+                    shared,
+                    ConnRefusal {
+                        mode: target.mode,
+                        client: client_ip,
+                        orig_dst: orig,
+                        // The destination already decided, not the one
+                        // the refused SNI names.
+                        name: connect_host.as_deref().or(sni.as_deref()),
+                        asked: &asked,
+                        sni: sni.as_deref(),
+                        method: "",
+                        status: 0,
+                        reason: &reason,
+                    },
+                );
+            }
+            return Err(e);
+        }
+    };
     target.sni = sni;
     target.bound_host = chosen.lock().unwrap_or_else(|e| e.into_inner()).take();
     let mut tls: BoxIo = Box::new(tls);

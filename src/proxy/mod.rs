@@ -39,8 +39,21 @@ pub struct RunOptions {
     pub audit_log: Option<PathBuf>,
     /// `--metrics ADDR`: replaces `gateway.metrics.listen`.
     pub metrics: Option<SocketAddr>,
-    /// `--watch-config`: reload when the config file's content changes.
-    pub watch_config: bool,
+    /// `--watch-config` (Some(true)) / `--no-watch-config` (Some(false));
+    /// None: `gateway.watch_config` decides.
+    pub watch_config: Option<bool>,
+    /// `--log-allowed`: replaces `gateway.log_allowed` (also after reloads).
+    pub log_allowed: Option<crate::policy::LogLevel>,
+}
+
+impl RunOptions {
+    /// Command-line settings that live in the policy (so they hold after
+    /// every reload too).
+    fn apply_to(&self, policy: &mut Policy) {
+        if let Some(level) = self.log_allowed {
+            policy.gateway.log_allowed = level;
+        }
+    }
 }
 
 /// The listeners to run for `policy`: the command line's when given (they
@@ -63,12 +76,15 @@ fn wanted_listeners(policy: &Policy, opts: &RunOptions) -> Result<Vec<Listener>,
 /// Runs the gateway until SIGTERM/SIGINT: binds every listener, serves,
 /// reloads on SIGHUP (all or nothing, see [`reload`]), and on shutdown stops
 /// accepting and lets in-flight exchanges finish within the grace period.
-pub async fn run(config_path: &Path, policy: Policy, opts: RunOptions) -> Result<(), String> {
-    // The content the policy was just read from: changes from now on reload.
-    let config_seen = opts
-        .watch_config
-        .then(|| config_watch::fingerprint(config_path))
-        .flatten();
+pub async fn run(config_path: &Path, mut policy: Policy, opts: RunOptions) -> Result<(), String> {
+    opts.apply_to(&mut policy);
+    // The content the policy was just read from (the caller loaded it a
+    // moment ago): changes from now on reload.
+    let seen = config_watch::Seen::default();
+    if let Some(f) = config_watch::fingerprint(config_path) {
+        seen.set(f);
+    }
+    let watch_config = opts.watch_config.unwrap_or(policy.gateway.watch_config);
     let wanted = wanted_listeners(&policy, &opts)?;
     let tls = TlsState::build(&policy, &opts.tls).map_err(|e| e.to_string())?;
     let mut set = ListenerSet::default();
@@ -158,18 +174,27 @@ pub async fn run(config_path: &Path, policy: Policy, opts: RunOptions) -> Result
     }
 
     let (changed_tx, changed_rx) = tokio::sync::mpsc::channel(1);
-    if opts.watch_config {
-        tracing::info!("watching {} for changes", config_path.display());
+    if watch_config {
+        tracing::info!(
+            "watching {} for changes (reload on change; SIGHUP reloads too)",
+            config_path.display()
+        );
         tokio::spawn(config_watch::config_file(
             config_path.to_path_buf(),
-            config_seen,
+            seen.clone(),
             changed_tx,
             ctx.shutdown.clone(),
         ));
     } else {
+        tracing::info!("config file changes are not watched: reload with SIGHUP");
         drop(changed_tx);
     }
-    signals(config_path, &opts, &notifier, &mut set, &ctx, changed_rx).await;
+    let reloader = Reloader {
+        config_path,
+        opts: &opts,
+        seen,
+    };
+    signals(&reloader, &notifier, &mut set, &ctx, changed_rx).await;
     notifier.send("STOPPING=1\nSTATUS=shutting down");
 
     tracing::info!(
@@ -239,8 +264,7 @@ fn log_modes(policy: &Policy) {
 
 /// Waits for SIGTERM/SIGINT; handles SIGHUP (reload) meanwhile.
 async fn signals(
-    config_path: &Path,
-    opts: &RunOptions,
+    reloader: &Reloader<'_>,
     notifier: &notify::Notifier,
     set: &mut ListenerSet,
     ctx: &AcceptContext,
@@ -259,10 +283,10 @@ async fn signals(
         tokio::select! {
             _ = term.recv() => return,
             _ = int.recv() => return,
-            // A closed channel (no --watch-config) only disables its branch.
+            // A closed channel (not watching) only disables its branch.
             Some(()) = file_changed.recv() => {
                 notifier.send("RELOADING=1");
-                let status = match reload(config_path, opts, set, ctx).await {
+                let status = match reloader.reload(set, ctx).await {
                     Ok(()) => format!(
                         "reloaded (config file changed); {}",
                         status_line(&ctx.shared.policy(), &set.listeners())
@@ -276,7 +300,7 @@ async fn signals(
                 if let Some(audit) = &ctx.shared.audit {
                     audit.reopen();
                 }
-                let status = match reload(config_path, opts, set, ctx).await {
+                let status = match reloader.reload(set, ctx).await {
                     Ok(()) => format!(
                         "reloaded; {}",
                         status_line(&ctx.shared.policy(), &set.listeners())
@@ -295,15 +319,34 @@ async fn signals(
 /// the error is logged with its reason. Only then is the change committed
 /// (a step that cannot fail): removed listeners stop accepting (their
 /// connections continue), the policy is swapped, new listeners start.
-pub async fn reload(
+struct Reloader<'a> {
+    config_path: &'a Path,
+    opts: &'a RunOptions,
+    /// What the last start or reload read (shared with the file watcher).
+    seen: config_watch::Seen,
+}
+
+impl Reloader<'_> {
+    async fn reload(&self, set: &mut ListenerSet, ctx: &AcceptContext) -> Result<(), String> {
+        reload(self.config_path, self.opts, &self.seen, set, ctx).await
+    }
+}
+
+async fn reload(
     config_path: &Path,
     opts: &RunOptions,
+    seen: &config_watch::Seen,
     set: &mut ListenerSet,
     ctx: &AcceptContext,
 ) -> Result<(), String> {
     let result = async {
-        // 1. Prepare; nothing running is touched.
-        let policy = config::load(config_path).map_err(|e| e.to_string())?;
+        // 1. Prepare; nothing running is touched. The file is read once:
+        //    what is parsed is what the watcher is told was seen.
+        let bytes =
+            std::fs::read(config_path).map_err(|e| format!("{}: {e}", config_path.display()))?;
+        seen.set(config_watch::fingerprint_of(&bytes));
+        let mut policy = config::from_slice(&bytes, config_path).map_err(|e| e.to_string())?;
+        opts.apply_to(&mut policy);
         let tls = TlsState::build(&policy, &opts.tls).map_err(|e| e.to_string())?;
         let wanted = wanted_listeners(&policy, opts)?;
         // Binds the new listeners; dropping `staged` closes them again.

@@ -3,14 +3,15 @@
 //! `exchange` (answer, refusal, upstream failure, client gone) leaves
 //! exactly one line, and none when no audit log is configured.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::exchange::Target;
 use crate::engine::carried::Carried;
-use crate::engine::Exchange;
+use crate::engine::{Exchange, Sanitized};
 use crate::ops::audit::{self, AuditLog, Decision, Record, Stage};
 use crate::ops::metrics::{ExchangeSample, Metrics};
-use crate::policy::{InstanceId, Policy};
+use crate::policy::{InstanceId, ListenMode, LogLevel, Policy};
 
 pub struct Trail<'a> {
     sink: Option<&'a AuditLog>,
@@ -21,6 +22,8 @@ pub struct Trail<'a> {
     inspected_bytes: u64,
     inspection: Duration,
     upstream: Option<Duration>,
+    /// `gateway.log_allowed`: the level of this exchange's line if allowed.
+    allowed_level: LogLevel,
 }
 
 /// Fields a block log line carries besides misp-guard's text.
@@ -67,6 +70,7 @@ impl<'a> Trail<'a> {
             inspected_bytes: 0,
             inspection: Duration::ZERO,
             upstream: None,
+            allowed_level: policy.gateway.log_allowed,
             start: Instant::now(),
             rec: Record {
                 ts: String::new(),
@@ -210,6 +214,39 @@ impl<'a> Trail<'a> {
     }
 }
 
+impl Trail<'_> {
+    /// `request allowed: [METHOD]path -> status`, with the same fields as a
+    /// block line, at the operator's level (`gateway.log_allowed`).
+    fn log_allowed(&self, took: Duration) {
+        macro_rules! line {
+            ($level:expr) => {{
+                let f = self.log_fields();
+                tracing::event!(
+                    $level,
+                    client = %self.rec.client,
+                    src = %f.src,
+                    dst = %f.dst,
+                    event_uuid = %f.uuids,
+                    ms = took.as_millis() as u64,
+                    "request allowed: [{}]{} -> {}",
+                    Sanitized(&self.rec.method),
+                    Sanitized(&self.rec.path),
+                    self.rec.status
+                )
+            }};
+        }
+        use tracing::Level;
+        match self.allowed_level {
+            LogLevel::Off => {}
+            LogLevel::Error => line!(Level::ERROR),
+            LogLevel::Warn => line!(Level::WARN),
+            LogLevel::Info => line!(Level::INFO),
+            LogLevel::Debug => line!(Level::DEBUG),
+            LogLevel::Trace => line!(Level::TRACE),
+        }
+    }
+}
+
 impl Drop for Trail<'_> {
     fn drop(&mut self) {
         let total = self.start.elapsed();
@@ -225,6 +262,9 @@ impl Drop for Trail<'_> {
             upstream: self.upstream,
             total,
         });
+        if self.rec.decision == Decision::Allow {
+            self.log_allowed(total);
+        }
         let Some(sink) = self.sink else { return };
         self.rec.ts = audit::now_rfc3339();
         self.rec.duration_ms = total.as_secs_f64() * 1000.0;
@@ -234,4 +274,82 @@ impl Drop for Trail<'_> {
             ..self.rec.clone()
         });
     }
+}
+
+/// A connection refused before any request was read (wrong original
+/// destination, loop, refused CONNECT, SNI naming another destination).
+pub struct ConnRefusal<'a> {
+    pub mode: ListenMode,
+    pub client: IpAddr,
+    /// Transparent: the original destination.
+    pub orig_dst: Option<SocketAddr>,
+    /// The name the client asked for (CONNECT authority's host, or SNI).
+    pub name: Option<&'a str>,
+    /// What is audited as `path`: the original destination or the CONNECT
+    /// authority, as the client gave it.
+    pub asked: &'a str,
+    pub sni: Option<&'a str>,
+    /// `CONNECT` for a refused tunnel; empty when no request was read.
+    pub method: &'a str,
+    /// What the client was answered (0: closed without an answer).
+    pub status: u16,
+    pub reason: &'a str,
+}
+
+/// Audits and counts a [`ConnRefusal`] like a blocked exchange (stage
+/// `connection`). Its log line is the caller's (`connection refused: …`).
+pub fn connection_refused(
+    sink: Option<&AuditLog>,
+    metrics: &Metrics,
+    policy: &Policy,
+    conn: u64,
+    r: &ConnRefusal<'_>,
+) {
+    let src = policy.instance_by_ip(r.client);
+    let dst = r
+        .orig_dst
+        .and_then(|d| policy.instance_by_ip(d.ip()))
+        .or_else(|| r.name.and_then(|n| policy.instance_by_host(n)));
+    let id = |i: Option<InstanceId>| i.map(|i| policy.instance(i).id.clone());
+    let comp = |i: Option<InstanceId>| {
+        i.and_then(|i| {
+            let c = policy.instance(i).compartment.0 as usize;
+            policy.compartments.get(c).cloned()
+        })
+    };
+    let (src_instance, dst_instance) = (id(src), id(dst));
+    metrics.exchange(&ExchangeSample {
+        decision: Decision::Block.as_str(),
+        reason: Some(r.reason),
+        endpoint: "connection",
+        src: src_instance.as_deref().unwrap_or("none"),
+        dst: dst_instance.as_deref().unwrap_or("none"),
+        inspected_bytes: 0,
+        inspection: Duration::ZERO,
+        upstream: None,
+        total: Duration::ZERO,
+    });
+    let Some(sink) = sink else { return };
+    sink.record(Record {
+        ts: audit::now_rfc3339(),
+        conn,
+        listener: r.mode.as_str(),
+        client: r.client.to_string(),
+        src_compartment: comp(src),
+        src_instance,
+        dst_compartment: comp(dst),
+        dst_instance,
+        sni: r.sni.map(str::to_string),
+        method: r.method.to_string(),
+        path: audit::audited_path(r.asked),
+        stage: Stage::Connection,
+        decision: Decision::Block,
+        reason: Some(r.reason.to_string()),
+        status: r.status,
+        request_bytes: 0,
+        response_bytes: 0,
+        uuids: Vec::new(),
+        uuids_truncated: false,
+        duration_ms: 0.0,
+    });
 }
