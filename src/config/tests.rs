@@ -367,3 +367,29 @@ fn allowed_lines_default_to_debug_and_the_watch_to_on() {
         "",
     );
 }
+
+#[test]
+fn allowlist_sizes_are_counted_per_kind() {
+    // check-config prints these, and the upstream TLS config for
+    // allowlisted hosts is built only when the allowlist has an entry.
+    let p = load_str(BASE).unwrap();
+    assert!(p.allowlist_is_empty());
+    assert_eq!((p.allow_urls_len(), p.allow_domains_len()), (0, 0));
+    let with = |urls: serde_json::Value, domains: serde_json::Value| {
+        let mut v: serde_json::Value = serde_json::from_str(BASE).unwrap();
+        v["allowlist"] = serde_json::json!({"urls": urls, "domains": domains});
+        load_str(&v.to_string()).unwrap()
+    };
+    let p = with(
+        serde_json::json!(["https://a.example/x", "https://b.example/y"]),
+        serde_json::json!([]),
+    );
+    assert!(!p.allowlist_is_empty(), "urls alone make it non-empty");
+    assert_eq!((p.allow_urls_len(), p.allow_domains_len()), (2, 0));
+    let p = with(
+        serde_json::json!([]),
+        serde_json::json!(["c.example", "d.example", "e.example"]),
+    );
+    assert!(!p.allowlist_is_empty(), "domains alone make it non-empty");
+    assert_eq!((p.allow_urls_len(), p.allow_domains_len()), (0, 3));
+}
