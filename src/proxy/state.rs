@@ -6,13 +6,17 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use arc_swap::ArcSwap;
 use rustls::{ClientConfig, ServerConfig};
 
 use crate::net::{LocalListeners, OrigDstAddr};
 use crate::ops::audit::AuditLog;
 use crate::ops::metrics::Metrics;
 use crate::policy::{InstanceId, Policy};
-use crate::tls::{self, CertSource, CertificateAuthority, LeafCache, TlsError, UpstreamTlsOptions};
+use crate::tls::{
+    self, CertSource, CertificateAuthority, CertificateSource, LeafCache, TlsError,
+    UpstreamTlsOptions,
+};
 
 /// TLS material derived from the policy's `gateway` section.
 pub struct TlsState {
@@ -156,7 +160,10 @@ impl ListenerAddrs {
 
 /// The state every connection task reads.
 pub struct Shared {
-    current: RwLock<Snapshot>,
+    /// Read by every exchange, written by reloads only: an atomic pointer
+    /// swap, so readers never wait on a lock (and a reload never waits for
+    /// readers).
+    current: ArcSwap<Snapshot>,
     pub listeners: ListenerAddrs,
     pub local_ips: Vec<IpAddr>,
     /// The audit trail, when `--audit-log`/`gateway.audit_log` is set.
@@ -175,7 +182,7 @@ impl Shared {
         local_ips: Vec<IpAddr>,
     ) -> Self {
         Shared {
-            current: RwLock::new(Snapshot { policy, tls }),
+            current: ArcSwap::from_pointee(Snapshot { policy, tls }),
             listeners: ListenerAddrs(RwLock::new(listeners)),
             local_ips,
             audit: None,
@@ -204,15 +211,12 @@ impl Shared {
     /// Policy and TLS material that belong together (instance ids of one
     /// index the other).
     pub fn snapshot(&self) -> Snapshot {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        Snapshot::clone(&self.current.load())
     }
 
     /// Swaps in a new policy and its TLS material (SIGHUP), in one step.
     pub fn replace(&self, policy: Arc<Policy>, tls: Arc<TlsState>) {
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Snapshot { policy, tls };
+        self.current.store(Arc::new(Snapshot { policy, tls }));
     }
 
     /// Records the listener addresses after a reload changed them.

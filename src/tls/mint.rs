@@ -18,7 +18,7 @@ use tokio::sync::OnceCell;
 
 use crate::tls::ca::CertificateAuthority;
 use crate::tls::error::{Result, TlsError};
-use crate::tls::server::build_server_config;
+use crate::tls::server_config::build_server_config;
 
 /// Leaves are backdated by this much, for clients whose clock lags.
 const LEAF_BACKDATE: time::Duration = time::Duration::days(1);

@@ -10,6 +10,8 @@ pub mod client;
 pub mod error;
 pub mod mint;
 pub mod server;
+pub mod server_config;
+pub mod source;
 
 #[cfg(test)]
 mod tests;
@@ -25,7 +27,9 @@ pub use client::{
 };
 pub use error::{Result, TlsError};
 pub use mint::{mint_leaf, LeafCache, MintedLeaf};
-pub use server::{accept_with_sni, accept_with_sni_io, build_server_config, CertSource};
+pub use server::{accept_with_sni, accept_with_sni_io};
+pub use server_config::build_server_config;
+pub use source::{CertSource, CertificateSource, StaticCert};
 
 /// The only application protocol on either leg.
 pub const ALPN_HTTP11: &[u8] = b"http/1.1";

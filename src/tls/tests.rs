@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use crate::tls::ca::der_to_pem;
 use crate::tls::{
     accept_with_sni, build_client_config, certificate_pin, connect, mint_leaf, CertSource,
-    CertificateAuthority, LeafCache, TlsError, UpstreamTlsOptions,
+    CertificateAuthority, CertificateSource, LeafCache, TlsError, UpstreamTlsOptions,
 };
 
 /// A unique directory under the system temp dir, removed on drop.
