@@ -1,7 +1,9 @@
-//! Connection budget through the binary on loopback: connections over
+//! Budgets through the binary on loopback. Connections over
 //! `gateway.limits.max_connections_per_client` or `max_connections` are
 //! closed on accept with a log line, the admitted ones are served, and a
-//! closed connection gives its place back.
+//! closed connection gives its place back. Bodies that would take the
+//! buffered bytes over `gateway.limits.max_buffered_bytes` are answered 503
+//! with `Retry-After` and never reach the server.
 
 mod support;
 
@@ -10,6 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use support::counting::*;
 use support::*;
 
 /// A connection to `to` from the loopback address `from`.
@@ -108,4 +111,152 @@ fn connections_over_budget_are_closed_and_places_come_back() {
     assert!(served(held.remove(0)), "{}", gw.logs());
     std::thread::sleep(Duration::from_millis(300));
     assert!(served(connect_from("127.0.0.1", proxy)), "{}", gw.logs());
+}
+
+/// A gateway in explicit mode in front of a counting upstream (instance
+/// `b` on 127.0.0.2), with `gateway` as its gateway section (the TLS
+/// material is added).
+fn start_in_front_of_counting_upstream(
+    tag: &str,
+    mut gateway: serde_json::Value,
+) -> (
+    Gateway,
+    SocketAddr,
+    SocketAddr,
+    std::sync::Arc<Counts>,
+    TempDir,
+) {
+    let dir = TempDir::new(tag);
+    gateway_ca(&dir.0.join("ca"));
+    let (upstream, counts) = counting_upstream("127.0.0.2");
+    gateway["tls"] = json!({"ca_cert": "ca/ca.crt", "ca_key": "ca/ca.key",
+                            "upstream_ca": "ca/ca.crt", "use_system_roots": false});
+    let config = json!({
+        "allowlist": {"urls": [], "domains": []},
+        "compartments_rules": {"can_reach": {"c1": ["c2"], "c2": ["c1"]}},
+        "instances": {"a": instance_json("127.0.0.1", "a.test", 443, "c1"),
+                      "b": instance_json("127.0.0.2", "b.test", upstream.port(), "c2")},
+        "gateway": gateway
+    });
+    let cfg = dir.0.join("config.json");
+    std::fs::write(&cfg, config.to_string()).unwrap();
+    let proxy: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
+        .parse()
+        .unwrap();
+    let gw = Gateway::start(
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--explicit",
+            &proxy.to_string(),
+        ],
+        dir.0.join("gw.log"),
+    );
+    (gw, proxy, upstream, counts, dir)
+}
+
+fn client(proxy: SocketAddr) -> TcpStream {
+    let c = TcpStream::connect(proxy).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c
+}
+
+#[test]
+fn bodies_over_the_buffer_budget_get_503_and_never_reach_the_server() {
+    let (gw, proxy, upstream, counts, _dir) = start_in_front_of_counting_upstream(
+        "buffered",
+        json!({"limits": {"max_body_bytes": 1_000_000, "max_buffered_bytes": 1_500_000}}),
+    );
+    let push =
+        |len: usize| request_head("POST", "b.test", upstream.port(), "/events/add", Some(len));
+    let big = event_of_size("6f1e2d3c-4b5a-4968-8776-655443322110", 900_000);
+    let small = event_of_size("7a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d", 700_000);
+
+    // One push declares 900 kB and sends half: its reservation is held.
+    let mut slow = client(proxy);
+    slow.write_all(&push(big.len())).unwrap();
+    slow.write_all(&big[..big.len() / 2]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    // A second one of 700 kB does not fit in 1.5 MB: 503 with Retry-After,
+    // answered although its body is sent in full (drained, not reset).
+    let mut refused = client(proxy);
+    refused.write_all(&push(small.len())).unwrap();
+    refused.write_all(&small).unwrap();
+    let (status, head, body) = read_response(&mut refused).expect("an answer, not a reset");
+    assert_eq!(status, 503, "{head}\n{}", gw.logs());
+    assert!(head.contains("\r\nRetry-After: 5\r\n"), "{head}");
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let reason = body["errors"].as_str().unwrap();
+    let expected = format!(
+        "body buffer budget exceeded: {} bytes buffered, {} more wanted, limit 1500000 (gateway.limits.max_buffered_bytes)",
+        big.len(),
+        small.len()
+    );
+    assert_eq!(reason, expected);
+
+    // The held push completes and goes through whole; then the refused one,
+    // sent again, fits: the reservations came back.
+    slow.write_all(&big[big.len() / 2..]).unwrap();
+    let (status, head, _) = read_response(&mut slow).unwrap();
+    assert_eq!(status, 200, "{head}\n{}", gw.logs());
+    let mut again = client(proxy);
+    again.write_all(&push(small.len())).unwrap();
+    again.write_all(&small).unwrap();
+    assert_eq!(read_response(&mut again).unwrap().0, 200, "{}", gw.logs());
+    assert_eq!((counts.complete(), counts.partial()), (2, 0));
+    assert_eq!(
+        counts.bytes.load(std::sync::atomic::Ordering::SeqCst),
+        (big.len() + small.len()) as u64
+    );
+
+    // Chunked uploads reserve as they grow: one that outgrows what is left
+    // while another holds its reservation is cut off with 503 too.
+    let mut slow = client(proxy);
+    slow.write_all(&push(big.len())).unwrap();
+    slow.write_all(&big[..10]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut chunked = client(proxy);
+    let head = format!(
+        "POST http://b.test:{port}/events/add HTTP/1.1\r\nHost: b.test:{port}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+        port = upstream.port()
+    );
+    chunked.write_all(head.as_bytes()).unwrap();
+    let mut answered = None;
+    for piece in small.chunks(64 * 1024) {
+        if chunked
+            .write_all(format!("{:x}\r\n", piece.len()).as_bytes())
+            .is_err()
+            || chunked.write_all(piece).is_err()
+            || chunked.write_all(b"\r\n").is_err()
+        {
+            break;
+        }
+    }
+    let _ = chunked.write_all(b"0\r\n\r\n");
+    if let Some((status, head, _)) = read_response(&mut chunked) {
+        answered = Some(status);
+        assert!(head.contains("Retry-After"), "{head}");
+    }
+    assert_eq!(answered, Some(503), "{}", gw.logs());
+    drop(slow);
+    assert_eq!((counts.complete(), counts.partial()), (2, 0));
+
+    // Logged (rate-limited) and the gateway still serves.
+    let logs = gw.logs();
+    assert!(
+        logs.contains("request blocked: [POST]/events/add - body buffer budget exceeded"),
+        "{logs}"
+    );
+    let mut pull = client(proxy);
+    pull.write_all(&request_head(
+        "GET",
+        "b.test",
+        upstream.port(),
+        &format!("/events/view/{STORED_UUID}"),
+        None,
+    ))
+    .unwrap();
+    assert_eq!(read_response(&mut pull).unwrap().0, 200, "{}", gw.logs());
 }

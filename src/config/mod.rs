@@ -364,8 +364,29 @@ fn compile_limits(raw: RawLimits) -> Result<Limits, CompileError> {
             d.max_connections_per_client,
             "max_connections_per_client",
         )?,
+        max_buffered_bytes: d.max_buffered_bytes,
     };
-    Ok(limits)
+    // Unset, the budget grows with a larger body limit (a default must not
+    // make a valid max_body_bytes unusable); set, it must hold one
+    // largest body, or such a body would always be refused.
+    let max_buffered_bytes = match raw.max_buffered_bytes {
+        None => d.max_buffered_bytes.max(limits.max_body_bytes),
+        Some(n) if n < limits.max_body_bytes => {
+            return Err((
+                "gateway.limits.max_buffered_bytes".into(),
+                format!(
+                    "{n} is below gateway.limits.max_body_bytes ({}): one largest body must fit",
+                    limits.max_body_bytes
+                ),
+            ))
+        }
+        // (0 is below any max_body_bytes, which is at least 1.)
+        Some(n) => n,
+    };
+    Ok(Limits {
+        max_buffered_bytes,
+        ..limits
+    })
 }
 
 #[cfg(test)]

@@ -178,6 +178,7 @@ pub struct RawLimits {
     pub decompression_ratio_floor_bytes: Option<u64>,
     pub max_connections: Option<u64>,
     pub max_connections_per_client: Option<u64>,
+    pub max_buffered_bytes: Option<u64>,
 }
 
 /// An id-keyed JSON object that refuses duplicate keys and keeps file order

@@ -215,6 +215,33 @@ fn gateway_limits_override_defaults() {
 }
 
 #[test]
+fn buffered_bytes_budget_defaults_follows_body_limit_and_must_hold_one_body() {
+    let with = |limits: &str| {
+        load_str(&BASE.replacen('{', &format!(r#"{{"gateway": {{"limits": {limits}}},"#), 1))
+    };
+    assert_eq!(with("{}").unwrap().limits.max_buffered_bytes, 512 << 20);
+    // Unset: never below the body limit.
+    let big = with(r#"{"max_body_bytes": 1073741824}"#).unwrap();
+    assert_eq!(big.limits.max_buffered_bytes, 1 << 30);
+    let set = with(r#"{"max_body_bytes": 1000, "max_buffered_bytes": 5000}"#).unwrap();
+    assert_eq!(set.limits.max_buffered_bytes, 5000);
+    for (limits, message) in [
+        (
+            r#"{"max_body_bytes": 1000, "max_buffered_bytes": 999}"#,
+            "below gateway.limits.max_body_bytes (1000)",
+        ),
+        (
+            r#"{"max_buffered_bytes": 0}"#,
+            "below gateway.limits.max_body_bytes",
+        ),
+    ] {
+        let e = with(limits).expect_err(limits);
+        assert_eq!(e.path, "gateway.limits.max_buffered_bytes", "{e}");
+        assert!(e.message.contains(message), "{e}");
+    }
+}
+
+#[test]
 fn shipped_sample_config_loads() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.sample.json");
     let p = load(&path).unwrap_or_else(|e| panic!("{e}"));

@@ -20,6 +20,9 @@ pub enum HttpError {
     BodyTooLarge(u64),
     /// The peer closed in the middle of a message.
     UnexpectedEof,
+    /// The caller did not grant the memory a buffered body needed (503;
+    /// the caller knows why).
+    NotGranted,
 }
 
 impl HttpError {
@@ -29,6 +32,7 @@ impl HttpError {
             HttpError::Head(h) => h.status(),
             HttpError::BodyTooLarge(_) => 413,
             HttpError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => 408,
+            HttpError::NotGranted => 503,
             HttpError::Io(_) | HttpError::UnexpectedEof => 400,
         }
     }
@@ -41,6 +45,7 @@ impl fmt::Display for HttpError {
             HttpError::Head(h) => h.fmt(f),
             HttpError::BodyTooLarge(max) => write!(f, "body exceeds {max} bytes"),
             HttpError::UnexpectedEof => f.write_str("connection closed mid-message"),
+            HttpError::NotGranted => f.write_str("no memory granted for the body"),
         }
     }
 }
@@ -131,10 +136,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
 
     /// Reads a whole body (transfer coding removed) of at most `max` bytes.
     pub async fn read_body(&mut self, framing: Framing, max: u64) -> Result<Vec<u8>, HttpError> {
+        self.read_body_granted(framing, max, |_| true).await
+    }
+
+    /// [`read_body`](Self::read_body), asking `grant(bytes)` before the
+    /// buffer may hold `bytes` (its capacity, in total): once for a known
+    /// length, before reading any of it; as it grows for chunked and
+    /// close-delimited bodies. `false` ends the read with `NotGranted` and
+    /// the buffer is dropped.
+    pub async fn read_body_granted(
+        &mut self,
+        framing: Framing,
+        max: u64,
+        mut grant: impl FnMut(u64) -> bool,
+    ) -> Result<Vec<u8>, HttpError> {
         if let Framing::Length(n) = framing {
             // Known length: one allocation, bytes read straight into it.
             if n > max {
                 return Err(HttpError::BodyTooLarge(max));
+            }
+            if !grant(n) {
+                return Err(HttpError::NotGranted);
             }
             let n = n as usize;
             let mut out = Vec::with_capacity(n);
@@ -150,7 +172,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
         }
         let mut out = Vec::new();
         self.body(framing, max, |chunk| {
+            let needed = out.len() + chunk.len();
+            if needed > out.capacity() {
+                // Grow as a Vec would (doubling, at least one read's worth),
+                // never past the body limit, and hold exactly that.
+                let cap = (out.capacity() * 2)
+                    .max(READ_CHUNK)
+                    .min(usize::try_from(max).unwrap_or(usize::MAX))
+                    .max(needed);
+                if !grant(cap as u64) {
+                    return Err(HttpError::NotGranted);
+                }
+                out.reserve_exact(cap - out.len());
+            }
             out.extend_from_slice(chunk);
+            Ok(())
         })
         .await?;
         Ok(out)
@@ -182,6 +218,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
             } else {
                 pending.extend_from_slice(chunk);
             }
+            Ok(())
         };
         self.body_streaming(framing, max, &mut pending, &mut sink, dst, &mut write_err)
             .await?;
@@ -201,7 +238,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
         framing: Framing,
         max: u64,
         pending: &mut Vec<u8>,
-        sink: &mut impl FnMut(&[u8], &mut Vec<u8>),
+        sink: &mut impl FnMut(&[u8], &mut Vec<u8>) -> Result<(), HttpError>,
         dst: &mut W,
         write_err: &mut Option<std::io::Error>,
     ) -> Result<(), HttpError> {
@@ -229,7 +266,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
                     if seen > max {
                         return Err(HttpError::BodyTooLarge(max));
                     }
-                    sink(&scratch, pending);
+                    sink(&scratch, pending)?;
                     n
                 }
                 _ => {
@@ -238,7 +275,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
                     if seen > max {
                         return Err(HttpError::BodyTooLarge(max));
                     }
-                    sink(&self.buf[..n], pending);
+                    sink(&self.buf[..n], pending)?;
                     remaining -= n as u64;
                     n
                 }
@@ -266,7 +303,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
         &mut self,
         framing: Framing,
         max: u64,
-        mut f: impl FnMut(&[u8]),
+        mut f: impl FnMut(&[u8]) -> Result<(), HttpError>,
     ) -> Result<(), HttpError> {
         let mut sink = tokio::io::sink();
         let mut pending = Vec::new();
@@ -365,6 +402,70 @@ mod tests {
             io.read_body(Framing::Close, 100).await.unwrap(),
             b"until close"
         );
+    }
+
+    #[tokio::test]
+    async fn granted_reads_ask_before_holding_bytes() {
+        // Known length: one grant of the whole length before any byte.
+        let mut io = reader(b"abcdef").await;
+        let mut asked = Vec::new();
+        let body = io
+            .read_body_granted(Framing::Length(6), 100, |n| {
+                asked.push(n);
+                true
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (body.as_slice(), asked.as_slice()),
+            (&b"abcdef"[..], &[6][..])
+        );
+        let mut io = reader(b"abcdef").await;
+        assert!(matches!(
+            io.read_body_granted(Framing::Length(6), 100, |_| false)
+                .await,
+            Err(HttpError::NotGranted)
+        ));
+        // Chunked: grants grow with the buffer's capacity, which never
+        // passes what was granted, and never past the body limit.
+        let mut raw = Vec::new();
+        for _ in 0..3 {
+            raw.extend_from_slice(format!("{:x}\r\n", 50_000).as_bytes());
+            raw.extend(std::iter::repeat_n(b'x', 50_000));
+            raw.extend_from_slice(b"\r\n");
+        }
+        raw.extend_from_slice(b"0\r\n\r\n");
+        let (a, mut b) = tokio::io::duplex(1 << 20);
+        b.write_all(&raw).await.unwrap();
+        let mut io = HttpIo::new(a);
+        let mut asked = Vec::new();
+        let body = io
+            .read_body_granted(Framing::Chunked, 200_000, |n| {
+                asked.push(n);
+                true
+            })
+            .await
+            .unwrap();
+        assert_eq!(body.len(), 150_000);
+        assert!(body.capacity() as u64 <= *asked.last().unwrap());
+        assert!(asked.windows(2).all(|w| w[0] < w[1]), "{asked:?}");
+        assert!(
+            (150_000..=200_000).contains(asked.last().unwrap()),
+            "{asked:?}"
+        );
+        // A refusal part-way stops the read.
+        let (a, mut b) = tokio::io::duplex(1 << 20);
+        b.write_all(&raw).await.unwrap();
+        let mut io = HttpIo::new(a);
+        let mut grants = 0;
+        let r = io
+            .read_body_granted(Framing::Chunked, 1 << 20, |n| {
+                grants += 1;
+                n <= 70_000
+            })
+            .await;
+        assert!(matches!(r, Err(HttpError::NotGranted)), "{r:?}");
+        assert!(grants >= 2);
     }
 
     #[tokio::test]

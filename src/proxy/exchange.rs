@@ -21,6 +21,7 @@ use std::time::Instant;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
+use super::buffer_budget::{OverBuffered, Reservation};
 use super::respond;
 use super::state::{Shared, TlsState};
 use super::stream::BoxIo;
@@ -317,6 +318,17 @@ async fn exchange(
         tr().failed(status, why);
         respond::refusal(&method, status, why, path)
     };
+    // A body the memory budget cannot hold: shed with 503 + Retry-After,
+    // audited as a block (nothing was forwarded), logged rate-limited (a
+    // burst of large syncs must not flood the journal).
+    let over_budget = |e: &OverBuffered, path: &str| {
+        let reason = e.to_string();
+        let line = Block::with_status(503, reason.clone()).log_line(&method, path);
+        shared.log_refusal("budget", target.client_ip, format_args!("{line}"));
+        tr().block(503, &reason);
+        respond::busy(&method, &reason, path)
+    };
+    let buffered_limit = policy.limits.max_buffered_bytes;
 
     // Phase 1: request head. The HTTP-level refusals win over a target
     // that cannot be interpreted, so a nested `CONNECT host:port` is refused
@@ -385,6 +397,22 @@ async fn exchange(
             return Err(End::Close);
         }
     }
+    // The request body's share of the buffer budget. A declared length is
+    // reserved before anything is asked of the client (no 100 Continue for
+    // a body that cannot be held); the answer comes first and the unread
+    // body is drained, so the client reads a 503, not a reset.
+    let mut request_hold = shared.buffers.reservation();
+    if let (true, Framing::Length(n)) = (exchange.inspects_request_body(), framing) {
+        if let Err(e) = request_hold.grow_to(n, buffered_limit) {
+            let _ = client.write_all(&over_budget(&e, &p.path)).await;
+            if !expects_continue {
+                let mut sink = tokio::io::sink();
+                let drain = client.copy_body(b"", framing, n, &mut sink, false);
+                let _ = tokio::time::timeout(t.body, drain).await;
+            }
+            return Err(End::Close);
+        }
+    }
     if expects_continue && framing != Framing::None {
         // Answer the expectation ourselves: the server never sees it.
         if client.write_all(respond::CONTINUE).await.is_err() {
@@ -398,8 +426,18 @@ async fn exchange(
     // server stored it) is monitored too, or the push would still fail.
     let mut monitored_push = false;
     let inspected_body = if exchange.inspects_request_body() {
-        let body = match client.read_body(framing, max_body).await {
+        let mut over = None;
+        let read = client.read_body_granted(framing, max_body, |n| {
+            grant(&mut request_hold, n, buffered_limit, &mut over)
+        });
+        let body = match read.await {
             Ok(b) => b,
+            Err(HttpError::NotGranted) => {
+                if let Some(e) = over {
+                    let _ = client.write_all(&over_budget(&e, &p.path)).await;
+                }
+                return Err(End::Close);
+            }
             Err(e) => {
                 let _ = client
                     .write_all(&refuse(e.status(), &e.to_string(), &p.path))
@@ -534,6 +572,10 @@ async fn exchange(
         let _ = client.write_all(&failed(502, &why, &p.path)).await;
         return Err(End::Close);
     }
+    // Sent: the request body leaves memory and the budget now, not when
+    // the (possibly slow) answer is done.
+    drop(inspected_body);
+    drop(request_hold);
 
     // Phase 3: response head (interim 1xx answers are dropped; we sent our
     // own 100 Continue, and upgrades are refused).
@@ -602,8 +644,21 @@ async fn exchange(
     let status_line = format!("HTTP/1.1 {} {}", resp.status, resp.reason);
     tr().stage(Stage::ResponseBody);
     if exchange.inspects_response_body() {
-        let body = match up.io.read_body(resp_framing, max_body).await {
+        let mut response_hold = shared.buffers.reservation();
+        let mut over = None;
+        let read = up.io.read_body_granted(resp_framing, max_body, |n| {
+            grant(&mut response_hold, n, buffered_limit, &mut over)
+        });
+        let body = match read.await {
             Ok(b) => b,
+            Err(HttpError::NotGranted) => {
+                // The request went through; its answer cannot be held for
+                // inspection now. Nothing of it reaches the client.
+                if let Some(e) = over {
+                    let _ = client.write_all(&over_budget(&e, &p.path)).await;
+                }
+                return Err(End::Close);
+            }
             Err(HttpError::BodyTooLarge(n)) => {
                 // Fail closed: a response over the body limit is not passed
                 // on uninspected; that limit is the policy's, so a block.
@@ -704,6 +759,18 @@ async fn exchange(
         *upstream = None;
     }
     Ok(keep)
+}
+
+/// Grows `hold` to `bytes` for a body being buffered; on refusal keeps
+/// why in `over` (for the answer) and says no.
+fn grant(hold: &mut Reservation, bytes: u64, limit: u64, over: &mut Option<OverBuffered>) -> bool {
+    match hold.grow_to(bytes, limit) {
+        Ok(()) => true,
+        Err(e) => {
+            *over = Some(e);
+            false
+        }
+    }
 }
 
 /// Writes a head and a buffered body: small bodies in the same write (one

@@ -4,10 +4,13 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use rustls::{ClientConfig, ServerConfig};
 
+use super::buffer_budget::BufferBudget;
+use super::log_limit::{LogLimiter, LogPermit, REFUSAL_LINES_PER_SECOND};
 use crate::net::{LocalListeners, OrigDstAddr};
 use crate::ops::audit::AuditLog;
 use crate::ops::metrics::Metrics;
@@ -165,6 +168,11 @@ pub struct Shared {
     next_conn: AtomicU64,
     /// Counters and histograms for `GET /metrics`.
     pub metrics: Arc<Metrics>,
+    /// Body bytes buffered for inspection, all exchanges together
+    /// (`gateway.limits.max_buffered_bytes`).
+    pub buffers: Arc<BufferBudget>,
+    /// Refusal log lines per reason and second (see `log_refusal`).
+    refusal_log: Mutex<LogLimiter>,
 }
 
 impl Shared {
@@ -181,6 +189,27 @@ impl Shared {
             audit: None,
             next_conn: AtomicU64::new(1),
             metrics: Arc::new(Metrics::new()),
+            buffers: Arc::new(BufferBudget::default()),
+            refusal_log: Mutex::new(LogLimiter::new(REFUSAL_LINES_PER_SECOND)),
+        }
+    }
+
+    /// Logs a refusal unless `kind` already had its lines this second; the
+    /// first line of a later second is preceded by how many were left out.
+    /// `kind` is a fixed word per cause (`budget`, `loop`, ...).
+    pub fn log_refusal(&self, kind: &'static str, client: IpAddr, line: std::fmt::Arguments) {
+        let permit = self
+            .refusal_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .permit(kind, Instant::now());
+        if let LogPermit::Write { suppressed } = permit {
+            if suppressed > 0 {
+                tracing::warn!(
+                    "{kind}: {suppressed} more refused in the last second (log lines left out)"
+                );
+            }
+            tracing::warn!(client = %client, "{line}");
         }
     }
 

@@ -1,0 +1,146 @@
+//! Rate limit for refusal log lines: a flood of refused connections or
+//! exchanges (over a budget, a loop, a transparent destination that is not
+//! an instance, a bad CONNECT) must not fill the journal. Each reason gets
+//! at most `per_second` lines in a one-second window; what is left out is
+//! counted and reported by one summary line when the next line of that
+//! reason is written in a later window.
+//!
+//! The limiter is pure: the caller passes the time, so tests drive it
+//! without a clock.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const WINDOW: Duration = Duration::from_secs(1);
+
+/// Lines per reason per second the gateway writes for refusals.
+pub const REFUSAL_LINES_PER_SECOND: u32 = 10;
+
+/// What the caller should write for one refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogPermit {
+    /// Write the line; first, when `suppressed > 0`, the summary of lines
+    /// left out in the earlier window.
+    Write { suppressed: u64 },
+    /// Leave it out (counted for the next summary).
+    Skip,
+}
+
+#[derive(Debug)]
+struct Window {
+    start: Instant,
+    written: u32,
+    skipped: u64,
+}
+
+/// Per-reason windows. Reasons are a small fixed set of `&'static str`, so
+/// the map stays as small as that set.
+#[derive(Debug)]
+pub struct LogLimiter {
+    per_second: u32,
+    windows: HashMap<&'static str, Window>,
+}
+
+impl LogLimiter {
+    pub fn new(per_second: u32) -> Self {
+        LogLimiter {
+            per_second,
+            windows: HashMap::new(),
+        }
+    }
+
+    /// May a line for `reason` be written at `now`?
+    pub fn permit(&mut self, reason: &'static str, now: Instant) -> LogPermit {
+        let w = self.windows.entry(reason).or_insert(Window {
+            start: now,
+            written: 0,
+            skipped: 0,
+        });
+        let mut suppressed = 0;
+        if now.saturating_duration_since(w.start) >= WINDOW {
+            suppressed = std::mem::take(&mut w.skipped);
+            w.start = now;
+            w.written = 0;
+        }
+        if w.written < self.per_second {
+            w.written += 1;
+            LogPermit::Write { suppressed }
+        } else {
+            w.skipped += 1;
+            LogPermit::Skip
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(t0: Instant, n: u64) -> Instant {
+        t0 + Duration::from_millis(n)
+    }
+
+    #[test]
+    fn at_most_n_lines_per_second_then_one_summary() {
+        let mut l = LogLimiter::new(3);
+        let t0 = Instant::now();
+        let mut written = 0;
+        for i in 0..100 {
+            match l.permit("budget", ms(t0, i)) {
+                LogPermit::Write { suppressed } => {
+                    assert_eq!(suppressed, 0);
+                    written += 1;
+                }
+                LogPermit::Skip => {}
+            }
+        }
+        assert_eq!(written, 3);
+        // The next window's first line carries the 97 left out.
+        assert_eq!(
+            l.permit("budget", ms(t0, 1000)),
+            LogPermit::Write { suppressed: 97 }
+        );
+        assert_eq!(
+            l.permit("budget", ms(t0, 1001)),
+            LogPermit::Write { suppressed: 0 }
+        );
+    }
+
+    #[test]
+    fn reasons_have_their_own_windows() {
+        let mut l = LogLimiter::new(1);
+        let t0 = Instant::now();
+        assert_eq!(l.permit("a", t0), LogPermit::Write { suppressed: 0 });
+        assert_eq!(l.permit("a", t0), LogPermit::Skip);
+        assert_eq!(l.permit("b", t0), LogPermit::Write { suppressed: 0 });
+        assert_eq!(l.permit("a", ms(t0, 999)), LogPermit::Skip);
+        assert_eq!(
+            l.permit("b", ms(t0, 1500)),
+            LogPermit::Write { suppressed: 0 }
+        );
+        assert_eq!(
+            l.permit("a", ms(t0, 1500)),
+            LogPermit::Write { suppressed: 2 }
+        );
+    }
+
+    #[test]
+    fn a_quiet_reason_is_never_limited() {
+        let mut l = LogLimiter::new(2);
+        let t0 = Instant::now();
+        for i in 0..50 {
+            assert_eq!(
+                l.permit("loop", ms(t0, i * 600)),
+                LogPermit::Write { suppressed: 0 }
+            );
+        }
+    }
+
+    #[test]
+    fn a_clock_going_backwards_does_not_panic_or_reset() {
+        let mut l = LogLimiter::new(1);
+        let t0 = Instant::now() + Duration::from_secs(5);
+        assert_eq!(l.permit("x", t0), LogPermit::Write { suppressed: 0 });
+        assert_eq!(l.permit("x", t0 - Duration::from_secs(1)), LogPermit::Skip);
+    }
+}
