@@ -260,3 +260,79 @@ fn bodies_over_the_buffer_budget_get_503_and_never_reach_the_server() {
     .unwrap();
     assert_eq!(read_response(&mut pull).unwrap().0, 200, "{}", gw.logs());
 }
+
+/// Sends `head`, then one byte of a body every half second until the
+/// gateway answers (bounded: 40 bytes). The answer's status and text and
+/// how long it took.
+fn drip(proxy: SocketAddr, head: &[u8]) -> (u16, String, Duration) {
+    let mut c = client(proxy);
+    c.write_all(head).unwrap();
+    let started = Instant::now();
+    let mut reader = c.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        for _ in 0..40 {
+            if c.write_all(b" ").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    let answer = read_response(&mut reader);
+    let took = started.elapsed();
+    let _ = reader.shutdown(std::net::Shutdown::Both);
+    sender.join().unwrap();
+    let (status, _, body) = answer.unwrap_or((0, String::new(), Vec::new()));
+    (status, String::from_utf8_lossy(&body).into_owned(), took)
+}
+
+#[test]
+fn a_dripping_body_is_cut_with_408_once_its_grace_is_spent() {
+    // Pauses of 0.5 s are well inside body_secs; only the rate cuts.
+    let (gw, proxy, upstream, counts, _dir) = start_in_front_of_counting_upstream(
+        "drip",
+        json!({"timeouts": {"body_secs": 5, "body_min_rate": 1024, "body_min_rate_grace_secs": 2}}),
+    );
+    let port = upstream.port();
+    // An inspected push (buffered) and an uninspected POST (streamed to the
+    // server as it comes), dripped at the same time.
+    let push = request_head("POST", "b.test", port, "/events/add", Some(1000));
+    let streamed = request_head(
+        "POST",
+        "b.test",
+        port,
+        "/events/filterEventIdsForPush",
+        Some(1000),
+    );
+    let buffered = std::thread::spawn(move || drip(proxy, &push));
+    let (s_status, s_text, s_took) = drip(proxy, &streamed);
+    let (b_status, b_text, b_took) = buffered.join().unwrap();
+    for (status, text, took) in [(b_status, &b_text, b_took), (s_status, &s_text, s_took)] {
+        assert_eq!(status, 408, "{text}\n{}", gw.logs());
+        assert!(
+            text.contains(
+                "body slower than 1024 bytes/s after 2 s (gateway.timeouts.body_min_rate)"
+            ),
+            "{text}"
+        );
+        // 2 s of grace, a few bytes' worth more; never the 20 s of the drip.
+        assert!(
+            took >= Duration::from_secs(2) && took < Duration::from_secs(6),
+            "{took:?}"
+        );
+    }
+    // The push never reached the server; a fast one still does.
+    assert_eq!(counts.complete(), 0);
+    let body = event_of_size("8b3c4d5e-6f70-4a81-9b2c-3d4e5f607182", 900_000);
+    let mut c = client(proxy);
+    c.write_all(&request_head(
+        "POST",
+        "b.test",
+        port,
+        "/events/add",
+        Some(body.len()),
+    ))
+    .unwrap();
+    c.write_all(&body).unwrap();
+    assert_eq!(read_response(&mut c).unwrap().0, 200, "{}", gw.logs());
+    assert_eq!(counts.complete(), 1);
+}

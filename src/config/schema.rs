@@ -149,6 +149,8 @@ pub struct RawTimeouts {
     pub upstream_response_secs: Option<u64>,
     pub body_secs: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
+    pub body_min_rate: Option<u64>,
+    pub body_min_rate_grace_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -320,6 +320,32 @@ fn gateway_section_errors_name_the_field() {
 }
 
 #[test]
+fn body_min_rate_defaults_overrides_and_refusals() {
+    let d = load_str(BASE).unwrap().gateway.timeouts;
+    assert_eq!(
+        (d.body_min_rate, d.body_min_rate_grace.as_secs()),
+        (1024, 10)
+    );
+    let cfg = BASE.replacen(
+        '{',
+        r#"{"gateway": {"timeouts": {"body_min_rate": 50, "body_min_rate_grace_secs": 3}},"#,
+        1,
+    );
+    let t = load_str(&cfg).unwrap().gateway.timeouts;
+    assert_eq!((t.body_min_rate, t.body_min_rate_grace.as_secs()), (50, 3));
+    expect_err(
+        |v| v["gateway"] = serde_json::json!({"timeouts": {"body_min_rate": 0}}),
+        "gateway.timeouts.body_min_rate",
+        "greater than 0",
+    );
+    expect_err(
+        |v| v["gateway"] = serde_json::json!({"timeouts": {"body_min_rate_grace_secs": 0}}),
+        "gateway.timeouts.body_min_rate_grace_secs",
+        "greater than 0",
+    );
+}
+
+#[test]
 fn tproxy_routing_defaults_and_refusals_name_the_field() {
     let p = load_str(BASE).unwrap();
     assert_eq!(

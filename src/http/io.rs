@@ -9,6 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::chunked::{self, ChunkedDecoder};
 use super::framing::Framing;
 use super::head::{self, HeadError, RequestHead, ResponseHead};
+use super::rate::{MinRate, RateClock};
 
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -23,6 +24,8 @@ pub enum HttpError {
     /// The caller did not grant the memory a buffered body needed (503;
     /// the caller knows why).
     NotGranted,
+    /// The body came slower than the minimum rate allows (408).
+    TooSlow(MinRate),
 }
 
 impl HttpError {
@@ -33,6 +36,7 @@ impl HttpError {
             HttpError::BodyTooLarge(_) => 413,
             HttpError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => 408,
             HttpError::NotGranted => 503,
+            HttpError::TooSlow(_) => 408,
             HttpError::Io(_) | HttpError::UnexpectedEof => 400,
         }
     }
@@ -46,6 +50,12 @@ impl fmt::Display for HttpError {
             HttpError::BodyTooLarge(max) => write!(f, "body exceeds {max} bytes"),
             HttpError::UnexpectedEof => f.write_str("connection closed mid-message"),
             HttpError::NotGranted => f.write_str("no memory granted for the body"),
+            HttpError::TooSlow(m) => write!(
+                f,
+                "body slower than {} bytes/s after {} s (gateway.timeouts.body_min_rate)",
+                m.bytes_per_sec,
+                m.grace.as_secs()
+            ),
         }
     }
 }
@@ -71,6 +81,8 @@ pub struct HttpIo<S> {
     buf: Vec<u8>,
     /// Longest wait for any single read (a stalled peer), if set.
     read_timeout: Option<std::time::Duration>,
+    /// Minimum rate of each body read from this stream, if set.
+    body_rate: Option<MinRate>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
@@ -79,11 +91,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
             io,
             buf: Vec::new(),
             read_timeout: None,
+            body_rate: None,
         }
     }
 
     pub fn set_read_timeout(&mut self, timeout: std::time::Duration) {
         self.read_timeout = Some(timeout);
+    }
+
+    /// Every body read from now on must keep to `rate` (see `rate`).
+    pub fn set_body_min_rate(&mut self, rate: MinRate) {
+        self.body_rate = Some(rate);
+    }
+
+    /// A fresh account for a body about to be read (bytes already
+    /// buffered count as received).
+    fn body_clock(&self) -> Option<RateClock> {
+        self.body_rate.map(|m| {
+            let mut c = RateClock::new(m);
+            c.record(self.buf.len() as u64, std::time::Duration::ZERO);
+            c
+        })
     }
 
     /// The stream and the bytes read from it but not consumed.
@@ -100,6 +128,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
         self.buf.reserve(READ_CHUNK);
         let timeout = self.read_timeout;
         Ok(read_with_timeout(&mut self.io, &mut self.buf, timeout).await?)
+    }
+
+    /// `fill` for a body: also bounded by what its rate has earned.
+    async fn fill_body(&mut self, clock: &mut Option<RateClock>) -> Result<usize, HttpError> {
+        self.buf.reserve(READ_CHUNK);
+        let timeout = self.read_timeout;
+        body_read(&mut self.io, &mut self.buf, timeout, clock).await
     }
 
     /// The next request head; Ok(None) on a clean close before any byte.
@@ -159,12 +194,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
                 return Err(HttpError::NotGranted);
             }
             let n = n as usize;
+            let mut clock = self.body_clock();
             let mut out = Vec::with_capacity(n);
             let buffered = self.buf.len().min(n);
             out.extend(self.buf.drain(..buffered));
             while out.len() < n {
                 let mut limited = (&mut self.io).take((n - out.len()) as u64);
-                if read_with_timeout(&mut limited, &mut out, self.read_timeout).await? == 0 {
+                if body_read(&mut limited, &mut out, self.read_timeout, &mut clock).await? == 0 {
                     return Err(HttpError::UnexpectedEof);
                 }
             }
@@ -251,8 +287,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
         };
         let mut seen = 0u64;
         let mut scratch = Vec::new();
+        let mut clock = self.body_clock();
         loop {
-            if self.buf.is_empty() && self.fill().await? == 0 {
+            if self.buf.is_empty() && self.fill_body(&mut clock).await? == 0 {
                 return match framing {
                     Framing::Close => Ok(()),
                     _ => Err(HttpError::UnexpectedEof),
@@ -324,6 +361,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
         self.io.write_all(bytes).await?;
         self.io.flush().await?;
         Ok(())
+    }
+}
+
+/// One read of a body: bounded by the per-read `timeout` and by what the
+/// body's rate `clock` allows; the time waited is charged to the clock.
+async fn body_read<R: AsyncRead + Unpin>(
+    r: &mut R,
+    out: &mut Vec<u8>,
+    timeout: Option<std::time::Duration>,
+    clock: &mut Option<RateClock>,
+) -> Result<usize, HttpError> {
+    let Some(c) = clock else {
+        return Ok(read_with_timeout(r, out, timeout).await?);
+    };
+    let allowed = c.remaining();
+    let rate_bound = timeout.is_none_or(|t| allowed < t);
+    let wait = if rate_bound { Some(allowed) } else { timeout };
+    let started = tokio::time::Instant::now();
+    let read = read_with_timeout(r, out, wait).await;
+    let took = started.elapsed();
+    match read {
+        Ok(n) => {
+            c.record(n as u64, took);
+            if c.exceeded() {
+                return Err(HttpError::TooSlow(c.min()));
+            }
+            Ok(n)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut && rate_bound => {
+            Err(HttpError::TooSlow(c.min()))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

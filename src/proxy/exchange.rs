@@ -30,6 +30,7 @@ use crate::config::formats::{split_host_port, Scheme};
 use crate::engine::{self, Block, Exchange, RequestHead as EngineHead, Response, Sanitized};
 use crate::http::head::{write_head, Headers, RequestHead, Version};
 use crate::http::io::{HttpError, HttpIo};
+use crate::http::rate::MinRate;
 use crate::http::{request_framing, response_framing, Framing};
 use crate::ops::audit::Stage;
 use crate::policy::{InstanceId, ListenMode, Mode, Policy};
@@ -134,6 +135,10 @@ pub async fn serve(
         let policy = &snap.policy;
         let t = policy.gateway.timeouts;
         client.set_read_timeout(t.body);
+        client.set_body_min_rate(MinRate {
+            bytes_per_sec: t.body_min_rate,
+            grace: t.body_min_rate_grace,
+        });
         let head = match first.take() {
             Some(h) => h,
             None => {
@@ -554,18 +559,25 @@ async fn exchange(
                         &mut up.io.io,
                         framing == Framing::Chunked,
                     )
-                    .await
-                    .map_err(|e| match e {
-                        HttpError::Io(io) => io,
-                        other => std::io::Error::other(other.to_string()),
-                    })?;
+                    .await?;
                 tr().request_bytes(n);
             }
         }
-        Ok::<(), std::io::Error>(())
+        Ok::<(), HttpError>(())
     }
     .await;
+    if let Err(e @ HttpError::TooSlow(_)) = &sent {
+        // The client's fault, not the server's: 408 as for a buffered body.
+        let _ = client
+            .write_all(&refuse(e.status(), &e.to_string(), &p.path))
+            .await;
+        return Err(End::Close);
+    }
     if let Err(e) = sent {
+        let e = match e {
+            HttpError::Io(io) => io.to_string(),
+            other => other.to_string(),
+        };
         shared.metrics.upstream_error("send");
         tracing::warn!(client = %target.client_ip, "forwarding request failed: {e}");
         let why = format!("forwarding request failed: {e}");
