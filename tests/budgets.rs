@@ -336,3 +336,114 @@ fn a_dripping_body_is_cut_with_408_once_its_grace_is_spent() {
     assert_eq!(read_response(&mut c).unwrap().0, 200, "{}", gw.logs());
     assert_eq!(counts.complete(), 1);
 }
+
+/// An upstream that answers every request with `fields` extra header fields.
+fn upstream_with_header_fields(fields: usize) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in listener.incoming().take(4) {
+            let Ok(mut s) = s else { continue };
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if !matches!(s.read(&mut b), Ok(1)) {
+                    break;
+                }
+                head.push(b[0]);
+            }
+            let ev = stored_event();
+            let mut answer = String::from("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n");
+            for i in 0..fields {
+                answer.push_str(&format!("X-Field-{i}: v\r\n"));
+            }
+            answer.push_str(&format!("Content-Length: {}\r\n\r\n", ev.len()));
+            let _ = s.write_all(answer.as_bytes());
+            let _ = s.write_all(&ev);
+        }
+    });
+    addr
+}
+
+#[test]
+fn header_count_and_size_limits_answer_431_for_requests_and_502_for_responses() {
+    let (gw, proxy, upstream, _counts, _dir) = start_in_front_of_counting_upstream(
+        "headers",
+        json!({"limits": {"max_header_count": 20, "max_header_bytes": 4096}}),
+    );
+    let pull = |extra: &str| {
+        let mut head = request_head(
+            "GET",
+            "b.test",
+            upstream.port(),
+            &format!("/events/view/{STORED_UUID}"),
+            None,
+        );
+        head.truncate(head.len() - 2);
+        head.extend_from_slice(extra.as_bytes());
+        head.extend_from_slice(b"\r\n");
+        let mut c = client(proxy);
+        c.write_all(&head).unwrap();
+        read_response(&mut c)
+            .map(|(status, _, body)| (status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    let fields = |n: usize| (0..n).map(|i| format!("X-{i}: v\r\n")).collect::<String>();
+    // Host and Accept plus 18: exactly the limit.
+    assert_eq!(pull(&fields(18)).unwrap().0, 200, "{}", gw.logs());
+    let (status, text) = pull(&fields(19)).unwrap();
+    assert_eq!(status, 431, "{text}");
+    assert!(
+        text.contains("more than 20 header fields (gateway.limits.max_header_count)"),
+        "{text}"
+    );
+    let (status, text) = pull(&format!("X-Long: {}\r\n", "a".repeat(4096))).unwrap();
+    assert_eq!(status, 431, "{text}");
+    assert!(text.contains("gateway.limits.max_header_bytes"), "{text}");
+
+    // The same limits hold for the server's answer: 502, none of it passed.
+    drop(gw);
+    let noisy = upstream_with_header_fields(25);
+    let dir = TempDir::new("headers-up");
+    gateway_ca(&dir.0.join("ca"));
+    let config = json!({
+        "allowlist": {"urls": [], "domains": []},
+        "compartments_rules": {"can_reach": {"c1": ["c2"], "c2": ["c1"]}},
+        "instances": {"a": instance_json("127.0.0.1", "a.test", 443, "c1"),
+                      "b": instance_json("127.0.0.2", "b.test", noisy.port(), "c2")},
+        "gateway": {"tls": {"ca_cert": "ca/ca.crt", "ca_key": "ca/ca.key",
+                            "upstream_ca": "ca/ca.crt", "use_system_roots": false},
+                    "limits": {"max_header_count": 20}}
+    });
+    let cfg = dir.0.join("config.json");
+    std::fs::write(&cfg, config.to_string()).unwrap();
+    let proxy: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
+        .parse()
+        .unwrap();
+    let gw = Gateway::start(
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--explicit",
+            &proxy.to_string(),
+        ],
+        dir.0.join("gw.log"),
+    );
+    let mut c = client(proxy);
+    c.write_all(&request_head(
+        "GET",
+        "b.test",
+        noisy.port(),
+        &format!("/events/view/{STORED_UUID}"),
+        None,
+    ))
+    .unwrap();
+    let (status, head, body) = read_response(&mut c).unwrap();
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 502, "{head}{text}\n{}", gw.logs());
+    assert!(!head.contains("X-Field-"), "{head}");
+    assert!(
+        text.contains("upstream response: more than 20 header fields"),
+        "{text}"
+    );
+}

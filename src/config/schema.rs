@@ -181,6 +181,8 @@ pub struct RawLimits {
     pub max_connections: Option<u64>,
     pub max_connections_per_client: Option<u64>,
     pub max_buffered_bytes: Option<u64>,
+    pub max_header_count: Option<u64>,
+    pub max_header_bytes: Option<u64>,
 }
 
 /// An id-keyed JSON object that refuses duplicate keys and keeps file order

@@ -242,6 +242,31 @@ fn buffered_bytes_budget_defaults_follows_body_limit_and_must_hold_one_body() {
 }
 
 #[test]
+fn header_limits_default_override_and_bounds_name_the_field() {
+    let d = load_str(BASE).unwrap().limits;
+    assert_eq!((d.max_header_count, d.max_header_bytes), (100, 65536));
+    let cfg = BASE.replacen(
+        '{',
+        r#"{"gateway": {"limits": {"max_header_count": 20, "max_header_bytes": 4096}},"#,
+        1,
+    );
+    let l = load_str(&cfg).unwrap().limits;
+    assert_eq!((l.max_header_count, l.max_header_bytes), (20, 4096));
+    for (key, value) in [
+        ("max_header_count", 0),
+        ("max_header_count", 10_001),
+        ("max_header_bytes", 1023),
+        ("max_header_bytes", (1 << 20) + 1),
+    ] {
+        expect_err(
+            |v| v["gateway"] = serde_json::json!({"limits": {key: value}}),
+            &format!("gateway.limits.{key}"),
+            "is not between",
+        );
+    }
+}
+
+#[test]
 fn shipped_sample_config_loads() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.sample.json");
     let p = load(&path).unwrap_or_else(|e| panic!("{e}"));

@@ -8,7 +8,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::chunked::{self, ChunkedDecoder};
 use super::framing::Framing;
-use super::head::{self, HeadError, RequestHead, ResponseHead};
+use super::head::{self, HeadError, HeadLimits, RequestHead, ResponseHead};
 use super::rate::{MinRate, RateClock};
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -140,10 +140,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
     /// The next request head; Ok(None) on a clean close before any byte.
     pub async fn read_request_head(
         &mut self,
-        max: usize,
+        limits: impl Into<HeadLimits>,
     ) -> Result<Option<RequestHead>, HttpError> {
+        let limits = limits.into();
         loop {
-            if let Some((head, n)) = head::parse_request(&self.buf, max)? {
+            if let Some((head, n)) = head::parse_request(&self.buf, limits)? {
                 self.buf.drain(..n);
                 return Ok(Some(head));
             }
@@ -157,9 +158,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
         }
     }
 
-    pub async fn read_response_head(&mut self, max: usize) -> Result<ResponseHead, HttpError> {
+    pub async fn read_response_head(
+        &mut self,
+        limits: impl Into<HeadLimits>,
+    ) -> Result<ResponseHead, HttpError> {
+        let limits = limits.into();
         loop {
-            if let Some((head, n)) = head::parse_response(&self.buf, max)? {
+            if let Some((head, n)) = head::parse_response(&self.buf, limits)? {
                 self.buf.drain(..n);
                 return Ok(head);
             }

@@ -101,6 +101,12 @@ pub struct Limits {
     /// Never below `max_body_bytes`, so any allowed body can be buffered
     /// when the gateway is otherwise idle.
     pub max_buffered_bytes: u64,
+    /// Header fields in one request or response head: a request over it is
+    /// answered 431, a response 502.
+    pub max_header_count: u64,
+    /// Bytes of one head, up to its blank line (the same answers). Heads
+    /// are held before any budget applies: at most this per connection.
+    pub max_header_bytes: u64,
 }
 
 impl Default for Limits {
@@ -113,6 +119,8 @@ impl Default for Limits {
             max_connections: 4096,
             max_connections_per_client: 512,
             max_buffered_bytes: 512 << 20,
+            max_header_count: 100,
+            max_header_bytes: 64 << 10,
         }
     }
 }

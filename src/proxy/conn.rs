@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::exchange::{self, Target, MAX_HEAD};
+use super::exchange::{self, head_limits, Target};
 use super::respond;
 use super::state::Shared;
 use super::stream::{BoxIo, Prefixed};
@@ -112,19 +112,25 @@ async fn explicit(
     let policy = shared.policy();
     let timeouts = policy.gateway.timeouts;
     let mut io = HttpIo::new(tcp);
-    let head =
-        match tokio::time::timeout(timeouts.request_head, io.read_request_head(MAX_HEAD)).await {
-            Ok(Ok(Some(h))) => h,
-            Ok(Ok(None)) => return Ok(()),
-            Ok(Err(e)) => {
-                let _ = io.write_all(&respond::plain(e.status())).await;
-                return Err(format!("bad request: {e}"));
-            }
-            Err(_) => {
-                let _ = io.write_all(&respond::plain(408)).await;
-                return Err("request head timed out".into());
-            }
-        };
+    let head = match tokio::time::timeout(
+        timeouts.request_head,
+        io.read_request_head(head_limits(&policy)),
+    )
+    .await
+    {
+        Ok(Ok(Some(h))) => h,
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Err(e)) => {
+            // The reason in the answer too (a 431 names the limit).
+            let answer = respond::refusal("", e.status(), &e.to_string(), "");
+            let _ = io.write_all(&answer).await;
+            return Err(format!("bad request: {e}"));
+        }
+        Err(_) => {
+            let _ = io.write_all(&respond::plain(408)).await;
+            return Err("request head timed out".into());
+        }
+    };
     if head.method != "CONNECT" {
         // Absolute-form plain HTTP, as MISP sends through Proxy.host.
         let target = Target {

@@ -28,15 +28,21 @@ use super::stream::BoxIo;
 use super::trail::{LogFields, Trail};
 use crate::config::formats::{split_host_port, Scheme};
 use crate::engine::{self, Block, Exchange, RequestHead as EngineHead, Response, Sanitized};
-use crate::http::head::{write_head, Headers, RequestHead, Version};
+use crate::http::head::{write_head, HeadLimits, Headers, RequestHead, Version};
 use crate::http::io::{HttpError, HttpIo};
 use crate::http::rate::MinRate;
 use crate::http::{request_framing, response_framing, Framing};
 use crate::ops::audit::Stage;
 use crate::policy::{InstanceId, ListenMode, Mode, Policy};
 
-/// Largest request or response head.
-pub const MAX_HEAD: usize = 64 * 1024;
+/// How large a request or response head may be under `policy`.
+pub fn head_limits(policy: &Policy) -> HeadLimits {
+    // Both limits are bounded at load (config::compile_limits).
+    HeadLimits {
+        max_bytes: policy.limits.max_header_bytes as usize,
+        max_fields: policy.limits.max_header_count as usize,
+    }
+}
 
 /// What the connection is bound to, fixed before the first request.
 #[derive(Debug, Clone)]
@@ -145,7 +151,8 @@ pub async fn serve(
                 // The first head must come promptly; later ones may wait
                 // for the idle timeout (keep-alive).
                 let wait = if served == 0 { t.request_head } else { t.idle };
-                let read = tokio::time::timeout(wait, client.read_request_head(MAX_HEAD));
+                let read =
+                    tokio::time::timeout(wait, client.read_request_head(head_limits(policy)));
                 tokio::select! {
                     r = read => match r {
                         Ok(Ok(Some(h))) => h,
@@ -593,7 +600,11 @@ async fn exchange(
     // own 100 Continue, and upgrades are refused).
     tr().stage(Stage::ResponseHead);
     let resp = loop {
-        let r = tokio::time::timeout(t.upstream_response, up.io.read_response_head(MAX_HEAD)).await;
+        let r = tokio::time::timeout(
+            t.upstream_response,
+            up.io.read_response_head(head_limits(policy)),
+        )
+        .await;
         match r {
             Ok(Ok(h)) if h.status == 101 => {
                 let _ = client
