@@ -447,3 +447,45 @@ fn header_count_and_size_limits_answer_431_for_requests_and_502_for_responses() 
         "{text}"
     );
 }
+
+#[test]
+fn a_flood_of_refused_connections_leaves_a_few_lines_and_a_count() {
+    let (gw, proxy, _upstream, _counts, _dir) = start_in_front_of_counting_upstream(
+        "flood",
+        json!({"limits": {"max_connections_per_client": 1}}),
+    );
+    let _held = connect_from("127.0.0.1", proxy);
+    std::thread::sleep(Duration::from_millis(300));
+    let flood = 60;
+    for _ in 0..flood {
+        assert!(closed_at_once(connect_from("127.0.0.1", proxy)));
+    }
+    // One more in a later second brings the count of the left-out lines.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(closed_at_once(connect_from("127.0.0.1", proxy)));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let count = |logs: &str| {
+        let lines = logs
+            .matches("connection refused: 1 connections open from this address")
+            .count();
+        let summarized: usize = logs
+            .lines()
+            .filter_map(|l| l.split("connections: … ").nth(1))
+            .filter_map(|rest| rest.split(' ').next()?.parse::<usize>().ok())
+            .sum();
+        (lines, summarized)
+    };
+    while count(&gw.logs()).0 + count(&gw.logs()).1 < flood + 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let logs = gw.logs();
+    let (lines, summarized) = count(&logs);
+    // At most 10 a second: the burst spans one or two windows, plus the
+    // last line.
+    assert!(lines <= 21, "{lines} lines:\n{logs}");
+    assert_eq!(lines + summarized, flood + 1, "{logs}");
+    assert!(
+        logs.contains("more refused in the last second (not logged)"),
+        "{logs}"
+    );
+}

@@ -41,13 +41,29 @@ pub async fn handle(
         ListenMode::Explicit => explicit(&shared, tcp, client, shutdown).await,
     };
     shared.metrics.active_connections.dec();
-    if let Err(why) = result {
-        tracing::warn!(client = %client.ip(), mode = mode.as_str(), "connection refused: {why}");
+    if let Err(Refused { kind, why }) = result {
+        // Rate-limited per kind: a flood must not fill the journal.
+        if shared.may_log_refusal(kind) {
+            tracing::warn!(client = %client.ip(), mode = mode.as_str(), "connection refused: {why}");
+        }
     }
 }
 
-fn refused(b: Block, what: &str) -> String {
-    format!("{what} - {}", b.reason)
+/// Why a connection was not served, and its kind for the log rate limit.
+struct Refused {
+    kind: &'static str,
+    why: String,
+}
+
+fn refusal(kind: &'static str, why: impl Into<String>) -> Refused {
+    Refused {
+        kind,
+        why: why.into(),
+    }
+}
+
+fn refused(b: Block, what: &str) -> Refused {
+    refusal("destination", format!("{what} - {}", b.reason))
 }
 
 async fn transparent(
@@ -56,15 +72,16 @@ async fn transparent(
     tcp: TcpStream,
     client: ClientAddr,
     shutdown: watch::Receiver<bool>,
-) -> Result<(), String> {
+) -> Result<(), Refused> {
     let orig: OrigDstAddr = match mode {
         ListenMode::Tproxy => net::original_dst_tproxy(&tcp),
         _ => net::original_dst_redirect(&tcp),
     }
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| refusal("capture", e.to_string()))?;
     if shared.listeners.is_self(orig, &shared.local_ips) {
-        return Err(format!(
-            "original destination {orig} is the gateway itself (loop)"
+        return Err(refusal(
+            "loop",
+            format!("original destination {orig} is the gateway itself (loop)"),
         ));
     }
     let policy = shared.policy();
@@ -76,8 +93,9 @@ async fn transparent(
             // The instance's own name, for a client that sends no SNI.
             Ok(Destination::Instance(id)) => policy.instance(id).host.clone(),
             Ok(Destination::Allowlisted) => {
-                return Err(format!(
-                    "{orig} - allowlist does not apply in transparent mode"
+                return Err(refusal(
+                    "destination",
+                    format!("{orig} - allowlist does not apply in transparent mode"),
                 ))
             }
             Err(b) => return Err(refused(b, &format!("{orig}"))),
@@ -108,7 +126,7 @@ async fn explicit(
     tcp: TcpStream,
     client: ClientAddr,
     shutdown: watch::Receiver<bool>,
-) -> Result<(), String> {
+) -> Result<(), Refused> {
     let policy = shared.policy();
     let timeouts = policy.gateway.timeouts;
     let mut io = HttpIo::new(tcp);
@@ -124,11 +142,11 @@ async fn explicit(
             // The reason in the answer too (a 431 names the limit).
             let answer = respond::refusal("", e.status(), &e.to_string(), "");
             let _ = io.write_all(&answer).await;
-            return Err(format!("bad request: {e}"));
+            return Err(refusal("bad request", format!("bad request: {e}")));
         }
         Err(_) => {
             let _ = io.write_all(&respond::plain(408)).await;
-            return Err("request head timed out".into());
+            return Err(refusal("head timeout", "request head timed out"));
         }
     };
     if head.method != "CONNECT" {
@@ -151,17 +169,22 @@ async fn explicit(
     }
     let (host, port) = split_host_port(&head.target)
         .and_then(|(h, p)| p.map(|p| (h, p)))
-        .ok_or_else(|| format!("invalid CONNECT authority {:?}", head.target))?;
+        .ok_or_else(|| {
+            refusal(
+                "connect",
+                format!("invalid CONNECT authority {:?}", head.target),
+            )
+        })?;
     if let Err(b) = engine::connection(&policy, client.ip(), None, Some(&host), port) {
         let line = b.log_line("CONNECT", &head.target);
         // MISP's fallback client ignores the status and starts TLS anyway,
         // so answer and close.
         let _ = io.write_all(&respond::plain(403)).await;
-        return Err(line);
+        return Err(refusal("connect", line));
     }
     io.write_all(respond::CONNECT_OK)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| refusal("connect", e.to_string()))?;
     // Bytes the client sent right behind its CONNECT are replayed.
     let (tcp, rest) = io.into_parts();
     let first = match rest.first() {
@@ -209,7 +232,7 @@ async fn start(
     default_name: Option<String>,
     connect_host: Option<String>,
     shutdown: watch::Receiver<bool>,
-) -> Result<(), String> {
+) -> Result<(), Refused> {
     if !target.client_tls {
         exchange::serve(shared.clone(), target, io, None, shutdown).await;
         return Ok(());
@@ -277,7 +300,7 @@ async fn start(
             shared
                 .metrics
                 .handshake_failure("client", exchange::handshake_cause(&e));
-            e
+            refusal("tls", e)
         })?;
     target.sni = sni;
     target.bound_host = chosen.lock().unwrap_or_else(|e| e.into_inner()).take();

@@ -335,8 +335,10 @@ async fn exchange(
     // burst of large syncs must not flood the journal).
     let over_budget = |e: &OverBuffered, path: &str| {
         let reason = e.to_string();
-        let line = Block::with_status(503, reason.clone()).log_line(&method, path);
-        shared.log_refusal("budget", target.client_ip, format_args!("{line}"));
+        if shared.may_log_refusal("budget") {
+            let b = Block::with_status(503, reason.clone());
+            tracing::warn!(client = %target.client_ip, "{}", b.log_line(&method, path));
+        }
         tr().block(503, &reason);
         respond::busy(&method, &reason, path)
     };

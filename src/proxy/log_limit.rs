@@ -3,7 +3,8 @@
 //! an instance, a bad CONNECT) must not fill the journal. Each reason gets
 //! at most `per_second` lines in a one-second window; what is left out is
 //! counted and reported by one summary line when the next line of that
-//! reason is written in a later window.
+//! reason is written in a later window (saying which second it was when
+//! that is not the last one: there is no timer, the limiter is pure).
 //!
 //! The limiter is pure: the caller passes the time, so tests drive it
 //! without a clock.
@@ -20,8 +21,11 @@ pub const REFUSAL_LINES_PER_SECOND: u32 = 10;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogPermit {
     /// Write the line; first, when `suppressed > 0`, the summary of lines
-    /// left out in the earlier window.
-    Write { suppressed: u64 },
+    /// left out in the earlier window, which began `window_age` ago.
+    Write {
+        suppressed: u64,
+        window_age: Duration,
+    },
     /// Leave it out (counted for the next summary).
     Skip,
 }
@@ -49,6 +53,18 @@ impl LogLimiter {
         }
     }
 
+    /// The summary line for lines left out of a window `age` ago.
+    pub fn summary(kind: &str, suppressed: u64, age: Duration) -> String {
+        if age < 2 * WINDOW {
+            format!("{kind}: … {suppressed} more refused in the last second (not logged)")
+        } else {
+            format!(
+                "{kind}: … {suppressed} more refused in the second that began {} s ago (not logged)",
+                age.as_secs()
+            )
+        }
+    }
+
     /// May a line for `reason` be written at `now`?
     pub fn permit(&mut self, reason: &'static str, now: Instant) -> LogPermit {
         let w = self.windows.entry(reason).or_insert(Window {
@@ -57,14 +73,18 @@ impl LogLimiter {
             skipped: 0,
         });
         let mut suppressed = 0;
-        if now.saturating_duration_since(w.start) >= WINDOW {
+        let window_age = now.saturating_duration_since(w.start);
+        if window_age >= WINDOW {
             suppressed = std::mem::take(&mut w.skipped);
             w.start = now;
             w.written = 0;
         }
         if w.written < self.per_second {
             w.written += 1;
-            LogPermit::Write { suppressed }
+            LogPermit::Write {
+                suppressed,
+                window_age,
+            }
         } else {
             w.skipped += 1;
             LogPermit::Skip
@@ -80,6 +100,14 @@ mod tests {
         t0 + Duration::from_millis(n)
     }
 
+    /// The summary count a written line carries, None when skipped.
+    fn written_after(l: &mut LogLimiter, reason: &'static str, now: Instant) -> Option<u64> {
+        match l.permit(reason, now) {
+            LogPermit::Write { suppressed, .. } => Some(suppressed),
+            LogPermit::Skip => None,
+        }
+    }
+
     #[test]
     fn at_most_n_lines_per_second_then_one_summary() {
         let mut l = LogLimiter::new(3);
@@ -87,7 +115,7 @@ mod tests {
         let mut written = 0;
         for i in 0..100 {
             match l.permit("budget", ms(t0, i)) {
-                LogPermit::Write { suppressed } => {
+                LogPermit::Write { suppressed, .. } => {
                     assert_eq!(suppressed, 0);
                     written += 1;
                 }
@@ -98,12 +126,12 @@ mod tests {
         // The next window's first line carries the 97 left out.
         assert_eq!(
             l.permit("budget", ms(t0, 1000)),
-            LogPermit::Write { suppressed: 97 }
+            LogPermit::Write {
+                suppressed: 97,
+                window_age: Duration::from_secs(1)
+            }
         );
-        assert_eq!(
-            l.permit("budget", ms(t0, 1001)),
-            LogPermit::Write { suppressed: 0 }
-        );
+        assert_eq!(written_after(&mut l, "budget", ms(t0, 1001)), Some(0));
     }
 
     #[test]
@@ -129,10 +157,7 @@ mod tests {
         let mut l = LogLimiter::new(2);
         let t0 = Instant::now();
         for i in 0..50 {
-            assert_eq!(
-                l.permit("loop", ms(t0, i * 600)),
-                LogPermit::Write { suppressed: 0 }
-            );
+            assert_eq!(written_after(&mut l, "loop", ms(t0, i * 600)), Some(0));
         }
     }
 

@@ -194,22 +194,28 @@ impl Shared {
         }
     }
 
-    /// Logs a refusal unless `kind` already had its lines this second; the
-    /// first line of a later second is preceded by how many were left out.
-    /// `kind` is a fixed word per cause (`budget`, `loop`, ...).
-    pub fn log_refusal(&self, kind: &'static str, client: IpAddr, line: std::fmt::Arguments) {
+    /// May a refusal of `kind` (a fixed word per cause: `budget`,
+    /// `connections`, `loop`, ...) be logged now? At most
+    /// `REFUSAL_LINES_PER_SECOND` a second per kind; the first line of a
+    /// later second is preceded here by how many were left out. The caller
+    /// writes its own line (with its fields) when this says yes.
+    pub fn may_log_refusal(&self, kind: &'static str) -> bool {
         let permit = self
             .refusal_log
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .permit(kind, Instant::now());
-        if let LogPermit::Write { suppressed } = permit {
-            if suppressed > 0 {
-                tracing::warn!(
-                    "{kind}: {suppressed} more refused in the last second (log lines left out)"
-                );
+        match permit {
+            LogPermit::Write {
+                suppressed,
+                window_age,
+            } => {
+                if suppressed > 0 {
+                    tracing::warn!("{}", LogLimiter::summary(kind, suppressed, window_age));
+                }
+                true
             }
-            tracing::warn!(client = %client, "{line}");
+            LogPermit::Skip => false,
         }
     }
 
