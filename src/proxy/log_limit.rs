@@ -138,18 +138,12 @@ mod tests {
     fn reasons_have_their_own_windows() {
         let mut l = LogLimiter::new(1);
         let t0 = Instant::now();
-        assert_eq!(l.permit("a", t0), LogPermit::Write { suppressed: 0 });
+        assert_eq!(written_after(&mut l, "a", t0), Some(0));
         assert_eq!(l.permit("a", t0), LogPermit::Skip);
-        assert_eq!(l.permit("b", t0), LogPermit::Write { suppressed: 0 });
+        assert_eq!(written_after(&mut l, "b", t0), Some(0));
         assert_eq!(l.permit("a", ms(t0, 999)), LogPermit::Skip);
-        assert_eq!(
-            l.permit("b", ms(t0, 1500)),
-            LogPermit::Write { suppressed: 0 }
-        );
-        assert_eq!(
-            l.permit("a", ms(t0, 1500)),
-            LogPermit::Write { suppressed: 2 }
-        );
+        assert_eq!(written_after(&mut l, "b", ms(t0, 1500)), Some(0));
+        assert_eq!(written_after(&mut l, "a", ms(t0, 1500)), Some(2));
     }
 
     #[test]
@@ -165,7 +159,32 @@ mod tests {
     fn a_clock_going_backwards_does_not_panic_or_reset() {
         let mut l = LogLimiter::new(1);
         let t0 = Instant::now() + Duration::from_secs(5);
-        assert_eq!(l.permit("x", t0), LogPermit::Write { suppressed: 0 });
+        assert_eq!(written_after(&mut l, "x", t0), Some(0));
         assert_eq!(l.permit("x", t0 - Duration::from_secs(1)), LogPermit::Skip);
+    }
+
+    #[test]
+    fn a_late_summary_says_when_its_second_was() {
+        let mut l = LogLimiter::new(1);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            l.permit("loop", t0);
+        }
+        let LogPermit::Write {
+            suppressed,
+            window_age,
+        } = l.permit("loop", ms(t0, 30_000))
+        else {
+            panic!("a new window writes");
+        };
+        assert_eq!(suppressed, 2);
+        assert_eq!(
+            LogLimiter::summary("loop", suppressed, window_age),
+            "loop: … 2 more refused in the second that began 30 s ago (not logged)"
+        );
+        assert_eq!(
+            LogLimiter::summary("loop", 5, Duration::from_millis(1200)),
+            "loop: … 5 more refused in the last second (not logged)"
+        );
     }
 }
