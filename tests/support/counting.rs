@@ -66,6 +66,12 @@ impl Counts {
 
 /// Starts the upstream on `ip` (port chosen by the system).
 pub fn counting_upstream(ip: &str) -> (SocketAddr, Arc<Counts>) {
+    counting_upstream_slow(ip, Duration::ZERO)
+}
+
+/// The same, waiting `delay` after each request head before reading its
+/// body (a busy server: the gateway holds the body meanwhile).
+pub fn counting_upstream_slow(ip: &str, delay: Duration) -> (SocketAddr, Arc<Counts>) {
     let listener = TcpListener::bind((ip, 0)).unwrap();
     let addr = listener.local_addr().unwrap();
     let counts = Arc::new(Counts::default());
@@ -74,7 +80,7 @@ pub fn counting_upstream(ip: &str) -> (SocketAddr, Arc<Counts>) {
         for s in listener.incoming() {
             let Ok(s) = s else { continue };
             let c = c.clone();
-            std::thread::spawn(move || serve(s, &c));
+            std::thread::spawn(move || serve(s, &c, delay));
         }
     });
     (addr, counts)
@@ -99,9 +105,10 @@ fn read_head(s: &mut TcpStream) -> Option<usize> {
     )
 }
 
-fn serve(mut s: TcpStream, counts: &Counts) {
+fn serve(mut s: TcpStream, counts: &Counts, delay: Duration) {
     let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
     while let Some(len) = read_head(&mut s) {
+        std::thread::sleep(delay);
         // Read in pieces: a body is counted only when all of it came.
         let mut got = 0usize;
         let mut buf = vec![0u8; 64 * 1024];
