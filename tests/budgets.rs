@@ -116,19 +116,25 @@ fn connections_over_budget_are_closed_and_places_come_back() {
 /// A gateway in explicit mode in front of a counting upstream (instance
 /// `b` on 127.0.0.2), with `gateway` as its gateway section (the TLS
 /// material is added).
-fn start_in_front_of_counting_upstream(
-    tag: &str,
-    mut gateway: serde_json::Value,
-) -> (
+fn start_in_front_of_counting_upstream(tag: &str, gateway: serde_json::Value) -> Rig {
+    start_in_front_of(tag, gateway, stored_event())
+}
+
+/// Gateway, its explicit listener, the upstream, what the upstream
+/// counted, and the directory holding config and logs.
+type Rig = (
     Gateway,
     SocketAddr,
     SocketAddr,
     std::sync::Arc<Counts>,
     TempDir,
-) {
+);
+
+/// The same with an upstream that answers `answer` to every request.
+fn start_in_front_of(tag: &str, mut gateway: serde_json::Value, answer: Vec<u8>) -> Rig {
     let dir = TempDir::new(tag);
     gateway_ca(&dir.0.join("ca"));
-    let (upstream, counts) = counting_upstream("127.0.0.2");
+    let (upstream, counts) = counting_upstream_answering("127.0.0.2", Duration::ZERO, answer);
     gateway["tls"] = json!({"ca_cert": "ca/ca.crt", "ca_key": "ca/ca.key",
                             "upstream_ca": "ca/ca.crt", "use_system_roots": false});
     let config = json!({
@@ -488,4 +494,97 @@ fn a_flood_of_refused_connections_leaves_a_few_lines_and_a_count() {
         logs.contains("more refused in the last second (not logged)"),
         "{logs}"
     );
+}
+
+/// `GET path` on the plain-HTTP metrics listener; the body.
+fn get_text(addr: SocketAddr, path: &str) -> String {
+    let mut c = client(addr);
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn answers_over_the_buffer_budget_get_503_an_audit_record_and_a_metric() {
+    let answer = event_of_size("1e2f3a4b-5c6d-4e7f-8a9b-0c1d2e3f4a5b", 700_000);
+    let ops: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
+        .parse()
+        .unwrap();
+    let (gw, proxy, upstream, counts, dir) = start_in_front_of(
+        "buffered-answer",
+        json!({"limits": {"max_body_bytes": 1_000_000, "max_buffered_bytes": 1_500_000},
+               "audit_log": "audit.jsonl", "metrics": {"listen": ops.to_string()}}),
+        answer.clone(),
+    );
+    let port = upstream.port();
+    // A held push takes 900 kB of the 1.5 MB.
+    let push = event_of_size("6f1e2d3c-4b5a-4968-8776-655443322110", 900_000);
+    let mut slow = client(proxy);
+    slow.write_all(&request_head(
+        "POST",
+        "b.test",
+        port,
+        "/events/add",
+        Some(push.len()),
+    ))
+    .unwrap();
+    slow.write_all(&push[..1000]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    // A pull whose 700 kB answer cannot be held: 503, none of the answer.
+    let path = format!("/events/view/{STORED_UUID}");
+    let mut c = client(proxy);
+    c.write_all(&request_head("GET", "b.test", port, &path, None))
+        .unwrap();
+    let (status, head, body) = read_response(&mut c).unwrap();
+    assert_eq!(status, 503, "{head}\n{}", gw.logs());
+    assert!(head.contains("\r\nRetry-After: 5\r\n"), "{head}");
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("body buffer budget exceeded: "), "{text}");
+    assert!(!text.contains("1e2f3a4b-5c6d"), "the answer leaked: {text}");
+
+    // Audited as a block naming the budget, counted under its reason.
+    let audit = dir.0.join("audit.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let record = loop {
+        let found = std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|r| r["status"] == 503);
+        if let Some(r) = found {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no audit record:\n{}", gw.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(record["decision"], "block", "{record}");
+    assert_eq!(record["path"], path.as_str(), "{record}");
+    let reason = record["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("body buffer budget exceeded: ")
+            && reason.ends_with("(gateway.limits.max_buffered_bytes)"),
+        "{reason}"
+    );
+    let metrics = get_text(ops, "/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("misp_guard_gw_exchanges_total{")
+                && l.contains(r#"decision="block""#)
+                && l.contains(r#"reason="body buffer budget exceeded""#)),
+        "{metrics}"
+    );
+
+    // With the push through, the same pull fits and is served whole.
+    slow.write_all(&push[1000..]).unwrap();
+    assert_eq!(read_response(&mut slow).unwrap().0, 200, "{}", gw.logs());
+    let mut c = client(proxy);
+    c.write_all(&request_head("GET", "b.test", port, &path, None))
+        .unwrap();
+    let (status, _, body) = read_response(&mut c).unwrap();
+    assert_eq!((status, body.len()), (200, answer.len()), "{}", gw.logs());
+    assert_eq!((counts.complete(), counts.partial()), (1, 0));
 }

@@ -1,8 +1,8 @@
 //! A plain-HTTP MISP-like upstream for load tests (threads, keep-alive):
 //! it counts the request bodies it received whole and those cut short, so
 //! a test can tell that no push was half-forwarded, and answers every
-//! request with one small stored event (what MISP answers to
-//! `events/add`, and a valid `events/view` pull).
+//! request with one stored event (what MISP answers to `events/add`, and a
+//! valid `events/view` pull): a small one unless told otherwise.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -72,6 +72,16 @@ pub fn counting_upstream(ip: &str) -> (SocketAddr, Arc<Counts>) {
 /// The same, waiting `delay` after each request head before reading its
 /// body (a busy server: the gateway holds the body meanwhile).
 pub fn counting_upstream_slow(ip: &str, delay: Duration) -> (SocketAddr, Arc<Counts>) {
+    counting_upstream_answering(ip, delay, stored_event())
+}
+
+/// The same, answering every request with `answer` (a JSON event).
+pub fn counting_upstream_answering(
+    ip: &str,
+    delay: Duration,
+    answer: Vec<u8>,
+) -> (SocketAddr, Arc<Counts>) {
+    let answer = Arc::new(answer);
     let listener = TcpListener::bind((ip, 0)).unwrap();
     let addr = listener.local_addr().unwrap();
     let counts = Arc::new(Counts::default());
@@ -79,8 +89,8 @@ pub fn counting_upstream_slow(ip: &str, delay: Duration) -> (SocketAddr, Arc<Cou
     std::thread::spawn(move || {
         for s in listener.incoming() {
             let Ok(s) = s else { continue };
-            let c = c.clone();
-            std::thread::spawn(move || serve(s, &c, delay));
+            let (c, answer) = (c.clone(), answer.clone());
+            std::thread::spawn(move || serve(s, &c, delay, &answer));
         }
     });
     (addr, counts)
@@ -105,7 +115,7 @@ fn read_head(s: &mut TcpStream) -> Option<usize> {
     )
 }
 
-fn serve(mut s: TcpStream, counts: &Counts, delay: Duration) {
+fn serve(mut s: TcpStream, counts: &Counts, delay: Duration, ev: &[u8]) {
     let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
     while let Some(len) = read_head(&mut s) {
         std::thread::sleep(delay);
@@ -126,12 +136,11 @@ fn serve(mut s: TcpStream, counts: &Counts, delay: Duration) {
             counts.complete.fetch_add(1, Ordering::SeqCst);
             counts.bytes.fetch_add(len as u64, Ordering::SeqCst);
         }
-        let ev = stored_event();
         let head = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             ev.len()
         );
-        if s.write_all(head.as_bytes()).is_err() || s.write_all(&ev).is_err() {
+        if s.write_all(head.as_bytes()).is_err() || s.write_all(ev).is_err() {
             return;
         }
     }
