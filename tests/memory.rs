@@ -110,7 +110,9 @@ fn many_large_uploads_stay_within_the_buffer_budget() {
     std::thread::sleep(Duration::from_millis(500));
     let with_slow = status_bytes(pid, "VmRSS");
 
-    // Pulls keep going while the uploads run.
+    // Pulls keep going while the uploads run. (Seven 8.4 MB uploads fill
+    // 59 of the 64 MiB and an eighth does not fit, so the pulls' small
+    // answers always find room: a full budget would refuse them too.)
     let loading = Arc::new(AtomicBool::new(true));
     let puller = {
         let loading = loading.clone();
