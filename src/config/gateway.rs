@@ -231,6 +231,21 @@ fn compile_timeouts(raw: RawTimeouts) -> Result<Timeouts, CompileError> {
             "upstream_response_secs",
         )?,
         body: secs(raw.body_secs, d.body, "body_secs")?,
+        body_min_rate: match raw.body_min_rate {
+            None => d.body_min_rate,
+            Some(0) => {
+                return Err((
+                    "gateway.timeouts.body_min_rate".into(),
+                    "must be greater than 0 (bytes per second)".into(),
+                ))
+            }
+            Some(n) => n,
+        },
+        body_min_rate_grace: secs(
+            raw.body_min_rate_grace_secs,
+            d.body_min_rate_grace,
+            "body_min_rate_grace_secs",
+        )?,
         shutdown_grace: secs(
             raw.shutdown_grace_secs,
             d.shutdown_grace,

@@ -335,6 +335,17 @@ fn compile_instance(
 
 fn compile_limits(raw: RawLimits) -> Result<Limits, CompileError> {
     let d = Limits::default();
+    // Head limits are bounded both ways: a head under 1 KiB or with no
+    // field cannot carry a MISP request; above the maximum, heads (held per
+    // connection, outside the body budget) would cost more than bodies.
+    let within = |v: Option<u64>, default: u64, name: &str, (lo, hi): (u64, u64)| match v {
+        None => Ok(default),
+        Some(n) if (lo..=hi).contains(&n) => Ok(n),
+        Some(n) => Err((
+            format!("gateway.limits.{name}"),
+            format!("{n} is not between {lo} and {hi}"),
+        )),
+    };
     let positive = |v: Option<u64>, default: u64, name: &str| match v {
         Some(0) => Err((
             format!("gateway.limits.{name}"),
@@ -364,8 +375,41 @@ fn compile_limits(raw: RawLimits) -> Result<Limits, CompileError> {
             d.max_connections_per_client,
             "max_connections_per_client",
         )?,
+        max_buffered_bytes: d.max_buffered_bytes,
+        max_header_count: within(
+            raw.max_header_count,
+            d.max_header_count,
+            "max_header_count",
+            (1, 10_000),
+        )?,
+        max_header_bytes: within(
+            raw.max_header_bytes,
+            d.max_header_bytes,
+            "max_header_bytes",
+            (1024, 1 << 20),
+        )?,
     };
-    Ok(limits)
+    // Unset, the budget grows with a larger body limit (a default must not
+    // make a valid max_body_bytes unusable); set, it must hold one
+    // largest body, or such a body would always be refused.
+    let max_buffered_bytes = match raw.max_buffered_bytes {
+        None => d.max_buffered_bytes.max(limits.max_body_bytes),
+        Some(n) if n < limits.max_body_bytes => {
+            return Err((
+                "gateway.limits.max_buffered_bytes".into(),
+                format!(
+                    "{n} is below gateway.limits.max_body_bytes ({}): one largest body must fit",
+                    limits.max_body_bytes
+                ),
+            ))
+        }
+        // (0 is below any max_body_bytes, which is at least 1.)
+        Some(n) => n,
+    };
+    Ok(Limits {
+        max_buffered_bytes,
+        ..limits
+    })
 }
 
 #[cfg(test)]

@@ -156,6 +156,8 @@ pub struct RawTimeouts {
     pub upstream_response_secs: Option<u64>,
     pub body_secs: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
+    pub body_min_rate: Option<u64>,
+    pub body_min_rate_grace_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -185,6 +187,9 @@ pub struct RawLimits {
     pub decompression_ratio_floor_bytes: Option<u64>,
     pub max_connections: Option<u64>,
     pub max_connections_per_client: Option<u64>,
+    pub max_buffered_bytes: Option<u64>,
+    pub max_header_count: Option<u64>,
+    pub max_header_bytes: Option<u64>,
 }
 
 /// An id-keyed JSON object that refuses duplicate keys and keeps file order

@@ -215,6 +215,58 @@ fn gateway_limits_override_defaults() {
 }
 
 #[test]
+fn buffered_bytes_budget_defaults_follows_body_limit_and_must_hold_one_body() {
+    let with = |limits: &str| {
+        load_str(&BASE.replacen('{', &format!(r#"{{"gateway": {{"limits": {limits}}},"#), 1))
+    };
+    assert_eq!(with("{}").unwrap().limits.max_buffered_bytes, 512 << 20);
+    // Unset: never below the body limit.
+    let big = with(r#"{"max_body_bytes": 1073741824}"#).unwrap();
+    assert_eq!(big.limits.max_buffered_bytes, 1 << 30);
+    let set = with(r#"{"max_body_bytes": 1000, "max_buffered_bytes": 5000}"#).unwrap();
+    assert_eq!(set.limits.max_buffered_bytes, 5000);
+    for (limits, message) in [
+        (
+            r#"{"max_body_bytes": 1000, "max_buffered_bytes": 999}"#,
+            "below gateway.limits.max_body_bytes (1000)",
+        ),
+        (
+            r#"{"max_buffered_bytes": 0}"#,
+            "below gateway.limits.max_body_bytes",
+        ),
+    ] {
+        let e = with(limits).expect_err(limits);
+        assert_eq!(e.path, "gateway.limits.max_buffered_bytes", "{e}");
+        assert!(e.message.contains(message), "{e}");
+    }
+}
+
+#[test]
+fn header_limits_default_override_and_bounds_name_the_field() {
+    let d = load_str(BASE).unwrap().limits;
+    assert_eq!((d.max_header_count, d.max_header_bytes), (100, 65536));
+    let cfg = BASE.replacen(
+        '{',
+        r#"{"gateway": {"limits": {"max_header_count": 20, "max_header_bytes": 4096}},"#,
+        1,
+    );
+    let l = load_str(&cfg).unwrap().limits;
+    assert_eq!((l.max_header_count, l.max_header_bytes), (20, 4096));
+    for (key, value) in [
+        ("max_header_count", 0),
+        ("max_header_count", 10_001),
+        ("max_header_bytes", 1023),
+        ("max_header_bytes", (1 << 20) + 1),
+    ] {
+        expect_err(
+            |v| v["gateway"] = serde_json::json!({"limits": {key: value}}),
+            &format!("gateway.limits.{key}"),
+            "is not between",
+        );
+    }
+}
+
+#[test]
 fn shipped_sample_config_loads() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.sample.json");
     let p = load(&path).unwrap_or_else(|e| panic!("{e}"));
@@ -288,6 +340,32 @@ fn gateway_section_errors_name_the_field() {
     expect_err(
         |v| v["gateway"] = serde_json::json!({"timeouts": {"idle_secs": 0}}),
         "gateway.timeouts.idle_secs",
+        "greater than 0",
+    );
+}
+
+#[test]
+fn body_min_rate_defaults_overrides_and_refusals() {
+    let d = load_str(BASE).unwrap().gateway.timeouts;
+    assert_eq!(
+        (d.body_min_rate, d.body_min_rate_grace.as_secs()),
+        (1024, 10)
+    );
+    let cfg = BASE.replacen(
+        '{',
+        r#"{"gateway": {"timeouts": {"body_min_rate": 50, "body_min_rate_grace_secs": 3}},"#,
+        1,
+    );
+    let t = load_str(&cfg).unwrap().gateway.timeouts;
+    assert_eq!((t.body_min_rate, t.body_min_rate_grace.as_secs()), (50, 3));
+    expect_err(
+        |v| v["gateway"] = serde_json::json!({"timeouts": {"body_min_rate": 0}}),
+        "gateway.timeouts.body_min_rate",
+        "greater than 0",
+    );
+    expect_err(
+        |v| v["gateway"] = serde_json::json!({"timeouts": {"body_min_rate_grace_secs": 0}}),
+        "gateway.timeouts.body_min_rate_grace_secs",
         "greater than 0",
     );
 }

@@ -6,6 +6,24 @@ use std::fmt;
 /// Most headers a MISP sync message carries is ~20; 100 is generous.
 pub const MAX_HEADERS: usize = 100;
 
+/// How large a head may be: its bytes up to the blank line, and its number
+/// of fields (`gateway.limits.max_header_bytes` / `max_header_count`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    pub max_bytes: usize,
+    pub max_fields: usize,
+}
+
+/// A byte limit alone keeps the default field count.
+impl From<usize> for HeadLimits {
+    fn from(max_bytes: usize) -> Self {
+        HeadLimits {
+            max_bytes,
+            max_fields: MAX_HEADERS,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
     Http10,
@@ -74,8 +92,10 @@ pub struct ResponseHead {
 /// A head that cannot be accepted, with the status to answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeadError {
-    /// Larger than the head limit or too many fields (431).
+    /// Larger than the head byte limit (431).
     TooLarge,
+    /// More header fields than the limit (431).
+    TooManyFields(usize),
     /// Not valid or ambiguous HTTP/1.1 (400); the text names the rule.
     Malformed(&'static str),
     /// Not HTTP/1.0 or 1.1 (505).
@@ -85,7 +105,7 @@ pub enum HeadError {
 impl HeadError {
     pub fn status(&self) -> u16 {
         match self {
-            HeadError::TooLarge => 431,
+            HeadError::TooLarge | HeadError::TooManyFields(_) => 431,
             HeadError::Malformed(_) => 400,
             HeadError::Version => 505,
         }
@@ -95,7 +115,13 @@ impl HeadError {
 impl fmt::Display for HeadError {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
-            HeadError::TooLarge => f.write_str("header section too large"),
+            HeadError::TooLarge => {
+                f.write_str("header section too large (gateway.limits.max_header_bytes)")
+            }
+            HeadError::TooManyFields(n) => write!(
+                f,
+                "more than {n} header fields (gateway.limits.max_header_count)"
+            ),
             HeadError::Malformed(why) => write!(f, "malformed HTTP message: {why}"),
             HeadError::Version => f.write_str("unsupported HTTP version"),
         }
@@ -164,9 +190,9 @@ fn version(v: Option<u8>) -> Result<Version, HeadError> {
     }
 }
 
-fn map_err(e: httparse::Error) -> HeadError {
+fn map_err(e: httparse::Error, max_fields: usize) -> HeadError {
     match e {
-        httparse::Error::TooManyHeaders => HeadError::TooLarge,
+        httparse::Error::TooManyHeaders => HeadError::TooManyFields(max_fields),
         httparse::Error::Version => HeadError::Version,
         httparse::Error::HeaderName => HeadError::Malformed("invalid header name"),
         httparse::Error::HeaderValue => HeadError::Malformed("invalid header value"),
@@ -177,13 +203,18 @@ fn map_err(e: httparse::Error) -> HeadError {
 }
 
 /// Parses a request head at the start of `buf`: Ok(None) until complete.
-pub fn parse_request(buf: &[u8], max: usize) -> Result<Option<(RequestHead, usize)>, HeadError> {
-    let Some(len) = head_len(buf, max)? else {
+pub fn parse_request(
+    buf: &[u8],
+    limits: impl Into<HeadLimits>,
+) -> Result<Option<(RequestHead, usize)>, HeadError> {
+    let limits = limits.into();
+    let Some(len) = head_len(buf, limits.max_bytes)? else {
         return Ok(None);
     };
-    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut raw = vec![httparse::EMPTY_HEADER; limits.max_fields];
     let mut req = httparse::Request::new(&mut raw);
-    match req.parse(&buf[..len]).map_err(map_err)? {
+    let parsed = req.parse(&buf[..len]);
+    match parsed.map_err(|e| map_err(e, limits.max_fields))? {
         httparse::Status::Complete(n) if n == len => {}
         _ => return Err(HeadError::Malformed("incomplete request head")),
     }
@@ -213,13 +244,18 @@ pub fn parse_request(buf: &[u8], max: usize) -> Result<Option<(RequestHead, usiz
 }
 
 /// Parses a response head at the start of `buf`: Ok(None) until complete.
-pub fn parse_response(buf: &[u8], max: usize) -> Result<Option<(ResponseHead, usize)>, HeadError> {
-    let Some(len) = head_len(buf, max)? else {
+pub fn parse_response(
+    buf: &[u8],
+    limits: impl Into<HeadLimits>,
+) -> Result<Option<(ResponseHead, usize)>, HeadError> {
+    let limits = limits.into();
+    let Some(len) = head_len(buf, limits.max_bytes)? else {
         return Ok(None);
     };
-    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut raw = vec![httparse::EMPTY_HEADER; limits.max_fields];
     let mut resp = httparse::Response::new(&mut raw);
-    match resp.parse(&buf[..len]).map_err(map_err)? {
+    let parsed = resp.parse(&buf[..len]);
+    match parsed.map_err(|e| map_err(e, limits.max_fields))? {
         httparse::Status::Complete(n) if n == len => {}
         _ => return Err(HeadError::Malformed("incomplete response head")),
     }
@@ -331,8 +367,40 @@ mod tests {
         assert!(parse_request(ok.as_bytes(), MAX).unwrap().is_some());
         assert_eq!(
             parse_request(over.as_bytes(), MAX),
+            Err(HeadError::TooManyFields(MAX_HEADERS))
+        );
+    }
+
+    #[test]
+    fn configured_field_count_and_size_for_requests_and_responses() {
+        let limits = HeadLimits {
+            max_bytes: 300,
+            max_fields: 3,
+        };
+        let fields = |n: usize| (0..n).map(|i| format!("X-{i}: v\r\n")).collect::<String>();
+        let req = |n: usize| format!("GET / HTTP/1.1\r\n{}\r\n", fields(n));
+        let resp = |n: usize| format!("HTTP/1.1 200 OK\r\n{}\r\n", fields(n));
+        assert!(parse_request(req(3).as_bytes(), limits).unwrap().is_some());
+        assert!(parse_response(resp(3).as_bytes(), limits)
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            parse_request(req(4).as_bytes(), limits),
+            Err(HeadError::TooManyFields(3))
+        );
+        assert_eq!(
+            parse_response(resp(4).as_bytes(), limits),
+            Err(HeadError::TooManyFields(3))
+        );
+        let long = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "a".repeat(300));
+        assert_eq!(
+            parse_response(long.as_bytes(), limits),
             Err(HeadError::TooLarge)
         );
+        assert_eq!(HeadError::TooManyFields(3).status(), 431);
+        assert!(HeadError::TooManyFields(3)
+            .to_string()
+            .contains("more than 3 header fields (gateway.limits.max_header_count)"));
     }
 
     #[test]

@@ -8,7 +8,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::chunked::{self, ChunkedDecoder};
 use super::framing::Framing;
-use super::head::{self, HeadError, RequestHead, ResponseHead};
+use super::head::{self, HeadError, HeadLimits, RequestHead, ResponseHead};
+use super::rate::{MinRate, RateClock};
 
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -20,6 +21,11 @@ pub enum HttpError {
     BodyTooLarge(u64),
     /// The peer closed in the middle of a message.
     UnexpectedEof,
+    /// The caller did not grant the memory a buffered body needed (503;
+    /// the caller knows why).
+    NotGranted,
+    /// The body came slower than the minimum rate allows (408).
+    TooSlow(MinRate),
 }
 
 impl HttpError {
@@ -29,6 +35,8 @@ impl HttpError {
             HttpError::Head(h) => h.status(),
             HttpError::BodyTooLarge(_) => 413,
             HttpError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => 408,
+            HttpError::NotGranted => 503,
+            HttpError::TooSlow(_) => 408,
             HttpError::Io(_) | HttpError::UnexpectedEof => 400,
         }
     }
@@ -41,6 +49,13 @@ impl fmt::Display for HttpError {
             HttpError::Head(h) => h.fmt(f),
             HttpError::BodyTooLarge(max) => write!(f, "body exceeds {max} bytes"),
             HttpError::UnexpectedEof => f.write_str("connection closed mid-message"),
+            HttpError::NotGranted => f.write_str("no memory granted for the body"),
+            HttpError::TooSlow(m) => write!(
+                f,
+                "body slower than {} bytes/s after {} s (gateway.timeouts.body_min_rate)",
+                m.bytes_per_sec,
+                m.grace.as_secs()
+            ),
         }
     }
 }
@@ -66,6 +81,8 @@ pub struct HttpIo<S> {
     buf: Vec<u8>,
     /// Longest wait for any single read (a stalled peer), if set.
     read_timeout: Option<std::time::Duration>,
+    /// Minimum rate of each body read from this stream, if set.
+    body_rate: Option<MinRate>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
@@ -74,11 +91,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
             io,
             buf: Vec::new(),
             read_timeout: None,
+            body_rate: None,
         }
     }
 
     pub fn set_read_timeout(&mut self, timeout: std::time::Duration) {
         self.read_timeout = Some(timeout);
+    }
+
+    /// Every body read from now on must keep to `rate` (see `rate`).
+    pub fn set_body_min_rate(&mut self, rate: MinRate) {
+        self.body_rate = Some(rate);
+    }
+
+    /// A fresh account for a body about to be read (bytes already
+    /// buffered count as received).
+    fn body_clock(&self) -> Option<RateClock> {
+        self.body_rate.map(|m| {
+            let mut c = RateClock::new(m);
+            c.record(self.buf.len() as u64, std::time::Duration::ZERO);
+            c
+        })
     }
 
     /// The stream and the bytes read from it but not consumed.
@@ -97,13 +130,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
         Ok(read_with_timeout(&mut self.io, &mut self.buf, timeout).await?)
     }
 
+    /// `fill` for a body: also bounded by what its rate has earned.
+    async fn fill_body(&mut self, clock: &mut Option<RateClock>) -> Result<usize, HttpError> {
+        self.buf.reserve(READ_CHUNK);
+        let timeout = self.read_timeout;
+        body_read(&mut self.io, &mut self.buf, timeout, clock).await
+    }
+
     /// The next request head; Ok(None) on a clean close before any byte.
     pub async fn read_request_head(
         &mut self,
-        max: usize,
+        limits: impl Into<HeadLimits>,
     ) -> Result<Option<RequestHead>, HttpError> {
+        let limits = limits.into();
         loop {
-            if let Some((head, n)) = head::parse_request(&self.buf, max)? {
+            if let Some((head, n)) = head::parse_request(&self.buf, limits)? {
                 self.buf.drain(..n);
                 return Ok(Some(head));
             }
@@ -117,9 +158,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
         }
     }
 
-    pub async fn read_response_head(&mut self, max: usize) -> Result<ResponseHead, HttpError> {
+    pub async fn read_response_head(
+        &mut self,
+        limits: impl Into<HeadLimits>,
+    ) -> Result<ResponseHead, HttpError> {
+        let limits = limits.into();
         loop {
-            if let Some((head, n)) = head::parse_response(&self.buf, max)? {
+            if let Some((head, n)) = head::parse_response(&self.buf, limits)? {
                 self.buf.drain(..n);
                 return Ok(head);
             }
@@ -131,18 +176,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
 
     /// Reads a whole body (transfer coding removed) of at most `max` bytes.
     pub async fn read_body(&mut self, framing: Framing, max: u64) -> Result<Vec<u8>, HttpError> {
+        self.read_body_granted(framing, max, |_| true).await
+    }
+
+    /// [`read_body`](Self::read_body), asking `grant(bytes)` before the
+    /// buffer may hold `bytes` (its capacity, in total): once for a known
+    /// length, before reading any of it; as it grows for chunked and
+    /// close-delimited bodies. `false` ends the read with `NotGranted` and
+    /// the buffer is dropped.
+    pub async fn read_body_granted(
+        &mut self,
+        framing: Framing,
+        max: u64,
+        mut grant: impl FnMut(u64) -> bool,
+    ) -> Result<Vec<u8>, HttpError> {
         if let Framing::Length(n) = framing {
             // Known length: one allocation, bytes read straight into it.
             if n > max {
                 return Err(HttpError::BodyTooLarge(max));
             }
+            if !grant(n) {
+                return Err(HttpError::NotGranted);
+            }
             let n = n as usize;
+            let mut clock = self.body_clock();
             let mut out = Vec::with_capacity(n);
             let buffered = self.buf.len().min(n);
             out.extend(self.buf.drain(..buffered));
             while out.len() < n {
                 let mut limited = (&mut self.io).take((n - out.len()) as u64);
-                if read_with_timeout(&mut limited, &mut out, self.read_timeout).await? == 0 {
+                if body_read(&mut limited, &mut out, self.read_timeout, &mut clock).await? == 0 {
                     return Err(HttpError::UnexpectedEof);
                 }
             }
@@ -150,7 +213,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
         }
         let mut out = Vec::new();
         self.body(framing, max, |chunk| {
+            let needed = out.len() + chunk.len();
+            if needed > out.capacity() {
+                // Grow as a Vec would (doubling, at least one read's worth),
+                // never past the body limit, and hold exactly that.
+                let cap = (out.capacity() * 2)
+                    .max(READ_CHUNK)
+                    .min(usize::try_from(max).unwrap_or(usize::MAX))
+                    .max(needed);
+                if !grant(cap as u64) {
+                    return Err(HttpError::NotGranted);
+                }
+                out.reserve_exact(cap - out.len());
+            }
             out.extend_from_slice(chunk);
+            Ok(())
         })
         .await?;
         Ok(out)
@@ -182,6 +259,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
             } else {
                 pending.extend_from_slice(chunk);
             }
+            Ok(())
         };
         self.body_streaming(framing, max, &mut pending, &mut sink, dst, &mut write_err)
             .await?;
@@ -201,7 +279,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
         framing: Framing,
         max: u64,
         pending: &mut Vec<u8>,
-        sink: &mut impl FnMut(&[u8], &mut Vec<u8>),
+        sink: &mut impl FnMut(&[u8], &mut Vec<u8>) -> Result<(), HttpError>,
         dst: &mut W,
         write_err: &mut Option<std::io::Error>,
     ) -> Result<(), HttpError> {
@@ -214,8 +292,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
         };
         let mut seen = 0u64;
         let mut scratch = Vec::new();
+        let mut clock = self.body_clock();
         loop {
-            if self.buf.is_empty() && self.fill().await? == 0 {
+            if self.buf.is_empty() && self.fill_body(&mut clock).await? == 0 {
                 return match framing {
                     Framing::Close => Ok(()),
                     _ => Err(HttpError::UnexpectedEof),
@@ -229,7 +308,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
                     if seen > max {
                         return Err(HttpError::BodyTooLarge(max));
                     }
-                    sink(&scratch, pending);
+                    sink(&scratch, pending)?;
                     n
                 }
                 _ => {
@@ -238,7 +317,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
                     if seen > max {
                         return Err(HttpError::BodyTooLarge(max));
                     }
-                    sink(&self.buf[..n], pending);
+                    sink(&self.buf[..n], pending)?;
                     remaining -= n as u64;
                     n
                 }
@@ -266,7 +345,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
         &mut self,
         framing: Framing,
         max: u64,
-        mut f: impl FnMut(&[u8]),
+        mut f: impl FnMut(&[u8]) -> Result<(), HttpError>,
     ) -> Result<(), HttpError> {
         let mut sink = tokio::io::sink();
         let mut pending = Vec::new();
@@ -287,6 +366,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
         self.io.write_all(bytes).await?;
         self.io.flush().await?;
         Ok(())
+    }
+}
+
+/// One read of a body: bounded by the per-read `timeout` and by what the
+/// body's rate `clock` allows; the time waited is charged to the clock.
+async fn body_read<R: AsyncRead + Unpin>(
+    r: &mut R,
+    out: &mut Vec<u8>,
+    timeout: Option<std::time::Duration>,
+    clock: &mut Option<RateClock>,
+) -> Result<usize, HttpError> {
+    let Some(c) = clock else {
+        return Ok(read_with_timeout(r, out, timeout).await?);
+    };
+    let allowed = c.remaining();
+    let rate_bound = timeout.is_none_or(|t| allowed < t);
+    let wait = if rate_bound { Some(allowed) } else { timeout };
+    let started = tokio::time::Instant::now();
+    let read = read_with_timeout(r, out, wait).await;
+    let took = started.elapsed();
+    match read {
+        Ok(n) => {
+            c.record(n as u64, took);
+            if c.exceeded() {
+                return Err(HttpError::TooSlow(c.min()));
+            }
+            Ok(n)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut && rate_bound => {
+            Err(HttpError::TooSlow(c.min()))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -365,6 +476,70 @@ mod tests {
             io.read_body(Framing::Close, 100).await.unwrap(),
             b"until close"
         );
+    }
+
+    #[tokio::test]
+    async fn granted_reads_ask_before_holding_bytes() {
+        // Known length: one grant of the whole length before any byte.
+        let mut io = reader(b"abcdef").await;
+        let mut asked = Vec::new();
+        let body = io
+            .read_body_granted(Framing::Length(6), 100, |n| {
+                asked.push(n);
+                true
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (body.as_slice(), asked.as_slice()),
+            (&b"abcdef"[..], &[6][..])
+        );
+        let mut io = reader(b"abcdef").await;
+        assert!(matches!(
+            io.read_body_granted(Framing::Length(6), 100, |_| false)
+                .await,
+            Err(HttpError::NotGranted)
+        ));
+        // Chunked: grants grow with the buffer's capacity, which never
+        // passes what was granted, and never past the body limit.
+        let mut raw = Vec::new();
+        for _ in 0..3 {
+            raw.extend_from_slice(format!("{:x}\r\n", 50_000).as_bytes());
+            raw.extend(std::iter::repeat_n(b'x', 50_000));
+            raw.extend_from_slice(b"\r\n");
+        }
+        raw.extend_from_slice(b"0\r\n\r\n");
+        let (a, mut b) = tokio::io::duplex(1 << 20);
+        b.write_all(&raw).await.unwrap();
+        let mut io = HttpIo::new(a);
+        let mut asked = Vec::new();
+        let body = io
+            .read_body_granted(Framing::Chunked, 200_000, |n| {
+                asked.push(n);
+                true
+            })
+            .await
+            .unwrap();
+        assert_eq!(body.len(), 150_000);
+        assert!(body.capacity() as u64 <= *asked.last().unwrap());
+        assert!(asked.windows(2).all(|w| w[0] < w[1]), "{asked:?}");
+        assert!(
+            (150_000..=200_000).contains(asked.last().unwrap()),
+            "{asked:?}"
+        );
+        // A refusal part-way stops the read.
+        let (a, mut b) = tokio::io::duplex(1 << 20);
+        b.write_all(&raw).await.unwrap();
+        let mut io = HttpIo::new(a);
+        let mut grants = 0;
+        let r = io
+            .read_body_granted(Framing::Chunked, 1 << 20, |n| {
+                grants += 1;
+                n <= 70_000
+            })
+            .await;
+        assert!(matches!(r, Err(HttpError::NotGranted)), "{r:?}");
+        assert!(grants >= 2);
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@ pub mod chunked;
 pub mod framing;
 pub mod head;
 pub mod io;
+pub mod rate;
 
 pub use framing::{request_framing, response_framing, Framing};
 pub use head::{HeadError, Headers, RequestHead, ResponseHead, Version};

@@ -64,6 +64,11 @@ pub struct Timeouts {
     pub upstream_response: Duration,
     /// Longest pause while reading or writing a body.
     pub body: Duration,
+    /// Slowest a client's request body may come, in bytes per second: it
+    /// may take `body_min_rate_grace` plus a second per this many bytes
+    /// (`http::rate`), so a drip is cut however short its pauses are.
+    pub body_min_rate: u64,
+    pub body_min_rate_grace: Duration,
     pub shutdown_grace: Duration,
 }
 
@@ -76,6 +81,8 @@ impl Default for Timeouts {
             upstream_connect: Duration::from_secs(10),
             upstream_response: Duration::from_secs(300),
             body: Duration::from_secs(60),
+            body_min_rate: 1024,
+            body_min_rate_grace: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
         }
     }

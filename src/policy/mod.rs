@@ -96,6 +96,17 @@ pub struct Limits {
     pub max_connections: u64,
     /// The same per client address, so one peer cannot take them all.
     pub max_connections_per_client: u64,
+    /// Body bytes buffered for inspection at once, all exchanges together
+    /// (`proxy::buffer_budget`); a body that does not fit is answered 503.
+    /// Never below `max_body_bytes`, so any allowed body can be buffered
+    /// when the gateway is otherwise idle.
+    pub max_buffered_bytes: u64,
+    /// Header fields in one request or response head: a request over it is
+    /// answered 431, a response 502.
+    pub max_header_count: u64,
+    /// Bytes of one head, up to its blank line (the same answers). Heads
+    /// are held before any budget applies: at most this per connection.
+    pub max_header_bytes: u64,
 }
 
 impl Default for Limits {
@@ -107,6 +118,9 @@ impl Default for Limits {
             decompression_ratio_floor_bytes: 16 << 20,
             max_connections: 4096,
             max_connections_per_client: 512,
+            max_buffered_bytes: 512 << 20,
+            max_header_count: 100,
+            max_header_bytes: 64 << 10,
         }
     }
 }

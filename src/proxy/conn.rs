@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::exchange::{self, Target, MAX_HEAD};
+use super::exchange::{self, head_limits, Target};
 use super::respond;
 use super::state::Shared;
 use super::stream::{BoxIo, Prefixed};
@@ -42,13 +42,29 @@ pub async fn handle(
         ListenMode::Explicit => explicit(&shared, tcp, client, shutdown).await,
     };
     shared.metrics.active_connections.dec();
-    if let Err(why) = result {
-        tracing::warn!(client = %client.ip(), mode = mode.as_str(), "connection refused: {why}");
+    if let Err(Refused { kind, why }) = result {
+        // Rate-limited per kind: a flood must not fill the journal.
+        if shared.may_log_refusal(kind) {
+            tracing::warn!(client = %client.ip(), mode = mode.as_str(), "connection refused: {why}");
+        }
     }
 }
 
-fn refused(b: Block, what: &str) -> String {
-    format!("{what} - {}", b.reason)
+/// Why a connection was not served, and its kind for the log rate limit.
+struct Refused {
+    kind: &'static str,
+    why: String,
+}
+
+fn refusal(kind: &'static str, why: impl Into<String>) -> Refused {
+    Refused {
+        kind,
+        why: why.into(),
+    }
+}
+
+fn refused(b: Block, what: &str) -> Refused {
+    refusal("destination", format!("{what} - {}", b.reason))
 }
 
 /// Audits (and counts) a connection refused before any request was read.
@@ -90,12 +106,12 @@ async fn transparent(
     tcp: TcpStream,
     client: ClientAddr,
     shutdown: watch::Receiver<bool>,
-) -> Result<(), String> {
+) -> Result<(), Refused> {
     let orig: OrigDstAddr = match mode {
         ListenMode::Tproxy => net::original_dst_tproxy(&tcp),
         _ => net::original_dst_redirect(&tcp),
     }
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| refusal("capture", e.to_string()))?;
     let asked = orig.to_string();
     if shared.listeners.is_self(orig, &shared.local_ips) {
         let reason = "original destination is the gateway itself (loop)";
@@ -103,7 +119,7 @@ async fn transparent(
             shared,
             transparent_refusal(mode, client, orig, &asked, reason),
         );
-        return Err(format!("{orig} - {reason}"));
+        return Err(refusal("loop", format!("{orig} - {reason}")));
     }
     let policy = shared.policy();
     // Decided now, before a byte is read or an upstream connection made:
@@ -119,7 +135,7 @@ async fn transparent(
                     shared,
                     transparent_refusal(mode, client, orig, &asked, reason),
                 );
-                return Err(format!("{orig} - {reason}"));
+                return Err(refusal("destination", format!("{orig} - {reason}")));
             }
             Err(b) => {
                 audit_refusal(
@@ -155,23 +171,29 @@ async fn explicit(
     tcp: TcpStream,
     client: ClientAddr,
     shutdown: watch::Receiver<bool>,
-) -> Result<(), String> {
+) -> Result<(), Refused> {
     let policy = shared.policy();
     let timeouts = policy.gateway.timeouts;
     let mut io = HttpIo::new(tcp);
-    let head =
-        match tokio::time::timeout(timeouts.request_head, io.read_request_head(MAX_HEAD)).await {
-            Ok(Ok(Some(h))) => h,
-            Ok(Ok(None)) => return Ok(()),
-            Ok(Err(e)) => {
-                let _ = io.write_all(&respond::plain(e.status())).await;
-                return Err(format!("bad request: {e}"));
-            }
-            Err(_) => {
-                let _ = io.write_all(&respond::plain(408)).await;
-                return Err("request head timed out".into());
-            }
-        };
+    let head = match tokio::time::timeout(
+        timeouts.request_head,
+        io.read_request_head(head_limits(&policy)),
+    )
+    .await
+    {
+        Ok(Ok(Some(h))) => h,
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Err(e)) => {
+            // The reason in the answer too (a 431 names the limit).
+            let answer = respond::refusal("", e.status(), &e.to_string(), "");
+            let _ = io.write_all(&answer).await;
+            return Err(refusal("bad request", format!("bad request: {e}")));
+        }
+        Err(_) => {
+            let _ = io.write_all(&respond::plain(408)).await;
+            return Err(refusal("head timeout", "request head timed out"));
+        }
+    };
     if head.method != "CONNECT" {
         // Absolute-form plain HTTP, as MISP sends through Proxy.host.
         let target = Target {
@@ -192,7 +214,12 @@ async fn explicit(
     }
     let (host, port) = split_host_port(&head.target)
         .and_then(|(h, p)| p.map(|p| (h, p)))
-        .ok_or_else(|| format!("invalid CONNECT authority {:?}", head.target))?;
+        .ok_or_else(|| {
+            refusal(
+                "connect",
+                format!("invalid CONNECT authority {:?}", head.target),
+            )
+        })?;
     if let Err(b) = engine::connection(&policy, client.ip(), None, Some(&host), port) {
         let line = b.log_line("CONNECT", &head.target);
         audit_refusal(
@@ -212,11 +239,11 @@ async fn explicit(
         // MISP's fallback client ignores the status and starts TLS anyway,
         // so answer and close.
         let _ = io.write_all(&respond::plain(403)).await;
-        return Err(line);
+        return Err(refusal("connect", line));
     }
     io.write_all(respond::CONNECT_OK)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| refusal("connect", e.to_string()))?;
     // Bytes the client sent right behind its CONNECT are replayed.
     let (tcp, rest) = io.into_parts();
     let first = match rest.first() {
@@ -264,7 +291,7 @@ async fn start(
     default_name: Option<String>,
     connect_host: Option<String>,
     shutdown: watch::Receiver<bool>,
-) -> Result<(), String> {
+) -> Result<(), Refused> {
     if !target.client_tls {
         exchange::serve(shared.clone(), target, io, None, shutdown).await;
         return Ok(());
@@ -314,8 +341,8 @@ async fn start(
     // accept_with_sni_io wants the config only; keep the chosen name (or
     // the policy's refusal, for the audit) aside.
     let chosen = Arc::new(std::sync::Mutex::new(None::<String>));
-    let refusal = Arc::new(std::sync::Mutex::new(None::<(Option<String>, String)>));
-    let (chosen2, refusal2) = (chosen.clone(), refusal.clone());
+    let policy_refusal = Arc::new(std::sync::Mutex::new(None::<(Option<String>, String)>));
+    let (chosen2, refusal2) = (chosen.clone(), policy_refusal.clone());
     let choose_cfg = move |sni: Option<String>| {
         let fut = choose(sni.clone());
         let (chosen, refusal) = (chosen2.clone(), refusal2.clone());
@@ -349,7 +376,10 @@ async fn start(
     let (tls, sni) = match accepted {
         Ok(a) => a,
         Err(e) => {
-            let refused = refusal.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let refused = policy_refusal
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
             if let Some((sni, reason)) = refused {
                 // As the client named it: original destination, or the
                 // CONNECT authority.
@@ -376,7 +406,7 @@ async fn start(
                     },
                 );
             }
-            return Err(e);
+            return Err(refusal("tls", e));
         }
     };
     target.sni = sni;

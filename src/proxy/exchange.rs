@@ -21,20 +21,28 @@ use std::time::Instant;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
+use super::buffer_budget::{OverBuffered, Reservation};
 use super::respond;
 use super::state::{Shared, TlsState};
 use super::stream::BoxIo;
 use super::trail::{LogFields, Trail};
 use crate::config::formats::{split_host_port, Scheme};
 use crate::engine::{self, Block, Exchange, RequestHead as EngineHead, Response, Sanitized};
-use crate::http::head::{write_head, Headers, RequestHead, Version};
+use crate::http::head::{write_head, HeadLimits, Headers, RequestHead, Version};
 use crate::http::io::{HttpError, HttpIo};
+use crate::http::rate::MinRate;
 use crate::http::{request_framing, response_framing, Framing};
 use crate::ops::audit::Stage;
 use crate::policy::{InstanceId, ListenMode, Mode, Policy};
 
-/// Largest request or response head.
-pub const MAX_HEAD: usize = 64 * 1024;
+/// How large a request or response head may be under `policy`.
+pub fn head_limits(policy: &Policy) -> HeadLimits {
+    // Both limits are bounded at load (config::compile_limits).
+    HeadLimits {
+        max_bytes: policy.limits.max_header_bytes as usize,
+        max_fields: policy.limits.max_header_count as usize,
+    }
+}
 
 /// What the connection is bound to, fixed before the first request.
 #[derive(Debug, Clone)]
@@ -133,13 +141,18 @@ pub async fn serve(
         let policy = &snap.policy;
         let t = policy.gateway.timeouts;
         client.set_read_timeout(t.body);
+        client.set_body_min_rate(MinRate {
+            bytes_per_sec: t.body_min_rate,
+            grace: t.body_min_rate_grace,
+        });
         let head = match first.take() {
             Some(h) => h,
             None => {
                 // The first head must come promptly; later ones may wait
                 // for the idle timeout (keep-alive).
                 let wait = if served == 0 { t.request_head } else { t.idle };
-                let read = tokio::time::timeout(wait, client.read_request_head(MAX_HEAD));
+                let read =
+                    tokio::time::timeout(wait, client.read_request_head(head_limits(policy)));
                 tokio::select! {
                     r = read => match r {
                         Ok(Ok(Some(h))) => h,
@@ -317,6 +330,19 @@ async fn exchange(
         tr().failed(status, why);
         respond::refusal(&method, status, why, path)
     };
+    // A body the memory budget cannot hold: shed with 503 + Retry-After,
+    // audited as a block (nothing was forwarded), logged rate-limited (a
+    // burst of large syncs must not flood the journal).
+    let over_budget = |e: &OverBuffered, path: &str| {
+        let reason = e.to_string();
+        if shared.may_log_refusal("budget") {
+            let b = Block::with_status(503, reason.clone());
+            tracing::warn!(client = %target.client_ip, "{}", b.log_line(&method, path));
+        }
+        tr().block(503, &reason);
+        respond::busy(&method, &reason, path)
+    };
+    let buffered_limit = policy.limits.max_buffered_bytes;
 
     // Phase 1: request head. The HTTP-level refusals win over a target
     // that cannot be interpreted, so a nested `CONNECT host:port` is refused
@@ -385,6 +411,22 @@ async fn exchange(
             return Err(End::Close);
         }
     }
+    // The request body's share of the buffer budget. A declared length is
+    // reserved before anything is asked of the client (no 100 Continue for
+    // a body that cannot be held); the answer comes first and the unread
+    // body is drained, so the client reads a 503, not a reset.
+    let mut request_hold = shared.buffers.reservation();
+    if let (true, Framing::Length(n)) = (exchange.inspects_request_body(), framing) {
+        if let Err(e) = request_hold.grow_to(n, buffered_limit) {
+            let _ = client.write_all(&over_budget(&e, &p.path)).await;
+            if !expects_continue {
+                let mut sink = tokio::io::sink();
+                let drain = client.copy_body(b"", framing, n, &mut sink, false);
+                let _ = tokio::time::timeout(t.body, drain).await;
+            }
+            return Err(End::Close);
+        }
+    }
     if expects_continue && framing != Framing::None {
         // Answer the expectation ourselves: the server never sees it.
         if client.write_all(respond::CONTINUE).await.is_err() {
@@ -398,8 +440,18 @@ async fn exchange(
     // server stored it) is monitored too, or the push would still fail.
     let mut monitored_push = false;
     let inspected_body = if exchange.inspects_request_body() {
-        let body = match client.read_body(framing, max_body).await {
+        let mut over = None;
+        let read = client.read_body_granted(framing, max_body, |n| {
+            grant(&mut request_hold, n, buffered_limit, &mut over)
+        });
+        let body = match read.await {
             Ok(b) => b,
+            Err(HttpError::NotGranted) => {
+                if let Some(e) = over {
+                    let _ = client.write_all(&over_budget(&e, &p.path)).await;
+                }
+                return Err(End::Close);
+            }
             Err(e) => {
                 let _ = client
                     .write_all(&refuse(e.status(), &e.to_string(), &p.path))
@@ -516,30 +568,45 @@ async fn exchange(
                         &mut up.io.io,
                         framing == Framing::Chunked,
                     )
-                    .await
-                    .map_err(|e| match e {
-                        HttpError::Io(io) => io,
-                        other => std::io::Error::other(other.to_string()),
-                    })?;
+                    .await?;
                 tr().request_bytes(n);
             }
         }
-        Ok::<(), std::io::Error>(())
+        Ok::<(), HttpError>(())
     }
     .await;
+    if let Err(e @ HttpError::TooSlow(_)) = &sent {
+        // The client's fault, not the server's: 408 as for a buffered body.
+        let _ = client
+            .write_all(&refuse(e.status(), &e.to_string(), &p.path))
+            .await;
+        return Err(End::Close);
+    }
     if let Err(e) = sent {
+        let e = match e {
+            HttpError::Io(io) => io.to_string(),
+            other => other.to_string(),
+        };
         shared.metrics.upstream_error("send");
         tracing::warn!(client = %target.client_ip, "forwarding request failed: {e}");
         let why = format!("forwarding request failed: {e}");
         let _ = client.write_all(&failed(502, &why, &p.path)).await;
         return Err(End::Close);
     }
+    // Sent: the request body leaves memory and the budget now, not when
+    // the (possibly slow) answer is done.
+    drop(inspected_body);
+    drop(request_hold);
 
     // Phase 3: response head (interim 1xx answers are dropped; we sent our
     // own 100 Continue, and upgrades are refused).
     tr().stage(Stage::ResponseHead);
     let resp = loop {
-        let r = tokio::time::timeout(t.upstream_response, up.io.read_response_head(MAX_HEAD)).await;
+        let r = tokio::time::timeout(
+            t.upstream_response,
+            up.io.read_response_head(head_limits(policy)),
+        )
+        .await;
         match r {
             Ok(Ok(h)) if h.status == 101 => {
                 let _ = client
@@ -602,8 +669,21 @@ async fn exchange(
     let status_line = format!("HTTP/1.1 {} {}", resp.status, resp.reason);
     tr().stage(Stage::ResponseBody);
     if exchange.inspects_response_body() {
-        let body = match up.io.read_body(resp_framing, max_body).await {
+        let mut response_hold = shared.buffers.reservation();
+        let mut over = None;
+        let read = up.io.read_body_granted(resp_framing, max_body, |n| {
+            grant(&mut response_hold, n, buffered_limit, &mut over)
+        });
+        let body = match read.await {
             Ok(b) => b,
+            Err(HttpError::NotGranted) => {
+                // The request went through; its answer cannot be held for
+                // inspection now. Nothing of it reaches the client.
+                if let Some(e) = over {
+                    let _ = client.write_all(&over_budget(&e, &p.path)).await;
+                }
+                return Err(End::Close);
+            }
             Err(HttpError::BodyTooLarge(n)) => {
                 // Fail closed: a response over the body limit is not passed
                 // on uninspected; that limit is the policy's, so a block.
@@ -704,6 +784,18 @@ async fn exchange(
         *upstream = None;
     }
     Ok(keep)
+}
+
+/// Grows `hold` to `bytes` for a body being buffered; on refusal keeps
+/// why in `over` (for the answer) and says no.
+fn grant(hold: &mut Reservation, bytes: u64, limit: u64, over: &mut Option<OverBuffered>) -> bool {
+    match hold.grow_to(bytes, limit) {
+        Ok(()) => true,
+        Err(e) => {
+            *over = Some(e);
+            false
+        }
+    }
 }
 
 /// Writes a head and a buffered body: small bodies in the same write (one

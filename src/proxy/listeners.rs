@@ -221,7 +221,10 @@ async fn accept_loop(
                     let admitted = match ctx.budget.admit(peer.ip(), &limits) {
                         Ok(a) => a,
                         Err(why) => {
-                            tracing::warn!(client = %peer.ip(), "connection refused: {why}");
+                            // A flood is exactly when this fires most.
+                            if ctx.shared.may_log_refusal("connections") {
+                                tracing::warn!(client = %peer.ip(), "connection refused: {why}");
+                            }
                             drop(tcp);
                             continue;
                         }

@@ -2,10 +2,12 @@
 //! that puts the engine inline.
 
 pub mod admission;
+pub mod buffer_budget;
 pub mod config_watch;
 pub mod conn;
 pub mod exchange;
 pub mod listeners;
+pub mod log_limit;
 pub mod notify;
 pub mod respond;
 pub mod state;

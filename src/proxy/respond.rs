@@ -63,8 +63,23 @@ pub fn error_body(reason: &str, url: &str) -> Vec<u8> {
 /// request's method ("" when none was read): the answer to a HEAD request
 /// announces its body's length but carries none (RFC 9110 §9.3.2).
 pub fn refusal(method: &str, status: u16, reason: &str, url: &str) -> Vec<u8> {
-    let body = error_body(reason, url);
+    refusal_with(method, status, reason, url, Headers::default())
+}
+
+/// Seconds a client is asked to wait after a 503 for lack of memory: long
+/// enough for the buffered bodies of the moment to be decided and sent.
+pub const RETRY_AFTER_SECS: u64 = 5;
+
+/// A 503 for work the gateway sheds (a memory budget is used up), with
+/// `Retry-After`: the request was not forwarded and may be sent again.
+pub fn busy(method: &str, reason: &str, url: &str) -> Vec<u8> {
     let mut h = Headers::default();
+    h.push("Retry-After", RETRY_AFTER_SECS.to_string());
+    refusal_with(method, 503, reason, url, h)
+}
+
+fn refusal_with(method: &str, status: u16, reason: &str, url: &str, mut h: Headers) -> Vec<u8> {
+    let body = error_body(reason, url);
     h.push("Content-Type", "application/json; charset=UTF-8");
     h.push("Content-Length", body.len().to_string());
     h.push("Connection", "close");
@@ -159,6 +174,24 @@ mod tests {
         let reason = "event has blocked tag: tlp:red";
         let body = error_body(reason, "/events/add/metadata:1");
         assert!(String::from_utf8_lossy(&body[..100]).contains(reason));
+    }
+
+    #[test]
+    fn busy_is_a_503_with_retry_after() {
+        let reason = "body buffer budget exceeded: 1 bytes buffered";
+        let answer = busy("POST", reason, "/events/add");
+        let (head, body) = split(&answer);
+        assert!(
+            head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.contains(&format!("\r\nRetry-After: {RETRY_AFTER_SECS}\r\n")),
+            "{head}"
+        );
+        assert!(head.contains("\r\nConnection: close"));
+        assert_eq!(body["errors"], reason);
+        assert_eq!(body["url"], "/events/add");
     }
 
     #[test]

@@ -4,11 +4,14 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use rustls::{ClientConfig, ServerConfig};
 
+use super::buffer_budget::BufferBudget;
+use super::log_limit::{LogLimiter, LogPermit, REFUSAL_LINES_PER_SECOND};
 use crate::net::{LocalListeners, OrigDstAddr};
 use crate::ops::audit::AuditLog;
 use crate::ops::metrics::Metrics;
@@ -172,6 +175,11 @@ pub struct Shared {
     next_conn: AtomicU64,
     /// Counters and histograms for `GET /metrics`.
     pub metrics: Arc<Metrics>,
+    /// Body bytes buffered for inspection, all exchanges together
+    /// (`gateway.limits.max_buffered_bytes`).
+    pub buffers: Arc<BufferBudget>,
+    /// Refusal log lines per reason and second (see `log_refusal`).
+    refusal_log: Mutex<LogLimiter>,
 }
 
 impl Shared {
@@ -188,6 +196,33 @@ impl Shared {
             audit: None,
             next_conn: AtomicU64::new(1),
             metrics: Arc::new(Metrics::new()),
+            buffers: Arc::new(BufferBudget::default()),
+            refusal_log: Mutex::new(LogLimiter::new(REFUSAL_LINES_PER_SECOND)),
+        }
+    }
+
+    /// May a refusal of `kind` (a fixed word per cause: `budget`,
+    /// `connections`, `loop`, ...) be logged now? At most
+    /// `REFUSAL_LINES_PER_SECOND` a second per kind; the first line of a
+    /// later second is preceded here by how many were left out. The caller
+    /// writes its own line (with its fields) when this says yes.
+    pub fn may_log_refusal(&self, kind: &'static str) -> bool {
+        let permit = self
+            .refusal_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .permit(kind, Instant::now());
+        match permit {
+            LogPermit::Write {
+                suppressed,
+                window_age,
+            } => {
+                if suppressed > 0 {
+                    tracing::warn!("{}", LogLimiter::summary(kind, suppressed, window_age));
+                }
+                true
+            }
+            LogPermit::Skip => false,
         }
     }
 

@@ -2,6 +2,7 @@
 //! records what it received, a gateway process, and a small client.
 #![allow(dead_code)]
 
+pub mod counting;
 pub mod misp;
 pub mod netns;
 pub mod realmisp;
