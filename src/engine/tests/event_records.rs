@@ -26,6 +26,10 @@ const POLICY: &str = r#"{
           "blocked_sharing_groups_uuids": ["b9e656ba-b9c0-4506-83ed-7b54b43a57cb"],
           "blocked_attribute_types": [], "blocked_attribute_categories": ["Person"],
           "blocked_object_types": []},
+    "prefix": {"ip": "10.1.0.3", "host": "prefix.example", "port": 443, "compartment_id": "c1", "affiliation": "",
+          "taxonomies_rules": {"required_taxonomies": ["tlp"], "allowed_tags": {}, "blocked_tags": []},
+          "blocked_distribution_levels": [], "blocked_sharing_groups_uuids": [],
+          "blocked_attribute_types": [], "blocked_attribute_categories": [], "blocked_object_types": []},
     "open": {"ip": "10.1.0.2", "host": "open.example", "port": 443, "compartment_id": "c1", "affiliation": "",
           "taxonomies_rules": {"required_taxonomies": [], "allowed_tags": {}, "blocked_tags": []},
           "blocked_distribution_levels": [], "blocked_sharing_groups_uuids": [],
@@ -119,6 +123,82 @@ fn required_taxonomy_counts_names_as_misp_equates_them() {
         assert_eq!(
             check(json!([{"name": "tlp:clear"}, {"name": " TLP:RED "}])),
             "event has blocked tag:  TLP:RED "
+        );
+    });
+}
+
+#[test]
+fn required_taxonomy_without_allowed_tags_is_a_name_prefix() {
+    with_ctx("prefix.example", |ctx| {
+        let check = |ev: serde_json::Value| {
+            reason(check_event_body(ctx, &ev.to_string(), EventBody::Pushed))
+        };
+        let tagged = |tags: serde_json::Value| json!({"Event": {"distribution": "1", "Tag": tags, "Attribute": [], "Object": []}});
+        let missing = "event is missing required taxonomy: tlp";
+        // Any tag of the taxonomy counts when no allowed list narrows it,
+        // down to the bare namespace `tlp:` (misp-guard's prefix test).
+        for counts in ["tlp:", "TLP:amber", "tlp:anything-else"] {
+            assert_eq!(
+                check(tagged(json!([{ "name": counts }]))),
+                "allowed",
+                "{counts:?}"
+            );
+        }
+        // Shorter than the prefix, the prefix without its colon, another
+        // taxonomy of the same length or longer: none counts.
+        for not in ["tl", "tlp", "tlpx", "pap:green", "xtlp:green"] {
+            assert_eq!(check(tagged(json!([{ "name": not }]))), missing, "{not:?}");
+        }
+    });
+}
+
+#[test]
+fn a_present_tag_list_even_empty_words_the_missing_taxonomy_by_name() {
+    // misp-guard says "missing required taxonomies" only when the record
+    // has no tag list at all; any list (Tag, EventTag/AttributeTag, even
+    // empty) gets the taxonomy named. SIEM rules match on the wording.
+    with_ctx("prefix.example", |ctx| {
+        let check = |ev: serde_json::Value| {
+            reason(check_event_body(ctx, &ev.to_string(), EventBody::Pushed))
+        };
+        let named = "event is missing required taxonomy: tlp";
+        let bare = |extra: serde_json::Value| {
+            let mut ev = json!({"Event": {"distribution": "1", "Attribute": [], "Object": []}});
+            for (k, v) in extra.as_object().unwrap() {
+                ev["Event"][k] = v.clone();
+            }
+            ev
+        };
+        assert_eq!(
+            check(bare(json!({}))),
+            "event is missing required taxonomies"
+        );
+        assert_eq!(check(bare(json!({"Tag": []}))), named);
+        assert_eq!(check(bare(json!({"EventTag": []}))), named);
+        assert_eq!(
+            check(bare(json!({"EventTag": [{"Tag": {"name": "tlp:green"}}]}))),
+            named,
+            "EventTag is read for blocking, never counted"
+        );
+        // The same for an attribute of an event that has its taxonomy.
+        let with_attribute = |attr_tags: serde_json::Value| {
+            let mut attr = json!({"type": "domain", "category": "Network activity",
+                "value": "a.example", "distribution": "5"});
+            for (k, v) in attr_tags.as_object().unwrap() {
+                attr[k] = v.clone();
+            }
+            json!({"Event": {"distribution": "1", "Tag": [{"name": "tlp:green"}],
+                "Attribute": [attr], "Object": []}})
+        };
+        assert_eq!(
+            check(with_attribute(json!({}))),
+            "attribute is missing required taxonomies"
+        );
+        assert_eq!(check(with_attribute(json!({"Tag": []}))), named);
+        assert_eq!(check(with_attribute(json!({"AttributeTag": []}))), named);
+        assert_eq!(
+            check(with_attribute(json!({"Tag": [{"name": "tlp:green"}]}))),
+            "allowed"
         );
     });
 }
