@@ -25,3 +25,4 @@ pub mod ops;
 pub mod policy;
 pub mod proxy;
 pub mod tls;
+pub mod vocab;

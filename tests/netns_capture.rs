@@ -31,10 +31,11 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use misp_guard_gw::net as gwnet;
+use misp_guard_gw::vocab::ListenMode;
 
 use gwnet::{
     bind_listener, connect_upstream, local_ip_addresses, original_dst_redirect,
-    original_dst_tproxy, ClientAddr, ListenerKind, LocalListeners,
+    original_dst_tproxy, ClientAddr, LocalListeners,
 };
 
 // ---------------------------------------------------------------- actors
@@ -59,7 +60,7 @@ fn client(topo: &Topology, to: SocketAddr) -> String {
 /// The gateway: binds `[::]:0` for `kind` inside gw, reports its port, then
 /// serves `conns` connections, answering each with one line describing what
 /// it recovered.
-fn gateway(topo: &Topology, kind: ListenerKind, conns: usize) -> (u16, thread::JoinHandle<()>) {
+fn gateway(topo: &Topology, kind: ListenMode, conns: usize) -> (u16, thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel();
     let h = in_netns(&topo.gw, move || async move {
         let l = bind_listener("[::]:0".parse().unwrap(), kind, 64).expect("bind gateway listener");
@@ -82,16 +83,16 @@ fn gateway(topo: &Topology, kind: ListenerKind, conns: usize) -> (u16, thread::J
 }
 
 async fn handle(
-    kind: ListenerKind,
+    kind: ListenMode,
     s: &TcpStream,
     client: ClientAddr,
     listeners: &LocalListeners,
     local_ips: &[IpAddr],
 ) -> String {
     let dst = match kind {
-        ListenerKind::Redirect => original_dst_redirect(s),
-        ListenerKind::Tproxy => original_dst_tproxy(s),
-        ListenerKind::Explicit => unreachable!(),
+        ListenMode::Redirect => original_dst_redirect(s),
+        ListenMode::Tproxy => original_dst_tproxy(s),
+        ListenMode::Explicit => unreachable!(),
     };
     let dst = match dst {
         Ok(d) => d,
@@ -100,7 +101,7 @@ async fn handle(
     if listeners.is_self(dst, local_ips) {
         return format!("self {dst}");
     }
-    if kind == ListenerKind::Redirect {
+    if kind == ListenMode::Redirect {
         return format!("ok {dst}");
     }
     // TPROXY: go on to the real server, from the client's own address.
@@ -122,7 +123,7 @@ fn server(topo: &Topology, conns: usize) -> thread::JoinHandle<()> {
     let h = in_netns(&topo.srv, move || async move {
         let l = bind_listener(
             SocketAddr::from(([0u16; 8], SYNC_PORT)),
-            ListenerKind::Explicit,
+            ListenMode::Explicit,
             16,
         )
         .expect("bind server");
@@ -151,7 +152,7 @@ fn redirect_recovers_original_destination_v4_and_v6() {
     }
     let topo = Topology::new();
     // Four connections: v4 + v6 redirected, v4 + v6 dialled directly.
-    let (port, gw) = gateway(&topo, ListenerKind::Redirect, 4);
+    let (port, gw) = gateway(&topo, ListenMode::Redirect, 4);
     topo.nft(&format!(
         "table inet mgw_test {{
             chain pre {{
@@ -186,7 +187,7 @@ fn redirect_without_nat_entry_is_a_connection_error() {
     let topo = Topology::new();
     // srv has no nftables rules at all, so no conntrack NAT entry exists.
     let outcome = join(in_netns(&topo.srv, || async {
-        let l = bind_listener("127.0.0.1:0".parse().unwrap(), ListenerKind::Redirect, 4).unwrap();
+        let l = bind_listener("127.0.0.1:0".parse().unwrap(), ListenMode::Redirect, 4).unwrap();
         let a = l.local_addr().unwrap();
         let (c, s) = tokio::join!(
             timeout(WAIT, TcpStream::connect(a)),
@@ -239,7 +240,7 @@ fn tproxy_recovers_destination_and_connects_from_client_address() {
     // flows handed to the listener and for replies to the spoofed upstream.
     topo.tproxy_routing();
     let srv = server(&topo, 2);
-    let (port, gw) = gateway(&topo, ListenerKind::Tproxy, 2);
+    let (port, gw) = gateway(&topo, ListenMode::Tproxy, 2);
     topo.nft(&format!(
         "delete table inet mgw_test\n{}",
         tproxy_ruleset(port)

@@ -16,9 +16,10 @@ use std::process::ExitCode;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{self, formats, schema::UniqueMap};
+use crate::config::{self, schema::UniqueMap};
 use crate::engine::{self, Block, RequestHead, Response, Scheme};
 use crate::policy::Policy;
+use crate::vocab;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -218,7 +219,7 @@ fn parse_flow(line: &[u8], base: &Path) -> Result<Resolved, String> {
     }
     let flow: Flow = serde_json::from_slice(line).map_err(|e| format!("invalid flow: {e}"))?;
     let ip = |field: &str, s: &str| {
-        formats::parse_ip(s).ok_or_else(|| format!("{field}: {s:?} is not an IP address"))
+        vocab::parse_ip(s).ok_or_else(|| format!("{field}: {s:?} is not an IP address"))
     };
     let client_ip = ip("client_ip", &flow.client_ip)?;
     let dst_ip = flow

@@ -76,8 +76,8 @@ enum Command {
         insecure_upstream: bool,
         /// Keep this mode's guard and capture tables loaded: applied at
         /// start and on reload, restored when they disappear or change.
-        #[arg(long, value_enum, value_name = "MODE")]
-        nftables: Option<NftMode>,
+        #[arg(long, value_name = "MODE", value_parser = capture_mode)]
+        nftables: Option<ListenMode>,
         /// Append one JSON line per decided exchange to FILE (replaces
         /// gateway.audit_log; reopened on SIGHUP).
         #[arg(long, value_name = "FILE")]
@@ -105,8 +105,8 @@ enum Command {
     Nft {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
-        #[arg(long, value_enum, default_value = "redirect")]
-        mode: NftMode,
+        #[arg(long, value_name = "MODE", default_value = "redirect", value_parser = capture_mode)]
+        mode: ListenMode,
         /// Only the guard table (the include file for /etc/nftables.conf).
         #[arg(long, conflicts_with = "mode")]
         guard_only: bool,
@@ -126,19 +126,9 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum NftMode {
-    Redirect,
-    Tproxy,
-}
-
-impl From<NftMode> for ListenMode {
-    fn from(m: NftMode) -> ListenMode {
-        match m {
-            NftMode::Redirect => ListenMode::Redirect,
-            NftMode::Tproxy => ListenMode::Tproxy,
-        }
-    }
+/// `--nftables MODE` / `nft --mode MODE`: a mode the rules capture for.
+fn capture_mode(s: &str) -> Result<ListenMode, String> {
+    ListenMode::parse_capture(s).ok_or_else(|| format!("{s:?} is not redirect or tproxy"))
 }
 
 pub fn main() -> ExitCode {
@@ -205,9 +195,8 @@ pub fn main() -> ExitCode {
                     upstream_ca,
                     insecure_upstream,
                 },
-                rules: nftables.map(|m| {
-                    std::sync::Arc::new(crate::deploy::runtime::RulesKeeper::new(m.into()))
-                }),
+                rules: nftables
+                    .map(|m| std::sync::Arc::new(crate::deploy::runtime::RulesKeeper::new(m))),
                 audit_log,
                 metrics,
                 // Neither flag: the config's gateway.watch_config decides.
@@ -233,7 +222,7 @@ pub fn main() -> ExitCode {
                 .map_err(|e| e.to_string())
                 .and_then(|p| match guard_only {
                     true => Ok(crate::deploy::nftables::render_guard(&p, &label)),
-                    false => crate::deploy::nftables::render(&p, mode.into(), &label),
+                    false => crate::deploy::nftables::render(&p, mode, &label),
                 }) {
                 Ok(ruleset) => {
                     print!("{ruleset}");

@@ -3,7 +3,6 @@
 //! [`Policy`] happen once here; every error names the file and the JSON path
 //! of the offending field, and nothing half-loaded is ever returned.
 
-pub mod formats;
 mod gateway;
 pub mod schema;
 
@@ -15,7 +14,7 @@ use crate::policy::{
     caseless, CaselessSet, CompartmentId, EndpointTable, Instance, InstanceId, Limits, Policy,
     RequiredTaxonomy, Rules,
 };
-use formats::{is_hostname, is_id, is_uuid, parse_ip, parse_url};
+use crate::vocab::{is_hostname, is_id, is_uuid, parse_ip, parse_url};
 use schema::{RawConfig, RawInstance, RawLimits};
 
 pub(crate) type CompileError = (String, String);

@@ -32,9 +32,9 @@ use std::net::IpAddr;
 
 pub use verdict::{Block, Sanitized};
 
-use crate::config::formats::unmap_ip;
-pub use crate::config::formats::Scheme;
 use crate::policy::{Endpoint, InstanceId, Policy, RequestBody, ResponseBody};
+use crate::vocab::unmap;
+pub use crate::vocab::Scheme;
 
 /// Header access the engine needs: every value of a header, in order.
 pub trait HeaderList {
@@ -127,8 +127,8 @@ pub fn request_head<H: HeaderList + ?Sized>(
 ) -> Result<Exchange, Block> {
     protocol::check(req.method, req.headers)?;
     protocol::host_header(policy, req.host, req.headers)?;
-    let client_ip = unmap_ip(req.client_ip);
-    let dst_ip = req.dst_ip.map(unmap_ip);
+    let client_ip = unmap(req.client_ip);
+    let dst_ip = req.dst_ip.map(unmap);
     let host = req.host.trim_end_matches('.');
     // Transparent mode (an original destination is known): only an
     // instance's `ip:port` is served and the allowlist never applies — it
@@ -242,7 +242,7 @@ pub fn connection(
     host: Option<&str>,
     port: u16,
 ) -> Result<Destination, Block> {
-    let src = source(policy, unmap_ip(client_ip))?;
+    let src = source(policy, unmap(client_ip))?;
     // In transparent mode the original destination decides and must be an
     // instance's `ip:port` (no relay); a host name (SNI) may then only
     // confirm it. Without one, the host decides.
@@ -294,7 +294,7 @@ pub fn transparent_destination(
     dst_ip: IpAddr,
     port: u16,
 ) -> Result<InstanceId, Block> {
-    let ip = unmap_ip(dst_ip);
+    let ip = unmap(dst_ip);
     let dst = policy.instance_by_ip(ip).ok_or_else(|| {
         Block::forbidden(format!(
             "destination host {ip} does not exist in instances hosts mapping"

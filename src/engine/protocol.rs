@@ -6,8 +6,8 @@
 //! `evaluate` refuse the same heads with the same status and reason.
 
 use super::{Block, HeaderList, Sanitized};
-use crate::config::formats::split_host_port;
 use crate::policy::Policy;
+use crate::vocab::split_host_port;
 
 /// Methods that may cross the gateway, spelled as RFC 9110 registers them.
 /// CakePHP routes on the method string as sent, and MISP sync only uses

@@ -7,30 +7,9 @@
 //! construction.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 
-/// Turns an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) into plain IPv4.
-///
-/// Only the mapped range `::ffff:0:0/96` is converted: the deprecated
-/// IPv4-*compatible* form (`::a.b.c.d`) would turn `::1` into `0.0.0.1`.
-pub fn unmap(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        IpAddr::V4(_) => ip,
-    }
-}
-
-/// [`unmap`] for a socket address; the port is kept. Flow info and scope id
-/// have no IPv4 equivalent and are dropped for mapped addresses only.
-pub fn unmap_socket_addr(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, v6.port())),
-            None => addr,
-        },
-        SocketAddr::V4(_) => addr,
-    }
-}
+pub use crate::vocab::{unmap, unmap_socket_addr};
 
 macro_rules! typed_addr {
     ($(#[$doc:meta])* $name:ident) => {

@@ -8,21 +8,7 @@ use tokio::net::TcpListener;
 
 use crate::net::addr::unmap_socket_addr;
 use crate::net::error::{hint, NetError};
-
-/// How connections reach a listener, which decides how it is bound and how
-/// the original destination is recovered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ListenerKind {
-    /// nftables `redirect`/`dnat`: destination from `SO_ORIGINAL_DST`
-    /// ([`original_dst_redirect`](crate::net::orig_dst::original_dst_redirect)).
-    Redirect,
-    /// nftables `tproxy`: the listener needs `IP_TRANSPARENT` to accept
-    /// connections for non-local addresses; destination is the local address
-    /// ([`original_dst_tproxy`](crate::net::orig_dst::original_dst_tproxy)).
-    Tproxy,
-    /// Explicit proxy (clients configured with the gateway as their proxy).
-    Explicit,
-}
+use crate::vocab::ListenMode;
 
 /// Binds a TCP listener for `kind` on `addr` and registers it with tokio
 /// (call it from within a runtime).
@@ -30,16 +16,12 @@ pub enum ListenerKind {
 /// - `SO_REUSEADDR`, so a restart does not wait out TIME_WAIT connections.
 /// - On `[::]`, `IPV6_V6ONLY` off: one listener takes both families (IPv4
 ///   peers then appear as mapped addresses, which the typed addresses undo).
-/// - For [`ListenerKind::Tproxy`], `IP_TRANSPARENT`/`IPV6_TRANSPARENT` before
+/// - For [`ListenMode::Tproxy`], `IP_TRANSPARENT`/`IPV6_TRANSPARENT` before
 ///   bind: the kernel's tproxy socket lookup only hands non-local
 ///   destinations to transparent sockets. Needs CAP_NET_ADMIN.
 ///
 /// Errors name the step, the address and, for EPERM/EACCES, the capability.
-pub fn bind_listener(
-    addr: SocketAddr,
-    kind: ListenerKind,
-    backlog: u32,
-) -> io::Result<TcpListener> {
+pub fn bind_listener(addr: SocketAddr, kind: ListenMode, backlog: u32) -> io::Result<TcpListener> {
     // A mapped listen address would make a v6 socket that only sees v4;
     // binding the plain v4 address is what was meant.
     let addr = unmap_socket_addr(addr);
@@ -66,7 +48,7 @@ pub fn bind_listener(
             sock.set_only_v6(false).map_err(fail("clear IPV6_V6ONLY"))?;
         }
     }
-    if kind == ListenerKind::Tproxy {
+    if kind == ListenMode::Tproxy {
         // On an AF_INET6 socket IPV6_TRANSPARENT sets the same per-socket flag
         // that IPv4 tproxy lookups check, so a dual-stack `[::]` listener
         // needs only this one.
@@ -110,7 +92,7 @@ mod tests {
 
     #[tokio::test]
     async fn explicit_v4_loopback() {
-        let l = bind_listener("127.0.0.1:0".parse().unwrap(), ListenerKind::Explicit, 16).unwrap();
+        let l = bind_listener("127.0.0.1:0".parse().unwrap(), ListenMode::Explicit, 16).unwrap();
         let a = l.local_addr().unwrap();
         assert_eq!(
             roundtrip(&l, a).await.ip(),
@@ -120,7 +102,7 @@ mod tests {
 
     #[tokio::test]
     async fn dual_stack_wildcard_takes_v4_and_v6() {
-        let l = bind_listener("[::]:0".parse().unwrap(), ListenerKind::Redirect, 16).unwrap();
+        let l = bind_listener("[::]:0".parse().unwrap(), ListenMode::Redirect, 16).unwrap();
         let port = l.local_addr().unwrap().port();
         // The v4 peer arrives as ::ffff:127.0.0.1 and is normalised.
         let v4 = roundtrip(&l, SocketAddr::from(([127, 0, 0, 1], port))).await;
@@ -131,10 +113,10 @@ mod tests {
 
     #[tokio::test]
     async fn bind_error_names_address() {
-        let l = bind_listener("127.0.0.1:0".parse().unwrap(), ListenerKind::Explicit, 4).unwrap();
+        let l = bind_listener("127.0.0.1:0".parse().unwrap(), ListenMode::Explicit, 4).unwrap();
         let a = l.local_addr().unwrap();
         // SO_REUSEADDR does not allow two listeners on one address.
-        let err = bind_listener(a, ListenerKind::Explicit, 4).unwrap_err();
+        let err = bind_listener(a, ListenMode::Explicit, 4).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
         let msg = err.to_string();
         assert!(
@@ -149,7 +131,7 @@ mod tests {
     #[tokio::test]
     async fn tproxy_listener_binds_non_local_or_names_capability() {
         let addr: SocketAddr = "192.0.2.1:0".parse().unwrap();
-        match bind_listener(addr, ListenerKind::Tproxy, 4) {
+        match bind_listener(addr, ListenMode::Tproxy, 4) {
             Ok(l) => assert_eq!(l.local_addr().unwrap().ip(), addr.ip()),
             Err(e) => {
                 assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");

@@ -1,6 +1,6 @@
 //! Socket and capture layer of the gateway.
 //!
-//! Traffic reaches the gateway in one of three ways ([`ListenerKind`]):
+//! Traffic reaches the gateway in one of three ways ([`ListenMode`](crate::vocab::ListenMode)):
 //! nftables `redirect` (original destination via `SO_ORIGINAL_DST`),
 //! nftables `tproxy` (original destination is the accepted socket's local
 //! address) or as an explicit proxy. This module binds the listeners, recovers
@@ -26,6 +26,6 @@ pub mod upstream;
 pub use addr::{unmap, unmap_socket_addr, ClientAddr, ListenAddr, OrigDstAddr};
 pub use error::NetError;
 pub use guard::{local_ip_addresses, LocalListeners};
-pub use listen::{bind_listener, ListenerKind};
+pub use listen::bind_listener;
 pub use orig_dst::{original_dst_redirect, original_dst_tproxy};
 pub use upstream::connect_upstream;

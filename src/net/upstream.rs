@@ -160,7 +160,7 @@ mod tests {
         // until our deadline, all on loopback. Backlog 0 still admits one.
         let l = crate::net::listen::bind_listener(
             "127.0.0.1:0".parse().unwrap(),
-            crate::net::listen::ListenerKind::Explicit,
+            crate::vocab::ListenMode::Explicit,
             0,
         )
         .unwrap();

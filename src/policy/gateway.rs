@@ -6,35 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// How a listener receives its connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenMode {
-    /// nftables `redirect`/`dnat`: original destination via SO_ORIGINAL_DST.
-    Redirect,
-    /// nftables `tproxy`: original destination is the socket's local address.
-    Tproxy,
-    /// HTTP proxy (CONNECT and absolute-form), as MISP's `Proxy.host`.
-    Explicit,
-}
-
-impl ListenMode {
-    pub fn parse(s: &str) -> Option<ListenMode> {
-        match s {
-            "redirect" => Some(ListenMode::Redirect),
-            "tproxy" => Some(ListenMode::Tproxy),
-            "explicit" => Some(ListenMode::Explicit),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ListenMode::Redirect => "redirect",
-            ListenMode::Tproxy => "tproxy",
-            ListenMode::Explicit => "explicit",
-        }
-    }
-}
+pub use crate::vocab::ListenMode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Listener {

@@ -15,7 +15,7 @@ pub use gateway::{
     TproxyRouting,
 };
 
-use crate::config::formats::{AllowedUrl, Scheme};
+use crate::vocab::{AllowedUrl, Scheme};
 
 /// Index of an instance in [`Policy::instances`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -131,7 +131,7 @@ impl Policy {
     }
 
     /// The instance whose `ip` is `ip` (IPv4-mapped IPv6 must already be
-    /// folded, see `config::formats::unmap_ip`).
+    /// folded, see `vocab::unmap`).
     pub fn instance_by_ip(&self, ip: IpAddr) -> Option<InstanceId> {
         self.by_ip.get(&ip).copied()
     }
@@ -139,8 +139,7 @@ impl Policy {
     /// The instance named by `host`: its host name (any case) or its IP
     /// literal, as misp-guard's host mapping does.
     pub fn instance_by_host(&self, host: &str) -> Option<InstanceId> {
-        if let Some(ip) =
-            crate::config::formats::parse_ip(host.trim_start_matches('[').trim_end_matches(']'))
+        if let Some(ip) = crate::vocab::parse_ip(host.trim_start_matches('[').trim_end_matches(']'))
         {
             return self.instance_by_ip(ip);
         }

@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use crate::config::formats::unmap_ip;
 use crate::policy::Limits;
+use crate::vocab::unmap;
 
 /// Live connections, in total and per client address.
 #[derive(Default)]
@@ -63,7 +63,7 @@ impl ConnectionBudget {
         limits: &Limits,
     ) -> Result<Admitted, OverBudget> {
         // An IPv4 peer on a dual-stack listener counts as itself.
-        let client = unmap_ip(client);
+        let client = unmap(client);
         let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         if c.total >= limits.max_connections {
             return Err(OverBudget::Total(c.total));

@@ -15,12 +15,12 @@ use super::respond;
 use super::state::Shared;
 use super::stream::{BoxIo, Prefixed};
 use super::trail::{self, ConnRefusal};
-use crate::config::formats::split_host_port;
 use crate::engine::{self, Block, Destination};
 use crate::http::io::HttpIo;
 use crate::net::{self, ClientAddr, OrigDstAddr};
 use crate::policy::ListenMode;
 use crate::tls::TlsError;
+use crate::vocab::split_host_port;
 
 /// TLS records start with 0x16 (handshake); HTTP methods with a letter.
 const TLS_HANDSHAKE: u8 = 0x16;

@@ -26,7 +26,6 @@ use super::respond;
 use super::state::{Shared, TlsState};
 use super::stream::BoxIo;
 use super::trail::{LogFields, Trail};
-use crate::config::formats::{split_host_port, Scheme};
 use crate::engine::{self, Block, Exchange, RequestHead as EngineHead, Response, Sanitized};
 use crate::http::head::{write_head, HeadLimits, Headers, RequestHead, Version};
 use crate::http::io::{HttpError, HttpIo};
@@ -34,6 +33,7 @@ use crate::http::rate::MinRate;
 use crate::http::{request_framing, response_framing, Framing};
 use crate::ops::audit::Stage;
 use crate::policy::{InstanceId, ListenMode, Mode, Policy};
+use crate::vocab::{split_host_port, Scheme};
 
 /// How large a request or response head may be under `policy`.
 pub fn head_limits(policy: &Policy) -> HeadLimits {

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use super::admission::ConnectionBudget;
 use super::conn;
 use super::state::Shared;
-use crate::net::{self, ListenerKind, LocalListeners};
+use crate::net::{self, LocalListeners};
 use crate::policy::{ListenMode, Listener};
 
 /// Listen backlog of every listener.
@@ -78,12 +78,7 @@ pub struct Bound {
 
 /// Binds one configured listener.
 pub fn bind(l: &Listener) -> Result<Bound, String> {
-    let kind = match l.mode {
-        ListenMode::Redirect => ListenerKind::Redirect,
-        ListenMode::Tproxy => ListenerKind::Tproxy,
-        ListenMode::Explicit => ListenerKind::Explicit,
-    };
-    let socket = net::bind_listener(l.addr, kind, BACKLOG).map_err(|e| e.to_string())?;
+    let socket = net::bind_listener(l.addr, l.mode, BACKLOG).map_err(|e| e.to_string())?;
     let local = socket
         .local_addr()
         .map_err(|e| format!("{}: {e}", l.addr))?;

@@ -1,5 +1,7 @@
-//! Format checks for config values, standing in for the JSON-schema
-//! `format`/`pattern` keywords misp-guard validates with.
+//! Names and their formats: ids, host names, uuids, schemes, allowlisted
+//! URLs and `host[:port]` authorities. The config validates with them (in
+//! place of the JSON-schema `format`/`pattern` keywords misp-guard uses);
+//! the engine and the data path parse requests with the same functions.
 
 use std::net::IpAddr;
 
@@ -37,19 +39,6 @@ pub fn is_uuid(s: &str) -> bool {
             8 | 13 | 18 | 23 => *c == b'-',
             _ => c.is_ascii_hexdigit(),
         })
-}
-
-/// Parses an IP literal and folds IPv4-mapped IPv6 (`::ffff:a.b.c.d`) to IPv4,
-/// so the same peer compares equal however the socket reports it.
-pub fn parse_ip(s: &str) -> Option<IpAddr> {
-    s.parse::<IpAddr>().ok().map(unmap_ip)
-}
-
-pub fn unmap_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,13 +179,6 @@ mod tests {
         assert!(is_uuid("B9E656BA-B9C0-4506-83ED-7B54B43A57CB"));
         assert!(!is_uuid("b9e656ba-b9c0-4506-83ed-7b54b43a57c"));
         assert!(!is_uuid("b9e656bab9c0-4506-83ed-7b54b43a57cbx"));
-    }
-
-    #[test]
-    fn mapped_ipv6_folds_to_ipv4() {
-        assert_eq!(parse_ip("::ffff:10.0.0.1"), parse_ip("10.0.0.1"));
-        assert_eq!(parse_ip("fd00::1").unwrap().to_string(), "fd00::1");
-        assert_eq!(parse_ip("10.0.0.256"), None);
     }
 
     #[test]
