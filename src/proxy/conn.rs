@@ -10,7 +10,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::exchange::{self, head_limits, Target};
+use super::binding::{Binding, ClientTls, Target};
+use super::exchange::{self, head_limits};
 use super::respond;
 use super::state::Shared;
 use super::stream::{BoxIo, Prefixed};
@@ -152,18 +153,17 @@ async fn transparent(
         _ => return Ok(()),
     }
     let target = Target {
-        mode,
-        client_ip: client.ip(),
-        orig_dst: Some(orig.addr()),
-        port: orig.port(),
-        bound_host: None,
-        client_tls: first[0] == TLS_HANDSHAKE,
-        absolute_form: false,
+        client,
+        binding: Binding::Transparent {
+            capture: mode,
+            orig_dst: orig,
+            tls: None,
+        },
         conn: shared.next_conn_id(),
-        sni: None,
     };
     let io: BoxIo = Box::new(Prefixed::new(Vec::new(), tcp));
-    start(shared, target, io, Some(default_name), None, shutdown).await
+    let tls = first[0] == TLS_HANDSHAKE;
+    start(shared, target, tls, io, Some(default_name), None, shutdown).await
 }
 
 async fn explicit(
@@ -197,15 +197,9 @@ async fn explicit(
     if head.method != "CONNECT" {
         // Absolute-form plain HTTP, as MISP sends through Proxy.host.
         let target = Target {
-            mode: ListenMode::Explicit,
-            client_ip: client.ip(),
-            orig_dst: None,
-            port: 80,
-            bound_host: None,
-            client_tls: false,
-            absolute_form: true,
+            client,
+            binding: Binding::AbsoluteForm,
             conn: shared.next_conn_id(),
-            sni: None,
         };
         let (tcp, rest) = io.into_parts();
         let io: BoxIo = Box::new(Prefixed::new(rest, tcp));
@@ -256,11 +250,19 @@ async fn explicit(
             }
         }
     };
-    let mut target = tunnel_target(client, &host, port, first == TLS_HANDSHAKE);
-    target.conn = shared.next_conn_id();
+    let target = Target {
+        client,
+        binding: Binding::Tunnel {
+            host: host.clone(),
+            port,
+            tls: None,
+        },
+        conn: shared.next_conn_id(),
+    };
     start(
         shared,
         target,
+        first == TLS_HANDSHAKE,
         Box::new(Prefixed::new(rest, tcp)),
         None,
         Some(host),
@@ -269,30 +271,17 @@ async fn explicit(
     .await
 }
 
-fn tunnel_target(client: ClientAddr, host: &str, port: u16, tls: bool) -> Target {
-    Target {
-        mode: ListenMode::Explicit,
-        client_ip: client.ip(),
-        orig_dst: None,
-        port,
-        bound_host: Some(host.to_string()),
-        client_tls: tls,
-        absolute_form: false,
-        conn: 0,
-        sni: None,
-    }
-}
-
 /// TLS (when the client speaks it) then the exchange loop.
 async fn start(
     shared: &Arc<Shared>,
-    mut target: Target,
+    target: Target,
+    client_tls: bool,
     io: BoxIo,
     default_name: Option<String>,
     connect_host: Option<String>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), Refused> {
-    if !target.client_tls {
+    if !client_tls {
         exchange::serve(shared.clone(), target, io, None, shutdown).await;
         return Ok(());
     }
@@ -300,9 +289,9 @@ async fn start(
     // from it (a reload may swap both at any time).
     let snap = shared.snapshot();
     let (policy, tls_state) = (snap.policy, snap.tls);
-    let client_ip = target.client_ip;
-    let orig = target.orig_dst;
-    let port = target.port;
+    let client_ip = target.client_ip();
+    let orig = target.orig_dst();
+    let port = target.port();
     let choose = |sni: Option<String>| {
         let policy = policy.clone();
         let tls_state = tls_state.clone();
@@ -392,7 +381,7 @@ async fn start(
                 audit_refusal(
                     shared,
                     ConnRefusal {
-                        mode: target.mode,
+                        mode: target.mode(),
                         client: client_ip,
                         orig_dst: orig,
                         // The destination already decided, not the one
@@ -409,8 +398,12 @@ async fn start(
             return Err(refusal("tls", e));
         }
     };
-    target.sni = sni;
-    target.bound_host = chosen.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let name = chosen.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let Some(name) = name else {
+        // The handshake completed, so the chooser ran and named it.
+        return Err(refusal("tls", "TLS accepted without a chosen name"));
+    };
+    let target = target.with_tls(ClientTls { sni, name });
     let mut tls: BoxIo = Box::new(tls);
     let _ = tls.flush().await;
     exchange::serve(shared.clone(), target, tls, None, shutdown).await;

@@ -14,13 +14,14 @@
 //! Bodies are forwarded as the original bytes (Content-Encoding intact) with
 //! framing the gateway writes itself.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
+use super::binding::Target;
 use super::buffer_budget::{OverBuffered, Reservation};
 use super::respond;
 use super::state::{Shared, TlsState};
@@ -42,27 +43,6 @@ pub fn head_limits(policy: &Policy) -> HeadLimits {
         max_bytes: policy.limits.max_header_bytes as usize,
         max_fields: policy.limits.max_header_count as usize,
     }
-}
-
-/// What the connection is bound to, fixed before the first request.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub mode: ListenMode,
-    pub client_ip: IpAddr,
-    /// Original destination (transparent capture).
-    pub orig_dst: Option<SocketAddr>,
-    /// Port the client connected to (original destination or CONNECT port).
-    pub port: u16,
-    /// Host the connection is bound to: TLS SNI or CONNECT authority. Every
-    /// request's Host must name it.
-    pub bound_host: Option<String>,
-    pub client_tls: bool,
-    /// Explicit proxy without CONNECT: absolute-form plain-HTTP requests.
-    pub absolute_form: bool,
-    /// Connection id in the audit trail.
-    pub conn: u64,
-    /// Server name from the client's TLS ClientHello.
-    pub sni: Option<String>,
 }
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus
@@ -158,7 +138,7 @@ pub async fn serve(
                         Ok(Ok(Some(h))) => h,
                         Ok(Ok(None)) => return,
                         Ok(Err(e)) => {
-                            tracing::warn!(client = %target.client_ip, "bad request: {e}");
+                            tracing::warn!(client = %target.client_ip(), "bad request: {e}");
                             let answer = respond::refusal("", e.status(), &e.to_string(), "");
                             let _ = client.write_all(&answer).await;
                             return;
@@ -242,12 +222,12 @@ fn parse_target(target: &Target, head: &RequestHead) -> Result<Parsed, (u16, Str
         [] => return Err(bad("missing Host header")),
         _ => return Err(bad("several Host headers")),
     };
-    let scheme = if target.client_tls {
+    let scheme = if target.client_tls() {
         Scheme::Https
     } else {
         Scheme::Http
     };
-    if target.absolute_form {
+    if target.absolute_form() {
         let rest = head.target.strip_prefix("http://").ok_or_else(|| {
             bad("explicit proxy requests must be CONNECT or absolute-form http://")
         })?;
@@ -270,17 +250,17 @@ fn parse_target(target: &Target, head: &RequestHead) -> Result<Parsed, (u16, Str
     if !head.target.starts_with('/') {
         return Err(bad("request target must be origin-form"));
     }
-    let host = match (&target.bound_host, host_header) {
-        (Some(bound), _) => bound.clone(),
+    let host = match (target.bound_host(), host_header) {
+        (Some(bound), _) => bound.to_string(),
         (None, Some(h)) => h,
-        (None, None) => match target.orig_dst {
+        (None, None) => match target.orig_dst() {
             Some(dst) => dst.ip().to_string(),
             None => return Err(bad("missing Host header")),
         },
     };
     Ok(Parsed {
         host,
-        port: target.port,
+        port: target.port(),
         path: head.target.clone(),
         scheme,
     })
@@ -315,7 +295,7 @@ async fn exchange(
     // error carrying the same reason (see `respond`).
     let refuse = |status: u16, reason: &str, path: &str| {
         let b = Block::with_status(status, reason);
-        tracing::warn!(client = %target.client_ip, "{}", b.log_line(&method, path));
+        tracing::warn!(client = %target.client_ip(), "{}", b.log_line(&method, path));
         tr().block(status, reason);
         respond::refusal(&method, status, reason, path)
     };
@@ -337,7 +317,7 @@ async fn exchange(
         let reason = e.to_string();
         if shared.may_log_refusal("budget") {
             let b = Block::with_status(503, reason.clone());
-            tracing::warn!(client = %target.client_ip, "{}", b.log_line(&method, path));
+            tracing::warn!(client = %target.client_ip(), "{}", b.log_line(&method, path));
         }
         tr().block(503, &reason);
         respond::busy(&method, &reason, path)
@@ -372,11 +352,11 @@ async fn exchange(
     // allowed head may only expect `100-continue`, answered below.
     let expects_continue = head.headers.contains("expect");
     let engine_head = EngineHead {
-        client_ip: target.client_ip,
+        client_ip: target.client_ip(),
         host: &p.host,
         port: p.port,
         scheme: p.scheme.clone(),
-        dst_ip: target.orig_dst.map(|d| d.ip()),
+        dst_ip: target.orig_dst().map(|d| d.ip()),
         method: &method,
         path: &p.path,
         headers: head.headers.as_slice(),
@@ -392,7 +372,7 @@ async fn exchange(
         }
     };
     if let Some(note) = exchange.note() {
-        tracing::info!(client = %target.client_ip, "{note}");
+        tracing::info!(client = %target.client_ip(), "{note}");
     }
     let framing = match request_framing(&head) {
         Ok(f) => f,
@@ -522,7 +502,7 @@ async fn exchange(
                 shared
                     .metrics
                     .upstream_error(if status == 504 { "timeout" } else { "connect" });
-                tracing::warn!(client = %target.client_ip, "upstream {}:{} failed: {why}", key.host, key.port);
+                tracing::warn!(client = %target.client_ip(), "upstream {}:{} failed: {why}", key.host, key.port);
                 let why = format!("upstream {}:{} failed: {why}", key.host, key.port);
                 let _ = client.write_all(&failed(status, &why, &p.path)).await;
                 return Err(End::Close);
@@ -536,7 +516,7 @@ async fn exchange(
 
     // Forward the request with framing written here.
     let mut fwd = strip_hop_by_hop(&head.headers);
-    if target.absolute_form {
+    if target.absolute_form() {
         fwd.remove("host");
         let authority = if p.port == 80 {
             p.host.clone()
@@ -588,7 +568,7 @@ async fn exchange(
             other => other.to_string(),
         };
         shared.metrics.upstream_error("send");
-        tracing::warn!(client = %target.client_ip, "forwarding request failed: {e}");
+        tracing::warn!(client = %target.client_ip(), "forwarding request failed: {e}");
         let why = format!("forwarding request failed: {e}");
         let _ = client.write_all(&failed(502, &why, &p.path)).await;
         return Err(End::Close);
@@ -627,14 +607,14 @@ async fn exchange(
                 } else {
                     502
                 };
-                tracing::warn!(client = %target.client_ip, "upstream response: {e}");
+                tracing::warn!(client = %target.client_ip(), "upstream response: {e}");
                 let why = format!("upstream response: {e}");
                 let _ = client.write_all(&failed(status, &why, &p.path)).await;
                 return Err(End::Close);
             }
             Err(_) => {
                 shared.metrics.upstream_error("timeout");
-                tracing::warn!(client = %target.client_ip, "upstream response timed out");
+                tracing::warn!(client = %target.client_ip(), "upstream response timed out");
                 let why = "upstream response timed out";
                 let _ = client.write_all(&failed(504, why, &p.path)).await;
                 return Err(End::Close);
@@ -644,7 +624,7 @@ async fn exchange(
     let resp_framing = match response_framing(&method, &resp) {
         Ok(f) => f,
         Err(e) => {
-            tracing::warn!(client = %target.client_ip, "upstream response: {e}");
+            tracing::warn!(client = %target.client_ip(), "upstream response: {e}");
             let why = format!("upstream response: {e}");
             let _ = client.write_all(&failed(502, &why, &p.path)).await;
             return Err(End::Close);
@@ -704,7 +684,7 @@ async fn exchange(
                 } else {
                     502
                 };
-                tracing::warn!(client = %target.client_ip, "upstream response body: {e}");
+                tracing::warn!(client = %target.client_ip(), "upstream response body: {e}");
                 let why = format!("upstream response body: {e}");
                 let _ = client.write_all(&failed(status, &why, &p.path)).await;
                 return Err(End::Close);
@@ -772,7 +752,7 @@ async fn exchange(
         {
             Ok(n) => tr().response_bytes(n),
             Err(e) => {
-                tracing::warn!(client = %target.client_ip, "streaming response failed: {e}");
+                tracing::warn!(client = %target.client_ip(), "streaming response failed: {e}");
                 return Err(End::Close);
             }
         }
@@ -847,7 +827,7 @@ fn monitors(policy: &Policy, exchange: &Exchange, side: Side) -> bool {
 /// `request blocked:` do not fire for what was forwarded.
 fn log_would_block(target: &Target, b: &Block, method: &str, path: &str, f: &LogFields) {
     tracing::warn!(
-        client = %target.client_ip,
+        client = %target.client_ip(),
         src = %f.src,
         dst = %f.dst,
         event_uuid = %f.uuids,
@@ -861,10 +841,10 @@ fn log_would_block(target: &Target, b: &Block, method: &str, path: &str, f: &Log
 /// misp-guard's exact text as the message; who and which event as fields.
 fn log_block(target: &Target, b: &Block, method: &str, path: &str, f: &LogFields) {
     if let Some(detail) = &b.detail {
-        tracing::warn!(client = %target.client_ip, "{detail}");
+        tracing::warn!(client = %target.client_ip(), "{detail}");
     }
     tracing::warn!(
-        client = %target.client_ip,
+        client = %target.client_ip(),
         src = %f.src,
         dst = %f.dst,
         event_uuid = %f.uuids,
@@ -884,7 +864,7 @@ async fn connect(
     key: &UpstreamKey,
 ) -> Result<HttpIo<BoxIo>, (u16, String)> {
     let t = policy.gateway.timeouts;
-    let addr = match (key.instance, target.orig_dst) {
+    let addr = match (key.instance, target.orig_dst()) {
         (Some(id), _) => {
             let inst = policy.instance(id);
             SocketAddr::new(inst.ip, inst.port)
@@ -910,8 +890,8 @@ async fn connect(
     {
         return Err((502, format!("{addr} is the gateway itself")));
     }
-    let source = (policy.gateway.transparent_source && target.mode == ListenMode::Tproxy)
-        .then_some(target.client_ip);
+    let source = (policy.gateway.transparent_source && target.mode() == ListenMode::Tproxy)
+        .then_some(target.client_ip());
     let tcp = crate::net::connect_upstream(addr, source, t.upstream_connect)
         .await
         .map_err(|e| {
@@ -924,7 +904,7 @@ async fn connect(
                 e.to_string(),
             )
         })?;
-    if !target.client_tls {
+    if !target.client_tls() {
         return Ok(HttpIo::new(Box::new(tcp)));
     }
     let name = match key.instance {

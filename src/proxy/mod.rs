@@ -2,6 +2,7 @@
 //! that puts the engine inline.
 
 pub mod admission;
+pub mod binding;
 pub mod buffer_budget;
 pub mod config_watch;
 pub mod conn;

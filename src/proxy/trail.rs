@@ -6,7 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::exchange::Target;
+use super::binding::Target;
 use crate::engine::carried::Carried;
 use crate::engine::{Exchange, Sanitized};
 use crate::ops::audit::{self, AuditLog, Decision, Record, Stage};
@@ -75,13 +75,13 @@ impl<'a> Trail<'a> {
             rec: Record {
                 ts: String::new(),
                 conn: target.conn,
-                listener: target.mode.as_str(),
-                client: target.client_ip.to_string(),
+                listener: target.mode().as_str(),
+                client: target.client_ip().to_string(),
                 src_instance: None,
                 src_compartment: None,
                 dst_instance: None,
                 dst_compartment: None,
-                sni: target.sni.clone(),
+                sni: target.sni().map(str::to_string),
                 method: method.to_string(),
                 path: audit::audited_path(path),
                 stage: Stage::RequestHead,
@@ -100,8 +100,10 @@ impl<'a> Trail<'a> {
         };
         // Before the engine has named them (a refused head), the
         // instances are those the addresses belong to.
-        let src = policy.instance_by_ip(target.client_ip);
-        let dst = target.orig_dst.and_then(|d| policy.instance_by_ip(d.ip()));
+        let src = policy.instance_by_ip(target.client_ip());
+        let dst = target
+            .orig_dst()
+            .and_then(|d| policy.instance_by_ip(d.ip()));
         t.instances(policy, src, dst);
         t
     }
