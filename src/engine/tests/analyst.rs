@@ -225,3 +225,39 @@ fn cluster_relations_are_judged() {
         "galaxy cluster relation wraps a GalaxyClusterRelation; refusing the ambiguous payload"
     );
 }
+
+#[test]
+fn a_relationship_target_carries_its_notes_one_level_down() {
+    let deeper = format!("analyst data nested deeper than {ANALYST_MAX_DEPTH} levels");
+    let note = json!([{"distribution": "3"}]);
+    let targets = [
+        (
+            "Event",
+            json!({"Event": {"distribution": "3", "Note": note}}),
+        ),
+        (
+            "Attribute",
+            json!({"Attribute": {"type": "domain", "category": "Network activity",
+                "value": "a.example", "distribution": "5", "Note": note}}),
+        ),
+        (
+            "Object",
+            json!({"Object": {"name": "domain-ip", "distribution": "5", "Note": note}}),
+        ),
+    ];
+    for (ty, target) in targets {
+        // A relationship at nesting level `level` (>= 2) to `target`.
+        let at = |level: usize| {
+            let rel =
+                json!({"distribution": "3", "related_object_type": ty, "related_object": target});
+            let mut rec = json!({"distribution": "3", "Relationship": [rel]});
+            for _ in 2..level {
+                rec = json!({"distribution": "3", "Note": [rec]});
+            }
+            json!({ "Note": rec })
+        };
+        // The target's note sits at level + 1.
+        assert_eq!(entry(&at(ANALYST_MAX_DEPTH - 1)), "allowed", "{ty}");
+        assert_eq!(entry(&at(ANALYST_MAX_DEPTH)), deeper, "{ty}");
+    }
+}

@@ -319,3 +319,29 @@ fn push_answers_by_status() {
         );
     });
 }
+
+#[test]
+fn distribution_levels_from_every_integer_form_and_quoted_invalid_ones() {
+    use serde::de::value::{BytesDeserializer, Error as DeError};
+    use serde::de::IntoDeserializer;
+    use serde::Deserialize;
+    // serde_json hands non-negative integers to visit_u64; other readers
+    // (and a future serde_json) may use visit_i64 for them.
+    let from_i64 = |v: i64| Dist::deserialize(IntoDeserializer::<DeError>::into_deserializer(v));
+    assert!(matches!(from_i64(0), Ok(Dist::Level(0))));
+    assert!(matches!(from_i64(5), Ok(Dist::Level(5))));
+    assert!(matches!(from_i64(6), Ok(Dist::Invalid(s)) if &*s == "6"));
+    assert!(matches!(from_i64(-1), Ok(Dist::Invalid(s)) if &*s == "-1"));
+    // A form JSON never produces: the error says what was expected.
+    let err = Dist::deserialize(BytesDeserializer::<DeError>::new(b"1")).unwrap_err();
+    assert!(err.to_string().contains("a distribution level"), "{err}");
+    // Invalid strings are quoted into the reason, cut at 32 characters.
+    let from_str = |s: &str| serde_json::from_str::<Dist>(&serde_json::to_string(s).unwrap());
+    assert!(matches!(from_str("abc"), Ok(Dist::Invalid(s)) if &*s == "\"abc\""));
+    let long = "x".repeat(40);
+    let cut = format!("\"{}\"...", "x".repeat(32));
+    assert!(matches!(from_str(&long), Ok(Dist::Invalid(s)) if *s == cut));
+    let exact = "y".repeat(32);
+    let whole = format!("\"{exact}\"");
+    assert!(matches!(from_str(&exact), Ok(Dist::Invalid(s)) if *s == whole));
+}
