@@ -147,7 +147,8 @@ impl<'de> Deserialize<'de> for PhpTruthy {
             Some(b'"') => matches!(v, r#""""# | r#""0""#),
             Some(b'[') | Some(b'{') => v[1..v.len() - 1].trim().is_empty(),
             Some(b'n') | Some(b'f') => true,
-            Some(b't') => false,
+            // Numbers: zero in any spelling is empty. (`true` lands here
+            // too and, not being a number, is truthy.)
             _ => v.parse::<f64>().is_ok_and(|f| f == 0.0),
         };
         Ok(PhpTruthy(!empty))
