@@ -57,16 +57,7 @@ fn connections_over_budget_are_closed_and_places_come_back() {
     let cfg = dir.0.join("config.json");
     std::fs::write(&cfg, config.to_string()).unwrap();
     let proxy: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let gw = Gateway::start(
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--explicit",
-            &proxy.to_string(),
-        ],
-        dir.0.join("gw.log"),
-    );
+    let gw = Gateway::explicit(&cfg, proxy, &[], dir.0.join("gw.log"));
 
     // Three idle connections from one address are admitted; a fourth is not.
     let mut held: Vec<TcpStream> = (0..3).map(|_| connect_from("127.0.0.1", proxy)).collect();
@@ -149,16 +140,7 @@ fn start_in_front_of(tag: &str, mut gateway: serde_json::Value, answer: Vec<u8>)
     let proxy: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
         .parse()
         .unwrap();
-    let gw = Gateway::start(
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--explicit",
-            &proxy.to_string(),
-        ],
-        dir.0.join("gw.log"),
-    );
+    let gw = Gateway::explicit(&cfg, proxy, &[], dir.0.join("gw.log"));
     (gw, proxy, upstream, counts, dir)
 }
 
@@ -425,16 +407,7 @@ fn header_count_and_size_limits_answer_431_for_requests_and_502_for_responses() 
     let proxy: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
         .parse()
         .unwrap();
-    let gw = Gateway::start(
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--explicit",
-            &proxy.to_string(),
-        ],
-        dir.0.join("gw.log"),
-    );
+    let gw = Gateway::explicit(&cfg, proxy, &[], dir.0.join("gw.log"));
     let mut c = client(proxy);
     c.write_all(&request_head(
         "GET",

@@ -244,16 +244,7 @@ impl Rig {
         let cfg = dir.0.join("config.json");
         std::fs::write(&cfg, config.to_string()).unwrap();
         let proxy: SocketAddr = format!("127.0.0.1:{gw_port}").parse().unwrap();
-        let gw = Gateway::start(
-            &[
-                "run",
-                "--config",
-                cfg.to_str().unwrap(),
-                "--explicit",
-                &proxy.to_string(),
-            ],
-            dir.0.join("gw.log"),
-        );
+        let gw = Gateway::explicit(&cfg, proxy, &[], dir.0.join("gw.log"));
         Rig {
             gw,
             proxy,

@@ -86,16 +86,7 @@ fn many_large_uploads_stay_within_the_buffer_budget() {
     let proxy: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
         .parse()
         .unwrap();
-    let gw = Gateway::start(
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--explicit",
-            &proxy.to_string(),
-        ],
-        dir.0.join("gw.log"),
-    );
+    let gw = Gateway::explicit(&cfg, proxy, &[], dir.0.join("gw.log"));
     let pid = gw.child.id();
     assert_eq!(pull(proxy, port), 200, "{}", gw.logs());
     let idle = status_bytes(pid, "VmRSS");

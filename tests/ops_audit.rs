@@ -130,16 +130,10 @@ async fn audit_lines_for_pushes_and_pulls() {
     let cfg = dir.0.join("config.json");
     std::fs::write(&cfg, config.to_string()).unwrap();
     let proxy: std::net::SocketAddr = format!("127.0.0.1:{gw_port}").parse().unwrap();
-    let gw = Gateway::start(
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--explicit",
-            &proxy.to_string(),
-            "--log-allowed",
-            "info",
-        ],
+    let gw = Gateway::explicit(
+        &cfg,
+        proxy,
+        &["--log-allowed", "info"],
         dir.0.join("gw.log"),
     );
     let audit = dir.0.join("audit.jsonl");

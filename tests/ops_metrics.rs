@@ -123,16 +123,7 @@ async fn health_readiness_and_metrics_that_move() {
     std::fs::write(&cfg, config.to_string()).unwrap();
     let proxy: std::net::SocketAddr = format!("127.0.0.1:{gw_port}").parse().unwrap();
     let ops: std::net::SocketAddr = format!("127.0.0.1:{ops_port}").parse().unwrap();
-    let gw = Gateway::start(
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--explicit",
-            &proxy.to_string(),
-        ],
-        dir.0.join("gw.log"),
-    );
+    let gw = Gateway::explicit(&cfg, proxy, &[], dir.0.join("gw.log"));
 
     assert_eq!(get(ops, "/healthz").await, (200, "ok\n".into()));
     assert_eq!(get(ops, "/readyz").await, (200, "ready\n".into()));

@@ -72,16 +72,7 @@ async fn explicit_proxy_end_to_end() {
     let cfg = dir.0.join("config.json");
     std::fs::write(&cfg, config.to_string()).unwrap();
     let proxy: std::net::SocketAddr = format!("127.0.0.1:{gw_port}").parse().unwrap();
-    let mut gw = Gateway::start(
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--explicit",
-            &proxy.to_string(),
-        ],
-        dir.0.join("gw.log"),
-    );
+    let mut gw = Gateway::explicit(&cfg, proxy, &[], dir.0.join("gw.log"));
     let ca = dir.0.join("ca/ca.crt");
     let tunnel = || async {
         connect_tunnel(proxy, "b.test", server.port(), &ca)
@@ -400,16 +391,7 @@ async fn refusals_and_push_answers() {
     let cfg = dir.0.join("config.json");
     std::fs::write(&cfg, config.to_string()).unwrap();
     let proxy: std::net::SocketAddr = format!("127.0.0.1:{gw_port}").parse().unwrap();
-    let mut gw = Gateway::start(
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--explicit",
-            &proxy.to_string(),
-        ],
-        dir.0.join("gw.log"),
-    );
+    let mut gw = Gateway::explicit(&cfg, proxy, &[], dir.0.join("gw.log"));
     let ca = dir.0.join("ca/ca.crt");
     let tunnel = || async {
         connect_tunnel(proxy, "b.test", server.port(), &ca)

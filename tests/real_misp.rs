@@ -261,16 +261,7 @@ async fn real_misp_stores_only_what_the_policy_allows() {
     let proxy: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
         .parse()
         .unwrap();
-    let gw = Gateway::start(
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--explicit",
-            &proxy.to_string(),
-        ],
-        dir.0.join("gw.log"),
-    );
+    let gw = Gateway::explicit(&cfg, proxy, &[], dir.0.join("gw.log"));
 
     // Cases are independent (fresh uuids), so a few run at once; MISP's
     // php-fpm pool serves several requests in parallel.

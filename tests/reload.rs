@@ -317,16 +317,7 @@ async fn an_upload_in_flight_finishes_under_the_policy_it_started_with() {
     let strict = policy(&["tlp:red", "tlp:amber"]);
     replace_file(&cfg, &lenient);
     // The file is watched by default: no flag.
-    let gw = Gateway::start(
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--explicit",
-            &proxy.to_string(),
-        ],
-        dir.0.join("gw.log"),
-    );
+    let gw = Gateway::explicit(&cfg, proxy, &[], dir.0.join("gw.log"));
     let port = server.port();
     const U: [&str; 5] = [
         "7a1e0001-0000-4000-8000-000000000001",

@@ -290,6 +290,21 @@ impl Gateway {
         g
     }
 
+    /// `run --config CFG --explicit PROXY [EXTRA...]`: the loopback
+    /// tests' usual gateway, an explicit proxy on `proxy`.
+    pub fn explicit(cfg: &Path, proxy: SocketAddr, extra: &[&str], log: PathBuf) -> Gateway {
+        let proxy = proxy.to_string();
+        let mut args = vec![
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--explicit",
+            &proxy,
+        ];
+        args.extend_from_slice(extra);
+        Gateway::start(&args, log)
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
