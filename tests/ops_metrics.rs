@@ -216,39 +216,42 @@ async fn wait_for(what: &str, mut ok: impl FnMut() -> bool, gw: &Gateway) {
     panic!("timed out waiting for {what}:\n{}", gw.logs());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn config_file_change_reloads_and_a_broken_file_keeps_the_policy() {
-    let dir = TempDir::new("watch");
-    let gw_port = free_port("127.0.0.1");
-    let ops_port = free_port("127.0.0.1");
-    let mut config = json!({
+/// A gateway with a metrics listener on a config file of its own, started
+/// with `flag` (`--watch-config`, the default, stays accepted; or
+/// `--no-watch-config`): its dir, config, metrics address and process.
+fn watched_gateway(
+    tag: &str,
+    flag: &str,
+) -> (TempDir, serde_json::Value, std::net::SocketAddr, Gateway) {
+    let dir = TempDir::new(tag);
+    let proxy: std::net::SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
+        .parse()
+        .unwrap();
+    let ops: std::net::SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
+        .parse()
+        .unwrap();
+    let config = json!({
         "allowlist": {"urls": [], "domains": []},
         "compartments_rules": {"can_reach": {"c1": ["c2"], "c2": ["c1"]}},
         "instances": {
             "a": instance_json("127.0.0.1", "a.test", 443, "c1"),
             "b": instance_json("127.0.0.2", "b.test", 443, "c2"),
         },
-        "gateway": {"metrics": {"listen": format!("127.0.0.1:{ops_port}")}}
+        "gateway": {"metrics": {"listen": ops.to_string()}}
     });
     let cfg = dir.0.join("config.json");
     std::fs::write(&cfg, config.to_string()).unwrap();
-    let ops: std::net::SocketAddr = format!("127.0.0.1:{ops_port}").parse().unwrap();
-    let gw = Gateway::start(
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--explicit",
-            &format!("127.0.0.1:{gw_port}"),
-            // The default; the flag stays accepted.
-            "--watch-config",
-        ],
-        dir.0.join("gw.log"),
-    );
+    let gw = Gateway::explicit(&cfg, proxy, &[flag], dir.0.join("gw.log"));
+    (dir, config, ops, gw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_change_reloads_and_a_broken_file_keeps_the_policy() {
+    let (dir, mut config, ops, gw) = watched_gateway("watch", "--watch-config");
 
     // 1. A good change, renamed into place: reloaded like SIGHUP.
     config["gateway"]["instances"] = json!({"a": {"mode": "monitor"}});
-    replace_file(&cfg, &config.to_string());
+    replace_file(&dir.0.join("config.json"), &config.to_string());
     wait_for(
         "the reload",
         || gw.logs().contains("instance a: MODE MONITOR"),
@@ -266,7 +269,7 @@ async fn config_file_change_reloads_and_a_broken_file_keeps_the_policy() {
     // 2. A broken file: the field is named, the running policy stays, the
     //    failure is counted — once, not every second.
     config["instances"]["a"]["port"] = json!("https");
-    replace_file(&cfg, &config.to_string());
+    replace_file(&dir.0.join("config.json"), &config.to_string());
     wait_for(
         "the failed reload",
         || gw.logs().contains("reload failed"),
@@ -288,7 +291,7 @@ async fn config_file_change_reloads_and_a_broken_file_keeps_the_policy() {
     //    configuration management) is applied once, not once per trigger.
     config["instances"]["a"]["port"] = json!(443);
     config["gateway"]["instances"] = json!({});
-    replace_file(&cfg, &config.to_string());
+    replace_file(&dir.0.join("config.json"), &config.to_string());
     std::process::Command::new("kill")
         .args(["-HUP", &gw.child.id().to_string()])
         .status()
@@ -312,35 +315,10 @@ async fn config_file_change_reloads_and_a_broken_file_keeps_the_policy() {
 /// `--no-watch-config`: a change of the file is not applied until SIGHUP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_watch_config_reloads_on_sighup_only() {
-    let dir = TempDir::new("nowatch");
-    let gw_port = free_port("127.0.0.1");
-    let ops_port = free_port("127.0.0.1");
-    let mut config = json!({
-        "allowlist": {"urls": [], "domains": []},
-        "compartments_rules": {"can_reach": {"c1": ["c2"], "c2": ["c1"]}},
-        "instances": {
-            "a": instance_json("127.0.0.1", "a.test", 443, "c1"),
-            "b": instance_json("127.0.0.2", "b.test", 443, "c2"),
-        },
-        "gateway": {"metrics": {"listen": format!("127.0.0.1:{ops_port}")}}
-    });
-    let cfg = dir.0.join("config.json");
-    std::fs::write(&cfg, config.to_string()).unwrap();
-    let ops: std::net::SocketAddr = format!("127.0.0.1:{ops_port}").parse().unwrap();
-    let gw = Gateway::start(
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--explicit",
-            &format!("127.0.0.1:{gw_port}"),
-            "--no-watch-config",
-        ],
-        dir.0.join("gw.log"),
-    );
+    let (dir, mut config, ops, gw) = watched_gateway("nowatch", "--no-watch-config");
     assert!(gw.logs().contains("not watched"), "{}", gw.logs());
     config["gateway"]["instances"] = json!({"a": {"mode": "monitor"}});
-    replace_file(&cfg, &config.to_string());
+    replace_file(&dir.0.join("config.json"), &config.to_string());
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let m = parse_exposition(&get(ops, "/metrics").await.1);
     assert_eq!(m["misp_guard_gw_config_generation"], 1.0, "{}", gw.logs());
