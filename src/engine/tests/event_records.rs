@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::config;
 use crate::engine::answers::push_answer;
 use crate::engine::checks::{self, Checked, Ctx, Violation};
-use crate::engine::model::{Dist, NonEmpty, PhpTruthy, SharingGroup, Tag};
+use crate::engine::model::{Dist, NonEmpty, PhpTruthy, Proposals, SharingGroup, Tag};
 use crate::engine::stream::{check_event_body, EventBody};
 
 const POLICY: &str = r#"{
@@ -344,4 +344,23 @@ fn distribution_levels_from_every_integer_form_and_quoted_invalid_ones() {
     let exact = "y".repeat(32);
     let whole = format!("\"{exact}\"");
     assert!(matches!(from_str(&exact), Ok(Dist::Invalid(s)) if *s == whole));
+}
+
+#[test]
+fn proposals_are_a_list_or_a_wrapped_object_and_nothing_else() {
+    fn read(s: &str) -> serde_json::Result<Proposals<'_>> {
+        serde_json::from_str(s)
+    }
+    assert!(matches!(read("[]"), Ok(Proposals::List(v)) if v.is_empty()));
+    assert!(matches!(
+        read(r#"{"value": "x"}"#),
+        Ok(Proposals::WrapsObject)
+    ));
+    for other in ["5", r#""x""#, "true"] {
+        let err = read(other).unwrap_err().to_string();
+        assert!(
+            err.contains("expected a list of proposals"),
+            "{other}: {err}"
+        );
+    }
 }
