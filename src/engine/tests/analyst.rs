@@ -84,6 +84,17 @@ fn member_shapes_are_told_apart() {
 }
 
 #[test]
+fn a_form_json_never_has_names_what_was_expected() {
+    use serde::de::value::{BytesDeserializer, Error as DeError};
+    use serde::Deserialize;
+    let err = AnalystList::deserialize(BytesDeserializer::<DeError>::new(b"[]")).unwrap_err();
+    assert!(
+        err.to_string().contains("a list of analyst records"),
+        "{err}"
+    );
+}
+
+#[test]
 fn depth_is_bounded_with_its_own_reason() {
     assert_eq!(entry(&nested(ANALYST_MAX_DEPTH, "3")), "allowed");
     assert_eq!(
