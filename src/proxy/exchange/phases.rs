@@ -64,6 +64,13 @@ pub struct RequestBody {
     pub monitored: bool,
 }
 
+/// An upstream answer's head, read.
+struct Answer {
+    resp: ResponseHead,
+    framing: Framing,
+    status_line: String,
+}
+
 /// The answer relayed: whether the client connection stays open, and
 /// whether the upstream one can serve the next request.
 pub struct Relayed {
@@ -316,26 +323,7 @@ impl<'a> Phases<'a> {
                 Exchange::Allowlisted { .. } => None,
             },
         };
-        if upstream.as_ref().is_some_and(|u| u.key != key) {
-            *upstream = None;
-        }
-        let up = match upstream {
-            Some(up) => up,
-            None => {
-                let io = match connect(self.shared, self.policy, self.tls, self.target, &key).await
-                {
-                    Ok(io) => io,
-                    Err((status, why)) => {
-                        let kind = if status == 504 { "timeout" } else { "connect" };
-                        self.shared.metrics.upstream_error(kind);
-                        let why = format!("upstream {}:{} failed: {why}", key.host, key.port);
-                        tracing::warn!(client = %self.target.client_ip(), "{why}");
-                        return Err(self.failed(status, &why, &path));
-                    }
-                };
-                upstream.insert(Upstream { key, io })
-            }
-        };
+        let up = self.upstream_leg(upstream, key, &path).await?;
         up.io
             .set_read_timeout(self.policy.gateway.timeouts.upstream_response);
 
@@ -387,6 +375,32 @@ impl<'a> Phases<'a> {
         // (possibly slow) answer is done.
         drop((body, adm.hold));
         Ok(forwarded_at)
+    }
+
+    /// The connection to `key`: the one this client connection already
+    /// holds when it goes to the same place, else a new one.
+    async fn upstream_leg<'u>(
+        &mut self,
+        upstream: &'u mut Option<Upstream>,
+        key: UpstreamKey,
+        path: &str,
+    ) -> Result<&'u mut Upstream, Stop> {
+        if upstream.as_ref().is_some_and(|u| u.key != key) {
+            *upstream = None;
+        }
+        if let Some(up) = upstream {
+            return Ok(up);
+        }
+        match connect(self.shared, self.policy, self.tls, self.target, &key).await {
+            Ok(io) => Ok(upstream.insert(Upstream { key, io })),
+            Err((status, why)) => {
+                let kind = if status == 504 { "timeout" } else { "connect" };
+                self.shared.metrics.upstream_error(kind);
+                let why = format!("upstream {}:{} failed: {why}", key.host, key.port);
+                tracing::warn!(client = %self.target.client_ip(), "{why}");
+                Err(self.failed(status, &why, path))
+            }
+        }
     }
 
     // --------------------------------------------------- 4. response head
@@ -455,7 +469,19 @@ impl<'a> Phases<'a> {
             || resp.version == Version::Http10;
         let keep = hop::client_keeps_alive(head) && !upstream_closes;
         let status_line = format!("HTTP/1.1 {} {}", resp.status, resp.reason);
-        if !exchange.inspects_response_body() {
+        let relayed = Relayed {
+            keep,
+            upstream_closes,
+        };
+        if exchange.inspects_response_body() {
+            let answer = Answer {
+                resp,
+                framing: resp_framing,
+                status_line,
+            };
+            self.relay_inspected(client, up, exchange, path, answer, monitored_push, relayed)
+                .await
+        } else {
             let chunked_out = hop::chunk_streamed_answer(resp_framing, head.version);
             let out = hop::response_headers(&resp.headers, resp_framing, keep, None, chunked_out);
             let mut wire = Vec::new();
@@ -474,12 +500,31 @@ impl<'a> Phases<'a> {
             }
             // Until-close without chunking: the end is the close.
             let ends_with_close = resp_framing == Framing::Close && !chunked_out;
-            return Ok(Relayed {
+            Ok(Relayed {
                 keep: keep && !ends_with_close,
-                upstream_closes,
-            });
+                ..relayed
+            })
         }
+    }
 
+    /// An answer the policy reads: buffered within the budget, decided,
+    /// then sent whole with its length (a block: 403, none of it).
+    #[allow(clippy::too_many_arguments)]
+    async fn relay_inspected(
+        &mut self,
+        client: &mut HttpIo<BoxIo>,
+        up: &mut Upstream,
+        exchange: &Exchange,
+        path: &str,
+        answer: Answer,
+        monitored_push: bool,
+        relayed: Relayed,
+    ) -> Result<Relayed, Stop> {
+        let Answer {
+            resp,
+            framing: resp_framing,
+            status_line,
+        } = answer;
         let mut hold = self.shared.buffers.reservation();
         let (limit, max_body) = (
             self.policy.limits.max_buffered_bytes,
@@ -539,17 +584,20 @@ impl<'a> Phases<'a> {
                 return Err(self.blocked(&Block { status: 403, ..b }, path));
             }
         }
-        let out = hop::response_headers(&resp.headers, resp_framing, keep, Some(body.len()), false);
+        let out = hop::response_headers(
+            &resp.headers,
+            resp_framing,
+            relayed.keep,
+            Some(body.len()),
+            false,
+        );
         let mut wire = Vec::new();
         write_head(&status_line, &out, &mut wire);
         self.trail.allow(resp.status);
         write_message(&mut client.io, wire, &body)
             .await
             .map_err(|_| Stop::Close)?;
-        Ok(Relayed {
-            keep,
-            upstream_closes,
-        })
+        Ok(relayed)
     }
 }
 
