@@ -209,6 +209,8 @@ impl<'de> Visitor<'de> for EventSeed<'_, '_> {
         f.write_str("an event object")
     }
 
+    // `null` is an absent event. (cargo-mutants' `Ok(Default::default())`
+    // for these two is the same value: equivalent mutants.)
     fn visit_none<E>(self) -> Result<Self::Value, E> {
         Ok(None)
     }
@@ -254,6 +256,9 @@ impl<'de, T: Deserialize<'de> + Check> Visitor<'de> for ListSeed<'_, '_, T> {
         f.write_str("a list")
     }
 
+    // `null` is an absent list. (`Listed::default()` is `Absent`, so
+    // cargo-mutants' `Ok(Default::default())` for these two is the same
+    // value: equivalent mutants.)
     fn visit_none<E>(self) -> Result<Self::Value, E> {
         Ok(Listed::Absent)
     }

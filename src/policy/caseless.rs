@@ -79,6 +79,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn counts_its_entries() {
+        // check-config prints these counts.
+        assert_eq!(CaselessSet::new(Vec::<String>::new()).len(), 0);
+        assert!(CaselessSet::new(Vec::<String>::new()).is_empty());
+        let s = CaselessSet::new(["a", "b", "c"]);
+        assert_eq!(s.len(), 3);
+        assert!(!s.is_empty());
+    }
+
+    #[test]
     fn trims_and_ignores_case() {
         let s = CaselessSet::new([" TLP:Red ", "Passport-Number"]);
         assert!(s.contains("tlp:red"));

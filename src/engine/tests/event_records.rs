@@ -364,3 +364,30 @@ fn proposals_are_a_list_or_a_wrapped_object_and_nothing_else() {
         );
     }
 }
+
+#[test]
+fn the_streaming_reader_names_what_it_expected() {
+    with_ctx("open.example", |ctx| {
+        let check = |body: &str| reason(check_event_body(ctx, body, EventBody::Pushed));
+        for (body, expected) in [
+            ("[]", "expected an object with an `Event`"),
+            (r#"{"Event": 5}"#, "expected an event object"),
+            (
+                r#"{"Event": {"distribution": "1", "Attribute": 5, "Object": []}}"#,
+                "expected a list",
+            ),
+        ] {
+            let got = check(body);
+            assert!(
+                got.starts_with("malformed: ") && got.contains(expected),
+                "{body}: {got}"
+            );
+        }
+        // `null` is absent, for the event and for a list.
+        assert!(check(r#"{"Event": null}"#) != "allowed");
+        assert_eq!(
+            check(r#"{"Event": {"distribution": "1", "Attribute": null, "Object": []}}"#),
+            check(r#"{"Event": {"distribution": "1", "Object": []}}"#)
+        );
+    });
+}
