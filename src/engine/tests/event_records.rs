@@ -26,6 +26,10 @@ const POLICY: &str = r#"{
           "blocked_sharing_groups_uuids": ["b9e656ba-b9c0-4506-83ed-7b54b43a57cb"],
           "blocked_attribute_types": [], "blocked_attribute_categories": ["Person"],
           "blocked_object_types": []},
+    "intl": {"ip": "10.1.0.4", "host": "intl.example", "port": 443, "compartment_id": "c1", "affiliation": "",
+          "taxonomies_rules": {"required_taxonomies": ["tlp"], "allowed_tags": {"tlp": ["tlp:grün"]}, "blocked_tags": []},
+          "blocked_distribution_levels": [], "blocked_sharing_groups_uuids": [],
+          "blocked_attribute_types": [], "blocked_attribute_categories": [], "blocked_object_types": []},
     "prefix": {"ip": "10.1.0.3", "host": "prefix.example", "port": 443, "compartment_id": "c1", "affiliation": "",
           "taxonomies_rules": {"required_taxonomies": ["tlp"], "allowed_tags": {}, "blocked_tags": []},
           "blocked_distribution_levels": [], "blocked_sharing_groups_uuids": [],
@@ -389,5 +393,26 @@ fn the_streaming_reader_names_what_it_expected() {
             check(r#"{"Event": {"distribution": "1", "Attribute": null, "Object": []}}"#),
             check(r#"{"Event": {"distribution": "1", "Object": []}}"#)
         );
+    });
+}
+
+#[test]
+fn a_non_ascii_allowed_tag_counts_only_byte_for_byte() {
+    // A name with any non-ASCII character counts only when it is the
+    // allowed one byte for byte (the conservative side of MISP's
+    // LOWER() on a utf8mb3_bin column: what is not surely equated is not
+    // counted as present).
+    with_ctx("intl.example", |ctx| {
+        let check = |name: &str| {
+            let ev = json!({"Event": {"distribution": "1", "Tag": [{"name": name}],
+                "Attribute": [], "Object": []}});
+            reason(check_event_body(ctx, &ev.to_string(), EventBody::Pushed))
+        };
+        assert_eq!(check("tlp:grün"), "allowed");
+        let missing = "event is missing required taxonomy: tlp";
+        assert_eq!(check("TLP:grün"), missing);
+        assert_eq!(check("tlp:grÜn"), missing);
+        assert_eq!(check("tlp:gru\u{308}n"), missing, "another normal form");
+        assert_eq!(check("tlp:grü"), missing);
     });
 }
