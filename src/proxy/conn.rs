@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio_rustls::server::TlsStream;
 
 use super::binding::{Binding, ClientTls, Target};
 use super::exchange::{self, head_limits};
@@ -285,127 +286,183 @@ async fn start(
         exchange::serve(shared.clone(), target, io, None, shutdown).await;
         return Ok(());
     }
-    // One snapshot: the policy that decides and the TLS material built
-    // from it (a reload may swap both at any time).
-    let snap = shared.snapshot();
-    let (policy, tls_state) = (snap.policy, snap.tls);
-    let client_ip = target.client_ip();
-    let orig = target.orig_dst();
-    let port = target.port();
-    let choose = |sni: Option<String>| {
-        let policy = policy.clone();
-        let tls_state = tls_state.clone();
-        let connect_host = connect_host.clone();
-        async move {
-            // The name the client believes it talks to must be the
-            // destination already decided (POLICY.md §4 consistent
-            // destination); without SNI, the destination's own name.
-            let name = match (&sni, &connect_host, &default_name) {
-                (Some(s), Some(c), _) if s != c => {
-                    return Err(TlsError::refused(
-                        Some(s),
-                        format!("SNI does not match CONNECT host {c}"),
-                    ));
-                }
-                (Some(s), _, _) => s.clone(),
-                (None, Some(c), _) => c.clone(),
-                (None, None, Some(d)) => d.clone(),
-                (None, None, None) => {
-                    return Err(TlsError::refused(None, "no SNI and no known destination"))
-                }
-            };
-            let decided =
-                engine::connection(&policy, client_ip, orig.map(|o| o.ip()), Some(&name), port)
-                    .map_err(|b| TlsError::refused(Some(&name), b.reason))?;
-            let inst = match decided {
-                Destination::Instance(id) => Some(id),
-                Destination::Allowlisted => None,
-            };
-            tls_state
-                .server_config(inst, &name)
-                .await
-                .map(|c| (c, name))
-        }
+    let names = Names {
+        connect_host,
+        default_name,
     };
-    // accept_with_sni_io wants the config only; keep the chosen name (or
-    // the policy's refusal, for the audit) aside.
-    let chosen = Arc::new(std::sync::Mutex::new(None::<String>));
-    let policy_refusal = Arc::new(std::sync::Mutex::new(None::<(Option<String>, String)>));
-    let (chosen2, refusal2) = (chosen.clone(), policy_refusal.clone());
-    let choose_cfg = move |sni: Option<String>| {
-        let fut = choose(sni.clone());
-        let (chosen, refusal) = (chosen2.clone(), refusal2.clone());
-        async move {
-            match fut.await {
-                Ok((cfg, name)) => {
-                    *chosen.lock().unwrap_or_else(|e| e.into_inner()) = Some(name);
-                    Ok(cfg)
-                }
-                Err(e) => {
-                    if let TlsError::Refused { reason, .. } = &e {
-                        *refusal.lock().unwrap_or_else(|e| e.into_inner()) =
-                            Some((sni, reason.clone()));
-                    }
-                    Err(e)
-                }
-            }
-        }
-    };
-    let peer = client_ip.to_string();
-    let timeouts = policy.gateway.timeouts;
-    let accepted = crate::tls::accept_with_sni_io(io, &peer, choose_cfg, timeouts.handshake)
-        .await
-        .map_err(|e| {
-            let e = e.to_string();
-            shared
-                .metrics
-                .handshake_failure("client", exchange::handshake_cause(&e));
-            e
-        });
-    let (tls, sni) = match accepted {
-        Ok(a) => a,
-        Err(e) => {
-            let refused = policy_refusal
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take();
-            if let Some((sni, reason)) = refused {
-                // As the client named it: original destination, or the
-                // CONNECT authority.
-                let asked = match (orig, &connect_host) {
-                    (Some(o), _) => o.to_string(),
-                    (None, Some(h)) if h.contains(':') => format!("[{h}]:{port}"),
-                    (None, Some(h)) => format!("{h}:{port}"),
-                    (None, None) => String::new(),
-                };
-                audit_refusal(
-                    shared,
-                    ConnRefusal {
-                        mode: target.mode(),
-                        client: client_ip,
-                        orig_dst: orig,
-                        // The destination already decided, not the one
-                        // the refused SNI names.
-                        name: connect_host.as_deref().or(sni.as_deref()),
-                        asked: &asked,
-                        sni: sni.as_deref(),
-                        method: "",
-                        status: 0,
-                        reason: &reason,
-                    },
-                );
-            }
-            return Err(refusal("tls", e));
-        }
-    };
-    let name = chosen.lock().unwrap_or_else(|e| e.into_inner()).take();
-    let Some(name) = name else {
-        // The handshake completed, so the chooser ran and named it.
-        return Err(refusal("tls", "TLS accepted without a chosen name"));
-    };
-    let target = target.with_tls(ClientTls { sni, name });
+    let (tls, target) = accept_tls(shared, target, io, names).await?;
     let mut tls: BoxIo = Box::new(tls);
     let _ = tls.flush().await;
     exchange::serve(shared.clone(), target, tls, None, shutdown).await;
     Ok(())
+}
+
+/// The names a TLS client may use: a tunnel's CONNECT host, or the
+/// transparent destination's own name for a client that sends no SNI.
+#[derive(Clone)]
+struct Names {
+    connect_host: Option<String>,
+    default_name: Option<String>,
+}
+
+impl Names {
+    /// The name the client believes it talks to must be the destination
+    /// already decided (POLICY.md §4 consistent destination); without SNI,
+    /// the destination's own name.
+    fn for_sni(&self, sni: Option<&str>) -> Result<String, TlsError> {
+        match (sni, &self.connect_host, &self.default_name) {
+            (Some(s), Some(c), _) if s != c => Err(TlsError::refused(
+                Some(s),
+                format!("SNI does not match CONNECT host {c}"),
+            )),
+            (Some(s), _, _) => Ok(s.to_string()),
+            (None, Some(c), _) => Ok(c.clone()),
+            (None, None, Some(d)) => Ok(d.clone()),
+            (None, None, None) => Err(TlsError::refused(None, "no SNI and no known destination")),
+        }
+    }
+}
+
+/// What the certificate chooser decided, kept for after the handshake.
+enum Choice {
+    Pending,
+    Chosen(String),
+    /// The policy refused the name (SNI, reason), for the audit.
+    Refused(Option<String>, String),
+}
+
+/// Accepts the client's TLS with a certificate chosen by SNI, under one
+/// snapshot: the policy that decides and the TLS material built from it (a
+/// reload may swap both at any time).
+async fn accept_tls(
+    shared: &Arc<Shared>,
+    target: Target,
+    io: BoxIo,
+    names: Names,
+) -> Result<(TlsStream<BoxIo>, Target), Refused> {
+    let snap = shared.snapshot();
+    let (policy, tls_state) = (snap.policy, snap.tls);
+    let deadline = policy.gateway.timeouts.handshake;
+    let (client_ip, orig, port) = (target.client_ip(), target.orig_dst(), target.port());
+    let choice = Arc::new(std::sync::Mutex::new(Choice::Pending));
+    let record = choice.clone();
+    let chooser_names = names.clone();
+    let choose = move |sni: Option<String>| {
+        let (policy, tls_state, names) = (policy.clone(), tls_state.clone(), chooser_names);
+        let record = record.clone();
+        async move {
+            let decided = names.for_sni(sni.as_deref()).and_then(|name| {
+                engine::connection(&policy, client_ip, orig.map(|o| o.ip()), Some(&name), port)
+                    .map(|d| (d, name.clone()))
+                    .map_err(|b| TlsError::refused(Some(&name), b.reason))
+            });
+            let set = |c: Choice| *record.lock().unwrap_or_else(|e| e.into_inner()) = c;
+            let (decided, name) = match decided {
+                Ok(d) => d,
+                Err(e) => {
+                    if let TlsError::Refused { reason, .. } = &e {
+                        set(Choice::Refused(sni, reason.clone()));
+                    }
+                    return Err(e);
+                }
+            };
+            set(Choice::Chosen(name.clone()));
+            let inst = match decided {
+                Destination::Instance(id) => Some(id),
+                Destination::Allowlisted => None,
+            };
+            tls_state.server_config(inst, &name).await
+        }
+    };
+    let peer = client_ip.to_string();
+    let accepted = crate::tls::accept_with_sni_io(io, &peer, choose, deadline).await;
+    let choice = std::mem::replace(
+        &mut *choice.lock().unwrap_or_else(|e| e.into_inner()),
+        Choice::Pending,
+    );
+    match (accepted, choice) {
+        (Ok((tls, sni)), Choice::Chosen(name)) => {
+            Ok((tls, target.with_tls(ClientTls { sni, name })))
+        }
+        // The handshake completed, so the chooser ran and named it.
+        (Ok(_), _) => Err(refusal("tls", "TLS accepted without a chosen name")),
+        (Err(e), choice) => {
+            let e = e.to_string();
+            shared
+                .metrics
+                .handshake_failure("client", exchange::handshake_cause(&e));
+            if let Choice::Refused(sni, reason) = choice {
+                audit_tls_refusal(shared, &target, &names, sni.as_deref(), &reason);
+            }
+            Err(refusal("tls", e))
+        }
+    }
+}
+
+/// Audits a TLS client the policy refused by its SNI.
+fn audit_tls_refusal(
+    shared: &Shared,
+    target: &Target,
+    names: &Names,
+    sni: Option<&str>,
+    reason: &str,
+) {
+    let port = target.port();
+    // As the client named it: original destination, or the CONNECT
+    // authority.
+    let asked = match (target.orig_dst(), &names.connect_host) {
+        (Some(o), _) => o.to_string(),
+        (None, Some(h)) if h.contains(':') => format!("[{h}]:{port}"),
+        (None, Some(h)) => format!("{h}:{port}"),
+        (None, None) => String::new(),
+    };
+    audit_refusal(
+        shared,
+        ConnRefusal {
+            mode: target.mode(),
+            client: target.client_ip(),
+            orig_dst: target.orig_dst(),
+            // The destination already decided, not the one the refused
+            // SNI names.
+            name: names.connect_host.as_deref().or(sni),
+            asked: &asked,
+            sni,
+            method: "",
+            status: 0,
+            reason,
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tls_name_is_the_destination_already_decided() {
+        let tunnel = Names {
+            connect_host: Some("b.example".into()),
+            default_name: None,
+        };
+        assert_eq!(tunnel.for_sni(Some("b.example")).unwrap(), "b.example");
+        assert_eq!(tunnel.for_sni(None).unwrap(), "b.example");
+        let other = tunnel.for_sni(Some("a.example")).unwrap_err().to_string();
+        assert!(
+            other.contains("SNI does not match CONNECT host b.example"),
+            "{other}"
+        );
+        let transparent = Names {
+            connect_host: None,
+            default_name: Some("b.example".into()),
+        };
+        // The SNI is decided by the engine afterwards (it may name the
+        // instance by another accepted form, e.g. its IP).
+        assert_eq!(transparent.for_sni(Some("10.2.0.1")).unwrap(), "10.2.0.1");
+        assert_eq!(transparent.for_sni(None).unwrap(), "b.example");
+        let none = Names {
+            connect_host: None,
+            default_name: None,
+        };
+        assert!(none.for_sni(None).is_err());
+    }
 }
