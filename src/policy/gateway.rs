@@ -193,3 +193,18 @@ impl Default for TproxyRouting {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_round_trip_through_their_names() {
+        // check-config and the start/reload log print these names.
+        for (m, name) in [(Mode::Enforce, "enforce"), (Mode::Monitor, "monitor")] {
+            assert_eq!(m.as_str(), name);
+            assert_eq!(Mode::parse(name), Some(m));
+        }
+        assert_eq!(Mode::parse("Monitor"), None);
+    }
+}
