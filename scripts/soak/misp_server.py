@@ -3,13 +3,16 @@
 in memory and appends each stored event's uuid to a file (so the soak can
 prove that no blocked push was stored and every allowed one was), and
 serves pulls of two seeded events (one tlp:green, one tlp:red) and of
-whatever was pushed. Prints nothing per request: the soak runs for hours.
+the last KEPT pushed events (the clients pull only their recent pushes;
+an hour's pushes would otherwise hold gigabytes here). Prints nothing per
+request: the soak runs for hours.
 
 Usage: misp_server.py NAME ADDR PORT CERT KEY STORED-FILE"""
 import json
 import ssl
 import sys
 import threading
+from collections import OrderedDict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 GREEN = "5ee0a000-0000-4000-8000-00000000000a"
@@ -24,9 +27,16 @@ def seeded(uuid, tag):
                       "Object": []}}
 
 
-EVENTS = {GREEN: seeded(GREEN, "tlp:green"), RED: seeded(RED, "tlp:red")}
+SEEDED = {GREEN: seeded(GREEN, "tlp:green"), RED: seeded(RED, "tlp:red")}
+PUSHED = OrderedDict()
+KEPT = 4096
 LOCK = threading.Lock()
 STORED = None
+
+
+def find(uuid):
+    """The event with this uuid (seeded or recently pushed), or None; under LOCK."""
+    return SEEDED.get(uuid) or PUSHED.get(uuid)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -46,7 +56,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_HEAD(self):
         with LOCK:
-            known = self._event_uuid() in EVENTS
+            known = find(self._event_uuid()) is not None
         self._answer(200 if known else 404)
 
     def do_GET(self):
@@ -54,7 +64,7 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(200, {"version": "2.5.2", "perm_sync": True, "request_encoding": ["gzip"]})
             return
         with LOCK:
-            event = EVENTS.get(self._event_uuid()) if self.path.startswith("/events/view/") else None
+            event = find(self._event_uuid()) if self.path.startswith("/events/view/") else None
         if event is None:
             self._answer(404, {"message": "Not Found"})
         else:
@@ -72,7 +82,10 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(400, {"message": "bad event"})
             return
         with LOCK:
-            EVENTS[uuid] = event
+            PUSHED[uuid] = event
+            PUSHED.move_to_end(uuid)
+            while len(PUSHED) > KEPT:
+                PUSHED.popitem(last=False)
             STORED.write(uuid + "\n")
             STORED.flush()
         self._answer(200, event)
