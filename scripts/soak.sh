@@ -65,7 +65,7 @@ cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     scripts/demo/topology.sh down "$prefix"
-    rm -rf "$work"
+    if [[ -n "${SOAK_KEEP:-}" ]]; then echo "kept $work"; else rm -rf "$work"; fi
     echo "== cleaned up: namespaces $prefix-*, their rules and processes, $work"
 }
 trap cleanup EXIT
@@ -145,7 +145,12 @@ vm() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$gw_pid/status"; }
 fds() { find "/proc/$gw_pid/fd" -mindepth 1 -maxdepth 1 | wc -l; }
 figures() { echo "RSS $(( $(vm VmRSS) / 1024 )) MiB (HWM $(( $(vm VmHWM) / 1024 )) MiB), $(fds) fds"; }
 reloads_ok() { scrape /metrics | awk '/^misp_guard_gw_reloads_total\{result="ok"\}/ { print $2 }'; }
-decided() { scrape /metrics | awk '/^misp_guard_gw_exchanges_total\{/ { n += $2 } END { print n + 0 }'; }
+# Exchanges the gateway decided, optionally only those with DECISION
+# (allow, block); the value is the last field (labels hold spaces).
+decided() {
+    scrape /metrics | awk -v d="${1:-}" '/^misp_guard_gw_exchanges_total\{/ && (d == "" || index($0, "decision=\"" d "\"")) { n += $NF }
+        END { print n + 0 }'
+}
 # A labelled counter appears once it counted: absent means 0.
 reloads_failed() { scrape /metrics | awk '/^misp_guard_gw_reloads_total\{result="failed"\}/ { n = $2 } END { print n + 0 }'; }
 
@@ -191,12 +196,14 @@ wait "$denied" || { cat "$work/client-denied.err" >&2; echo "soak: the denied cl
 # The last reload lands before this reads its counter.
 sleep 2
 end_rss=$(vm VmRSS) end_hwm=$(vm VmHWM) end_fds=$(fds)
+scrape /metrics > "$work/metrics.end"
 echo "== end (idle, clients done): $(figures); peak $peak_fds fds under load"
 
 report=$(python3 scripts/soak/report.py --client "$work/client-sender.json" --client "$work/client-denied.json" \
     --stored "misp.secret.example=$work/stored-misp.secret.example" \
     --stored "misp.restricted.example=$work/stored-misp.restricted.example" \
-    --stored "misp2.restricted.example=$work/stored-misp2.restricted.example") || true
+    --stored "misp2.restricted.example=$work/stored-misp2.restricted.example" \
+    --gateway-allow "$(decided allow)" --gateway-block "$(decided block)") || true
 echo "$report"
 
 problems=()
@@ -217,9 +224,9 @@ grep -E ' ERROR | WARN |panicked' "$work/gw.log" | grep -v -E "$expected_warning
     sort | uniq -c | sort -rn | head -n 10 | sed 's/^/  /' || true
 (( log_errors == 0 )) || problems+=("$log_errors errors in the gateway's log")
 (( log_other == 0 )) || problems+=("$log_other unexpected warnings in the gateway's log")
-rss_growth=$(( (end_rss - warm_rss) / 1024 )) fd_growth=$(( end_fds - start_fds ))
-echo "growth: RSS $rss_growth MiB after warm-up (tolerance $rss_tolerance_mib), fds $fd_growth idle end vs idle start (tolerance $fd_tolerance)"
-(( rss_growth <= rss_tolerance_mib )) || problems+=("RSS grew $rss_growth MiB")
+rss_growth_kib=$(( end_rss - warm_rss )) fd_growth=$(( end_fds - start_fds ))
+echo "growth: RSS $rss_growth_kib KiB after warm-up (tolerance $rss_tolerance_mib MiB), fds $fd_growth idle end vs idle start (tolerance $fd_tolerance)"
+(( rss_growth_kib <= rss_tolerance_mib * 1024 )) || problems+=("RSS grew $rss_growth_kib KiB")
 (( fd_growth <= fd_tolerance )) || problems+=("fds grew by $fd_growth")
 
 requests=$(sed -n 's/^requests: //p' <<<"$report")

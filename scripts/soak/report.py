@@ -2,11 +2,15 @@
 """Judges a soak (scripts/soak.sh) from its clients' summaries and the
 servers' stored-uuid files: requests by kind and status, latency
 percentiles, errors, wrong answers, and the stores themselves (every push
-answered 200 must be stored on its server, no refused push anywhere).
+answered 200 must be stored on its server, no refused push anywhere);
+with --gateway-allow/--gateway-block (the gateway's exchanges_total by
+decision) also that the gateway decided exactly the exchanges the clients
+saw answered 200 and 403 (refused connections are no exchange).
 Prints the figures, then `verdict: ok` or `verdict: FAILED (...)` as its
 last line, and the request total as `requests: N`; exits 1 on failure.
 
-Usage: report.py --client FILE [--client FILE...] --stored NAME=FILE [...]"""
+Usage: report.py --client FILE [--client FILE...] --stored NAME=FILE [...]
+                 [--gateway-allow N --gateway-block N]"""
 import argparse
 import json
 import math
@@ -25,6 +29,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--client", action="append", required=True)
     parser.add_argument("--stored", action="append", required=True)
+    parser.add_argument("--gateway-allow", type=int)
+    parser.add_argument("--gateway-block", type=int)
     args = parser.parse_args()
 
     counts, latencies, errors, wrong = {}, [], [], []
@@ -79,6 +85,12 @@ def main():
         problems.append(f"{leaked} blocked pushes stored")
     if missing:
         problems.append(f"{missing} allowed pushes not stored")
+    answered = {code: sum(n for k, n in counts.items() if k.endswith(f" {code}")) for code in (200, 403)}
+    for code, decision, decided in ((200, "allow", args.gateway_allow), (403, "block", args.gateway_block)):
+        if decided is not None:
+            print(f"gateway decided {decided} {decision}, clients saw {answered[code]} answered {code}")
+            if decided != answered[code]:
+                problems.append(f"gateway decided {decided} {decision} but clients saw {answered[code]} {code}")
     if total == 0:
         problems.append("no requests")
     print(f"verdict: {'ok' if not problems else 'FAILED (' + ', '.join(problems) + ')'}")
