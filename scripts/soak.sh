@@ -20,9 +20,10 @@
 # Usage: sudo scripts/soak.sh [--duration SECONDS (180)] [--clients N (6)]
 #          [--rate REQ_PER_S (60)] [--reload-every SECONDS (15)]
 #          [--warmup SECONDS (duration/10, 10..120)] [--rss-mib MiB (20)] [--fds N (16)]
+#   SOAK_KEEP=1 keeps its work directory (logs, client summaries, metrics).
 set -euo pipefail
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
 duration=180 clients=6 rate=60 reload_every=15 warmup= rss_tolerance_mib=20 fd_tolerance=16
 while [[ $# -gt 0 ]]; do
     case "$1" in
