@@ -17,6 +17,7 @@ Usage: client.py --role sender|denied --ca FILE --seconds N --threads N
           may not reach: the gateway must close each such connection without
           an answer (outcome "closed"); any answer is a wrong verdict"""
 import argparse
+import heapq
 import http.client
 import json
 import random
@@ -61,6 +62,7 @@ class Result:
         self.lock = threading.Lock()
         self.counts = {}
         self.latencies = []
+        self.slowest = []  # min-heap of the 5 slowest: (ms, when, kind, status, new session)
         self.errors = []
         self.error_count = 0
         self.wrong = []
@@ -68,11 +70,16 @@ class Result:
         self.allowed = {}
         self.blocked = {}
 
-    def record(self, kind, status, expected, ms, detail=""):
+    def record(self, kind, status, expected, ms, detail="", fresh=False):
         with self.lock:
             key = f"{kind} {status}"
             self.counts[key] = self.counts.get(key, 0) + 1
             self.latencies.append(round(ms, 3))
+            entry = (round(ms, 1), time.strftime("%H:%M:%S"), kind, str(status), fresh)
+            if len(self.slowest) < 5:
+                heapq.heappush(self.slowest, entry)
+            else:
+                heapq.heappushpop(self.slowest, entry)
             if status != expected:
                 self.wrong_count += 1
                 if len(self.wrong) < 20:
@@ -126,7 +133,7 @@ def worker(args, index, servers, result, deadline):
         name, ip = rng.choice(servers)
         conn = Conn(name, ip, ctx)
         try:
-            for _ in range(rng.randint(1, 5)):
+            for n in range(rng.randint(1, 5)):
                 if time.monotonic() >= deadline:
                     break
                 kind, method, path, body, expected, uuid = pick(rng, name, mine)
@@ -138,7 +145,7 @@ def worker(args, index, servers, result, deadline):
                 except CLOSED as exc:
                     ms = (time.monotonic() - start) * 1000
                     if expected == "closed":
-                        result.record(kind, "closed", expected, ms)
+                        result.record(kind, "closed", expected, ms, fresh=n == 0)
                         if uuid is not None:
                             result.pushed(result.blocked, name, uuid)
                     else:
@@ -150,7 +157,7 @@ def worker(args, index, servers, result, deadline):
                     pace(rng, pause)
                     break
                 ms = (time.monotonic() - start) * 1000
-                result.record(kind, resp.status, expected, ms, data.decode("utf-8", "replace"))
+                result.record(kind, resp.status, expected, ms, data.decode("utf-8", "replace"), n == 0)
                 if uuid is not None:
                     if expected == 200:
                         if resp.status == 200:  # else a wrong answer already
@@ -207,7 +214,7 @@ def main():
     with open(args.out, "w", encoding="utf-8") as out:
         json.dump({"counts": result.counts, "latencies_ms": result.latencies,
                    "errors": result.errors, "error_count": result.error_count,
-                   "wrong": result.wrong, "wrong_count": result.wrong_count,
+                   "wrong": result.wrong, "slowest": sorted(result.slowest, reverse=True), "wrong_count": result.wrong_count,
                    "allowed": result.allowed, "blocked": result.blocked}, out)
 
 

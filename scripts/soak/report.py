@@ -33,7 +33,7 @@ def main():
     parser.add_argument("--gateway-block", type=int)
     args = parser.parse_args()
 
-    counts, latencies, errors, wrong = {}, [], [], []
+    counts, latencies, errors, wrong, slowest = {}, [], [], [], []
     error_count = wrong_count = 0
     allowed, blocked = {}, {}
     for path in args.client:
@@ -45,6 +45,7 @@ def main():
         errors += summary["errors"]
         error_count += summary["error_count"]
         wrong += summary["wrong"]
+        slowest += [tuple(e) for e in summary["slowest"]]
         wrong_count += summary["wrong_count"]
         for which, into in (("allowed", allowed), ("blocked", blocked)):
             for server, uuids in summary[which].items():
@@ -68,6 +69,8 @@ def main():
     latencies.sort()
     print("latency ms: " + " ".join(f"p{p}={percentile(latencies, p):.1f}" for p in (50, 90, 99))
           + f" max={latencies[-1] if latencies else 0:.1f}")
+    for ms, when, kind, status, fresh in sorted(slowest, reverse=True)[:5]:
+        print(f"  slow: {ms} ms at {when} {kind} {status}{' (new TLS session)' if fresh else ''}")
     print(f"stores: {sum(len(v) for v in stored.values())} events stored, "
           f"{missing} allowed pushes answered 200 but missing, "
           f"{leaked} refused pushes stored")
