@@ -70,6 +70,9 @@ cleanup() {
     echo "== cleaned up: namespaces $prefix-*, their rules and processes, $work"
 }
 trap cleanup EXIT
+# A kill (or Ctrl-C) ends the script through exit, so the cleanup runs too.
+trap 'exit 143' TERM
+trap 'exit 130' INT
 
 echo "== building (release)"
 "${as_user[@]}" cargo build --release --quiet
