@@ -35,17 +35,33 @@ if [[ ${#targets[@]} == 0 ]]; then
     mapfile -t targets < <(cargo +nightly fuzz list)
 fi
 
-# One build for all targets, then each run bounded by -max_total_time.
+# One build for all targets (the runs below reuse it: same flags), then
+# each run bounded by -max_total_time. -s none: no AddressSanitizer; the
+# crate forbids unsafe code, so ASan would only slow the build and every
+# execution (README "Fuzzing" has the measurements). Optimised (the
+# default release profile with debug assertions and overflow checks): a
+# --dev build compiles faster but executes far fewer inputs.
 # -timeout: one input taking longer than 10 s is reported as a hang.
-cargo +nightly fuzz build >/dev/null
+flags=(-s none)
+cargo +nightly fuzz build "${flags[@]}" >/dev/null
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t"
     log=$(mktemp)
-    if ! cargo +nightly fuzz run "$t" "corpus/$t" "seeds/$t" -- \
+    # The newest artifacts of this target before the run, to name the new one.
+    mkdir -p "artifacts/$t"
+    before=$(find "artifacts/$t" -type f | sort)
+    if ! cargo +nightly fuzz run "${flags[@]}" "$t" "corpus/$t" "seeds/$t" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
         tail -n 60 "$log" >&2
         rm -f "$log"
-        echo "fuzz: $t FAILED (reproducer in fuzz/artifacts/$t/)" >&2
+        # The failing input itself, so a CI log alone can reproduce it.
+        for f in $(comm -13 <(echo "$before") <(find "artifacts/$t" -type f | sort)); do
+            echo "fuzz: $t input $f ($(wc -c <"$f") bytes; base64, then the first 2 KiB as text):" >&2
+            base64 -w 0 "$f" | head -c 65536 >&2
+            echo >&2
+            head -c 2048 "$f" | od -A d -c | head -n 80 >&2
+        done
+        echo "fuzz: $t FAILED (reproducer in fuzz/artifacts/$t/; cargo +nightly fuzz run ${flags[*]} $t FILE)" >&2
         exit 1
     fi
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
