@@ -148,7 +148,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
                 self.buf.drain(..n);
                 return Ok(Some(head));
             }
-            if self.fill().await? == 0 {
+            let n = match self.fill().await {
+                Ok(n) => n,
+                // A TLS client that closes between requests without a
+                // close_notify (rustls: UnexpectedEof) has simply gone;
+                // mid-head it is an error like any other.
+                Err(HttpError::Io(e))
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof && self.buf.is_empty() =>
+                {
+                    0
+                }
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
                 } else {
@@ -438,6 +450,70 @@ mod tests {
             }
         });
         HttpIo::new(a)
+    }
+
+    /// Reads `data`, then fails with `kind` (as rustls reports a peer that
+    /// closed without close_notify).
+    struct ThenFail {
+        data: Vec<u8>,
+        kind: std::io::ErrorKind,
+    }
+
+    impl tokio::io::AsyncRead for ThenFail {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            if self.data.is_empty() {
+                return std::task::Poll::Ready(Err(self.kind.into()));
+            }
+            let data = std::mem::take(&mut self.data);
+            buf.put_slice(&data);
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    impl tokio::io::AsyncWrite for ThenFail {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            b: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::task::Poll::Ready(Ok(b.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tls_peer_gone_between_requests_is_a_clean_close() {
+        use std::io::ErrorKind;
+        let gone = |data: &[u8], kind| {
+            HttpIo::new(ThenFail {
+                data: data.to_vec(),
+                kind,
+            })
+        };
+        // Between requests: no request, no error.
+        let mut io = gone(b"", ErrorKind::UnexpectedEof);
+        assert!(matches!(io.read_request_head(65536).await, Ok(None)));
+        // Mid-head: an error, as before.
+        let mut io = gone(b"GET / HT", ErrorKind::UnexpectedEof);
+        assert!(io.read_request_head(65536).await.is_err());
+        // Other failures stay errors.
+        let mut io = gone(b"", ErrorKind::ConnectionReset);
+        assert!(io.read_request_head(65536).await.is_err());
     }
 
     #[tokio::test]
