@@ -151,8 +151,14 @@ figures() { echo "RSS $(( $(vm VmRSS) / 1024 )) MiB (HWM $(( $(vm VmHWM) / 1024 
 reloads_ok() { scrape /metrics | awk '/^misp_guard_gw_reloads_total\{result="ok"\}/ { print $2 }'; }
 # Exchanges the gateway decided, optionally only those with DECISION
 # (allow, block); the value is the last field (labels hold spaces).
+# Connections refused before any request (endpoint "connection") are
+# counted apart: a client sees them closed, not answered.
 decided() {
-    scrape /metrics | awk -v d="${1:-}" '/^misp_guard_gw_exchanges_total\{/ && (d == "" || index($0, "decision=\"" d "\"")) { n += $NF }
+    scrape /metrics | awk -v d="${1:-}" '/^misp_guard_gw_exchanges_total\{/ && !index($0, "endpoint=\"connection\"") && (d == "" || index($0, "decision=\"" d "\"")) { n += $NF }
+        END { print n + 0 }'
+}
+refused_connections() {
+    scrape /metrics | awk '/^misp_guard_gw_exchanges_total\{/ && index($0, "endpoint=\"connection\"") { n += $NF }
         END { print n + 0 }'
 }
 # A labelled counter appears once it counted: absent means 0.
@@ -207,7 +213,8 @@ report=$(python3 scripts/soak/report.py --client "$work/client-sender.json" --cl
     --stored "misp.secret.example=$work/stored-misp.secret.example" \
     --stored "misp.restricted.example=$work/stored-misp.restricted.example" \
     --stored "misp2.restricted.example=$work/stored-misp2.restricted.example" \
-    --gateway-allow "$(decided allow)" --gateway-block "$(decided block)") || true
+    --gateway-allow "$(decided allow)" --gateway-block "$(decided block)" \
+    --gateway-refused "$(refused_connections)") || true
 echo "$report"
 
 problems=()

@@ -5,12 +5,14 @@ percentiles, errors, wrong answers, and the stores themselves (every push
 answered 200 must be stored on its server, no refused push anywhere);
 with --gateway-allow/--gateway-block (the gateway's exchanges_total by
 decision) also that the gateway decided exactly the exchanges the clients
-saw answered 200 and 403 (refused connections are no exchange).
+saw answered 200 and 403, and with --gateway-refused (its exchanges_total
+for endpoint "connection") that it refused exactly the connections the
+denied client saw closed.
 Prints the figures, then `verdict: ok` or `verdict: FAILED (...)` as its
 last line, and the request total as `requests: N`; exits 1 on failure.
 
 Usage: report.py --client FILE [--client FILE...] --stored NAME=FILE [...]
-                 [--gateway-allow N --gateway-block N]"""
+                 [--gateway-allow N --gateway-block N --gateway-refused N]"""
 import argparse
 import json
 import math
@@ -31,6 +33,7 @@ def main():
     parser.add_argument("--stored", action="append", required=True)
     parser.add_argument("--gateway-allow", type=int)
     parser.add_argument("--gateway-block", type=int)
+    parser.add_argument("--gateway-refused", type=int)
     args = parser.parse_args()
 
     counts, latencies, errors, wrong, slowest = {}, [], [], [], []
@@ -94,6 +97,13 @@ def main():
             print(f"gateway decided {decided} {decision}, clients saw {answered[code]} answered {code}")
             if decided != answered[code]:
                 problems.append(f"gateway decided {decided} {decision} but clients saw {answered[code]} {code}")
+    # Connections the gateway refused before any request: the denied
+    # client saw each of them closed.
+    closed = sum(n for k, n in counts.items() if k.endswith(" closed"))
+    if args.gateway_refused is not None:
+        print(f"gateway refused {args.gateway_refused} connections, clients saw {closed} closed")
+        if args.gateway_refused != closed:
+            problems.append(f"gateway refused {args.gateway_refused} connections but clients saw {closed} closed")
     if total == 0:
         problems.append("no requests")
     print(f"verdict: {'ok' if not problems else 'FAILED (' + ', '.join(problems) + ')'}")

@@ -244,6 +244,97 @@ mod tests {
         assert_eq!(uuids_in(b"not json"), Carried::default());
     }
 
+    fn policy() -> Policy {
+        let config = r#"{
+          "allowlist": {"urls": [], "domains": []},
+          "compartments_rules": {"can_reach": {"c1": ["c1"]}},
+          "instances": {
+            "a": {"ip": "10.1.0.1", "host": "a.example", "port": 443, "compartment_id": "c1", "affiliation": "",
+                  "taxonomies_rules": {"required_taxonomies": [], "allowed_tags": {}, "blocked_tags": []},
+                  "blocked_distribution_levels": [], "blocked_sharing_groups_uuids": [],
+                  "blocked_attribute_types": [], "blocked_attribute_categories": [], "blocked_object_types": []},
+            "b": {"ip": "10.1.0.2", "host": "b.example", "port": 443, "compartment_id": "c1", "affiliation": "",
+                  "taxonomies_rules": {"required_taxonomies": [], "allowed_tags": {}, "blocked_tags": []},
+                  "blocked_distribution_levels": [], "blocked_sharing_groups_uuids": [],
+                  "blocked_attribute_types": [], "blocked_attribute_categories": [], "blocked_object_types": []}
+          }
+        }"#;
+        crate::config::from_slice(config.as_bytes(), std::path::Path::new("carried.json")).unwrap()
+    }
+
+    fn sync(policy: &Policy, method: &str, path: &str) -> Exchange {
+        Exchange::Sync {
+            endpoint: policy.endpoint(method, path).unwrap(),
+            src: crate::policy::InstanceId(0),
+            dst: crate::policy::InstanceId(1),
+        }
+    }
+
+    #[test]
+    fn only_bodies_the_policy_reads_are_read_for_uuids() {
+        let p = policy();
+        let body = format!(r#"{{"Event":{{"uuid":"{U1}"}}}}"#);
+        let json: &[(&str, &str)] = &[("Content-Type", "application/json")];
+        let push = sync(&p, "POST", "/events/add");
+        let version = sync(&p, "GET", "/servers/getVersion");
+        let allowlisted = Exchange::Allowlisted {
+            note: String::new(),
+        };
+        assert_eq!(request(&p, &push, json, body.as_bytes()).uuids, vec![U1]);
+        assert!(request(&p, &version, json, body.as_bytes())
+            .uuids
+            .is_empty());
+        assert!(request(&p, &allowlisted, json, body.as_bytes())
+            .uuids
+            .is_empty());
+        let answer = |x: &Exchange| {
+            let r = Response {
+                status: 200,
+                headers: json,
+                body: body.as_bytes(),
+            };
+            response(&p, x, &r).uuids
+        };
+        assert_eq!(answer(&push), vec![U1]);
+        assert!(answer(&version).is_empty());
+        assert!(answer(&allowlisted).is_empty());
+        // A body whose encoding cannot be decoded carries nothing here.
+        let unknown: &[(&str, &str)] = &[("Content-Encoding", "x-unknown")];
+        assert!(request(&p, &push, unknown, body.as_bytes())
+            .uuids
+            .is_empty());
+    }
+
+    #[test]
+    fn only_real_uuids_at_the_reading_depth_are_reported() {
+        for (body, expected) in [
+            // A bare `uuid` that is not one.
+            (r#"{"uuid":"not a uuid"}"#.to_string(), vec![]),
+            // Hex but short, and 36 characters that are not hex.
+            (r#"{"uuid":"abc123"}"#.to_string(), vec![]),
+            (format!(r#"{{"uuid":"{}"}}"#, "z".repeat(36)), vec![]),
+            // Objects under other keys are content, not the object pushed.
+            (format!(r#"{{"Other":{{"uuid":"{U1}"}}}}"#), vec![]),
+            // `response` counts only at the top.
+            (format!(r#"[{{"response":[{{"uuid":"{U1}"}}]}}]"#), vec![]),
+            // Lists: two levels are read, deeper ones skipped.
+            (format!(r#"[[{{"uuid":"{U1}"}}]]"#), vec![U1]),
+            (format!(r#"[[[{{"uuid":"{U1}"}}]]]"#), vec![]),
+        ] {
+            assert_eq!(uuids_in(body.as_bytes()).uuids, expected, "{body}");
+        }
+        let err = Level {
+            out: &mut Carried::default(),
+            depth: 0,
+        }
+        .deserialize(serde::de::value::BytesDeserializer::<serde::de::value::Error>::new(b"x"))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("a MISP object or a list of them"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn the_list_is_bounded() {
         let one = format!(r#"{{"uuid":"{U1}"}}"#);
