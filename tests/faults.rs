@@ -270,16 +270,7 @@ impl Rig {
         path: &str,
         body_len: Option<usize>,
     ) -> Vec<u8> {
-        let mut h = format!(
-            "{method} http://{host}:{port}{path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: application/json\r\n"
-        );
-        if let Some(n) = body_len {
-            h.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {n}\r\n"
-            ));
-        }
-        h.push_str("\r\n");
-        h.into_bytes()
+        support::counting::request_head(method, host, port, path, body_len)
     }
 
     fn pull(&self) -> Seen {
