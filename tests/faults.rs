@@ -47,25 +47,6 @@ fn event() -> Vec<u8> {
     .into_bytes()
 }
 
-/// Reads a request head and returns its declared Content-Length.
-fn read_head(s: &mut TcpStream) -> Option<usize> {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if s.read(&mut b).ok()? == 0 {
-            return None;
-        }
-        head.push(b[0]);
-    }
-    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    Some(
-        text.lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0),
-    )
-}
-
 /// Closes with a TCP reset rather than a FIN.
 fn reset(s: TcpStream) {
     let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
@@ -81,7 +62,7 @@ fn serve_one(mut s: TcpStream, mode: Mode) {
         return reset(s);
     }
     // Keep-alive: answer requests until the gateway closes.
-    while let Some(len) = read_head(&mut s) {
+    while let Some(len) = support::counting::read_head(&mut s) {
         let mut body = vec![0u8; len];
         if s.read_exact(&mut body).is_err() {
             return;

@@ -142,21 +142,11 @@ impl<'a> Trail<'a> {
     }
 
     fn instances(&mut self, policy: &Policy, src: Option<InstanceId>, dst: Option<InstanceId>) {
-        let name = |id: Option<InstanceId>| {
-            id.map(|i| {
-                let inst = policy.instance(i);
-                let comp = policy
-                    .compartments
-                    .get(inst.compartment.0 as usize)
-                    .cloned();
-                (inst.id.clone(), comp)
-            })
-        };
-        if let Some((id, comp)) = name(src) {
+        if let Some((id, comp)) = src.map(|i| named(policy, i)) {
             self.rec.src_instance = Some(id);
             self.rec.src_compartment = comp;
         }
-        if let Some((id, comp)) = name(dst) {
+        if let Some((id, comp)) = dst.map(|i| named(policy, i)) {
             self.rec.dst_instance = Some(id);
             self.rec.dst_compartment = comp;
         }
@@ -278,6 +268,13 @@ impl Drop for Trail<'_> {
     }
 }
 
+/// An instance's id and its compartment's name, as audited.
+fn named(policy: &Policy, id: InstanceId) -> (String, Option<String>) {
+    let inst = policy.instance(id);
+    let compartment = policy.compartments.get(inst.compartment.0 as usize);
+    (inst.id.clone(), compartment.cloned())
+}
+
 /// A connection refused before any request was read (wrong original
 /// destination, loop, refused CONNECT, SNI naming another destination).
 pub struct ConnRefusal<'a> {
@@ -312,14 +309,9 @@ pub fn connection_refused(
         .orig_dst
         .and_then(|d| policy.instance_by_ip(d.ip()))
         .or_else(|| r.name.and_then(|n| policy.instance_by_host(n)));
-    let id = |i: Option<InstanceId>| i.map(|i| policy.instance(i).id.clone());
-    let comp = |i: Option<InstanceId>| {
-        i.and_then(|i| {
-            let c = policy.instance(i).compartment.0 as usize;
-            policy.compartments.get(c).cloned()
-        })
-    };
-    let (src_instance, dst_instance) = (id(src), id(dst));
+    let (src_instance, src_compartment) = src.map(|i| named(policy, i)).unzip();
+    let (dst_instance, dst_compartment) = dst.map(|i| named(policy, i)).unzip();
+    let (src_compartment, dst_compartment) = (src_compartment.flatten(), dst_compartment.flatten());
     metrics.exchange(&ExchangeSample {
         decision: Decision::Block.as_str(),
         reason: Some(r.reason),
@@ -337,10 +329,10 @@ pub fn connection_refused(
         conn,
         listener: r.mode.as_str(),
         client: r.client.to_string(),
-        src_compartment: comp(src),
         src_instance,
-        dst_compartment: comp(dst),
+        src_compartment,
         dst_instance,
+        dst_compartment,
         sni: r.sni.map(str::to_string),
         method: r.method.to_string(),
         path: audit::audited_path(r.asked),

@@ -97,7 +97,7 @@ pub fn counting_upstream_answering(
 }
 
 /// Reads a head; its declared Content-Length (0 without one).
-fn read_head(s: &mut TcpStream) -> Option<usize> {
+pub fn read_head(s: &mut TcpStream) -> Option<usize> {
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
