@@ -206,6 +206,7 @@ pub fn main() -> ExitCode {
                     _ => None,
                 },
                 log_allowed,
+                config_read: None,
             };
             run_gateway(&config, opts)
         }
@@ -248,12 +249,22 @@ pub fn main() -> ExitCode {
 }
 
 fn run_gateway(config_path: &std::path::Path, opts: proxy::RunOptions) -> ExitCode {
-    let policy = match crate::config::load(config_path) {
-        Ok(p) => p,
+    // Read once: the policy and the content the reload watcher starts from
+    // come from the same bytes.
+    let loaded = crate::config::read(config_path).and_then(|bytes| {
+        let policy = crate::config::from_slice(&bytes, config_path)?;
+        Ok((policy, proxy::config_watch::fingerprint_of(&bytes)))
+    });
+    let (policy, read_from) = match loaded {
+        Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    let opts = proxy::RunOptions {
+        config_read: Some(read_from),
+        ..opts
     };
     for w in &policy.warnings {
         tracing::warn!("{w}");

@@ -49,12 +49,16 @@ impl std::error::Error for ConfigError {}
 
 /// Reads, validates and compiles the config at `path`.
 pub fn load(path: &Path) -> Result<Policy, ConfigError> {
-    let bytes = std::fs::read(path).map_err(|e| ConfigError {
+    from_slice(&read(path)?, path)
+}
+
+/// The config file's bytes (for callers that also need what they read).
+pub fn read(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|e| ConfigError {
         file: path.to_path_buf(),
         path: String::new(),
         message: format!("cannot read config file: {e}"),
-    })?;
-    from_slice(&bytes, path)
+    })
 }
 
 /// Validates and compiles config text; `file` only labels errors.

@@ -47,6 +47,9 @@ pub struct RunOptions {
     pub watch_config: Option<bool>,
     /// `--log-allowed`: replaces `gateway.log_allowed` (also after reloads).
     pub log_allowed: Option<crate::policy::LogLevel>,
+    /// The content the starting policy was read from (the reload watcher
+    /// acts on any other); None: read the file again.
+    pub config_read: Option<config_watch::Fingerprint>,
 }
 
 impl RunOptions {
@@ -81,10 +84,12 @@ fn wanted_listeners(policy: &Policy, opts: &RunOptions) -> Result<Vec<Listener>,
 /// accepting and lets in-flight exchanges finish within the grace period.
 pub async fn run(config_path: &Path, mut policy: Policy, opts: RunOptions) -> Result<(), String> {
     opts.apply_to(&mut policy);
-    // The content the policy was just read from (the caller loaded it a
-    // moment ago): changes from now on reload.
+    // The content the policy was read from: changes from now on reload.
     let seen = config_watch::Seen::default();
-    if let Some(f) = config_watch::fingerprint(config_path) {
+    if let Some(f) = opts
+        .config_read
+        .or_else(|| config_watch::fingerprint(config_path))
+    {
         seen.set(f);
     }
     let watch_config = opts.watch_config.unwrap_or(policy.gateway.watch_config);
