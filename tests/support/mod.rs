@@ -6,6 +6,7 @@ pub mod counting;
 pub mod misp;
 pub mod netns;
 pub mod realmisp;
+pub mod retry;
 pub mod sync;
 
 use std::io::Write as _;
