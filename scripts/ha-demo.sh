@@ -4,7 +4,8 @@
 # each running a gateway behind the shipped nftables rules and keepalived
 # with contrib/keepalived/keepalived.conf; the compartments' gateway
 # addresses are VRRP virtual addresses. The secret MISP pushes and pulls
-# through the master r1; r1's gateway is killed (SIGKILL), its readiness
+# through the master r1, and straight to the backup r2, which filters just
+# the same (a host route); r1's gateway is killed (SIGKILL), its readiness
 # check fails, r2 takes both addresses and sync resumes through r2, with
 # MISP-style retries. A tlp:red push is tried every 0.25 s before, during
 # and after the switch and must never be stored. r1's gateway comes back
@@ -19,7 +20,7 @@
 set -euo pipefail
 
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
 fi
 [[ "$(id -u)" == 0 ]] || { echo "ha-demo: run as root (network namespaces): sudo $0" >&2; exit 1; }
@@ -48,6 +49,9 @@ cleanup() {
     echo "== cleaned up: namespaces $prefix-*, their rules and processes, $work"
 }
 trap cleanup EXIT
+# An interrupted demo ends through exit, so the cleanup runs.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 failures=0
 check() { # DESCRIPTION CONDITION...
     local what=$1
@@ -228,10 +232,20 @@ check "tlp:red push refused (403)" test "$(misp --data-binary "$(event "$(red_uu
     https://misp.restricted.example/events/add/metadata:1)" == 403
 check "pull answered 200" test "$(pull)" == 200
 
+echo
+echo "== 1b. the backup r2 filters too: sync sent straight to it (a host route via 192.0.2.3)"
+ip -n "$sec" route add 198.51.100.10/32 via 192.0.2.3
+check "tlp:red push refused (403) by r2" test "$(misp --data-binary "$(event "$(red_uuid 999999)" tlp:red)" \
+    https://misp.restricted.example/events/add/metadata:1)" == 403
+check "allowed push 5 stored through r2" deliver "$(allowed_uuid 5)" 10
+check "r2 carried it" carried r2 "$(allowed_uuid 5)"
+ip -n "$sec" route del 198.51.100.10/32
+check "r1 still holds both virtual addresses" holds r1
+
 # tlp:red pushes all along: before, during and after the switch.
 (
     i=1
-    while :; do
+    while [[ ! -e "$work/red.stop" ]]; do
         tried=$(now_ms)
         got=$(misp --data-binary "$(event "$(red_uuid "$i")" tlp:red)" \
             https://misp.restricted.example/events/add/metadata:1)
@@ -281,12 +295,12 @@ check "r2 still holds both virtual addresses" holds r2
 check "allowed push 4 stored" deliver "$(allowed_uuid 4)" 10
 check "r2 carried it" carried r2 "$(allowed_uuid 4)"
 sleep 0.5
-kill "$red_pid" 2>/dev/null || true
+touch "$work/red.stop"
 wait "$red_pid" 2>/dev/null || true
 
 echo
 echo "== what arrived"
-for n in 1 2 3 4; do
+for n in 1 2 3 4 5; do
     check "allowed push $n stored exactly once" \
         test "$(grep -c "stored event $(allowed_uuid "$n")" "$work/restricted.log")" == 1
 done
