@@ -107,8 +107,9 @@ impl Pair {
             .unwrap_or_else(|e| panic!("topology: {e}"));
         gateway_ca(&pair.dir.0.join("ca"));
         pair.write_config();
-        let secret = pair.start_server("secret", SECRET, "secret-ca.crt", Store::default());
-        drop(secret);
+        // The secret compartment's server: the config trusts its CA file,
+        // and the restricted side may not reach it.
+        pair.start_server("secret", SECRET, "secret-ca.crt", Store::default());
         pair.restricted = Some(pair.start_server(
             "restricted",
             RESTRICTED,
@@ -716,19 +717,24 @@ fn keepalived_template_and_scripts_are_valid() {
             "{name}: {text}"
         );
     }
-    let Ok(v) = Command::new("keepalived").arg("--version").output() else {
+    if Command::new("keepalived")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("SKIP keepalived_template_and_scripts_are_valid (config test): keepalived not installed");
         return;
-    };
-    assert!(v.status.success() || !v.stderr.is_empty());
+    }
     for r in ["r1", "r2"] {
         let out = Command::new("keepalived")
             .args(["-t", "-i", r, "-f"])
             .arg(dir.join("keepalived.conf"))
             .output()
             .unwrap();
+        // What it prints decides, not its exit status: keepalived 2.2.7's
+        // config test always ends killed by its own SIGTERM (fixed in
+        // 2.2.8), and the interfaces exist only on a router.
         let text = String::from_utf8_lossy(&out.stderr);
-        // The interfaces exist only on a router: that warning is expected.
         let errors: Vec<&str> = text
             .lines()
             .filter(|l| !l.contains("doesn't exist") && !l.contains("Non-existent interface"))
