@@ -94,7 +94,7 @@ config["gateway"]["instances"] = {
     "misp_restricted": {"upstream_ca": "misp.restricted.example-ca/ca.crt"}}
 # The router's loopback: keepalived's check asks it there.
 config["gateway"]["metrics"] = {"listen": "127.0.0.1:9464"}
-# Every allowed exchange logged, to show which router carried it.
+# Every allowed exchange in the gateway logs (printed when a check fails).
 config["gateway"]["log_allowed"] = "info"
 json.dump(config, open(f"{work}/config.sample.json", "w"), indent=2)
 PY
