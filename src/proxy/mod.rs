@@ -14,6 +14,7 @@ pub mod respond;
 pub mod state;
 pub mod stream;
 pub mod trail;
+pub mod upstream_pool;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,17 +1,35 @@
 //! The upstream leg: connecting to the real server (TCP to the instance's
-//! configured address, then TLS when the client spoke TLS) and writing a
-//! buffered message to a peer.
+//! configured address, then TLS when the client spoke TLS), reusing an
+//! idle connection instead when one is interchangeable, giving it back
+//! afterwards, and writing a buffered message to a peer.
+//!
+//! Reuse across client connections (`upstream_pool`) is for instance
+//! destinations only: an allowlisted host's address may come from DNS and
+//! its connection is kept by its own client connection only, as before. A
+//! connection made from the client's own address (`transparent_source`
+//! with TPROXY) carries that client's identity and is never shared either.
+//!
+//! A request that fails on a reused connection before any answer (the
+//! server closed it just as the request went out) is not retried: the
+//! gateway cannot know whether the server acted on it, and a push is not
+//! idempotent; MISP's sync reports the failure and the next sync run sends
+//! it again. Such a close is made unlikely instead: a connection is checked
+//! with `still_open` right before it is used, and an idle one is kept
+//! shorter (`gateway.timeouts.upstream_idle_secs`, 4 s) than the 5 s after
+//! which Apache, in front of most MISPs, closes it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
 
 use tokio::io::AsyncWriteExt;
 
-use super::{handshake_cause, UpstreamKey};
+use super::{handshake_cause, Upstream, UpstreamKey};
 use crate::http::io::HttpIo;
 use crate::policy::{ListenMode, Policy};
 use crate::proxy::binding::Target;
 use crate::proxy::state::{Shared, TlsState};
 use crate::proxy::stream::BoxIo;
+use crate::proxy::upstream_pool::{still_open, PoolKey};
 
 /// Writes a head and a buffered body: small bodies in the same write (one
 /// segment), large ones after it without copying them into the head's
@@ -64,8 +82,7 @@ pub async fn connect(
     {
         return Err((502, format!("{addr} is the gateway itself")));
     }
-    let source = (policy.gateway.transparent_source && target.mode() == ListenMode::Tproxy)
-        .then_some(target.client_ip());
+    let source = transparent_source(policy, target);
     let tcp = crate::net::connect_upstream(addr, source, t.upstream_connect)
         .await
         .map_err(|e| {
@@ -98,4 +115,119 @@ pub async fn connect(
             (502, e)
         })?;
     Ok(HttpIo::new(Box::new(tls)))
+}
+
+/// The client's own address, when the upstream connection must come from
+/// it (`transparent_source`, TPROXY only).
+fn transparent_source(policy: &Policy, target: &Target) -> Option<IpAddr> {
+    (policy.gateway.transparent_source && target.mode() == ListenMode::Tproxy)
+        .then_some(target.client_ip())
+}
+
+/// Under which key a connection to `key` may be shared with other client
+/// connections; None when it must not be: not an instance (allowlisted),
+/// made from the client's own address, or pooling is off
+/// (`upstream_idle_secs` 0).
+pub fn pool_key(policy: &Policy, target: &Target, key: &UpstreamKey) -> Option<PoolKey> {
+    let id = key.instance?;
+    if transparent_source(policy, target).is_some()
+        || policy.gateway.timeouts.upstream_idle.is_zero()
+    {
+        return None;
+    }
+    let inst = policy.instance(id);
+    Some(PoolKey {
+        generation: key.generation,
+        instance: id,
+        addr: SocketAddr::new(inst.ip, inst.port),
+        // The name `connect` verifies the server's certificate for.
+        tls_name: target.client_tls().then(|| inst.host.clone()),
+    })
+}
+
+/// A connection to `key` that is already open: the one this client
+/// connection holds (when it goes to the same place under the same
+/// snapshot), else an idle one from the shared pool. Each is checked with
+/// `still_open` first; a closed one is dropped. None: connect anew.
+pub fn reuse(
+    shared: &Shared,
+    policy: &Policy,
+    target: &Target,
+    held: &mut Option<Upstream>,
+    key: &UpstreamKey,
+) -> Option<Upstream> {
+    if held.as_ref().is_some_and(|u| &u.key != key) {
+        release(shared, held.take());
+    }
+    if let Some(mut up) = held.take() {
+        if !up.io.has_buffered() && still_open(&mut up.io.io) {
+            shared.metrics.upstream_connection("kept");
+            up.reusable = false;
+            return Some(up);
+        }
+        shared.metrics.upstream_connection("stale");
+    }
+    let pool = pool_key(policy, target, key)?;
+    let idle = policy.gateway.timeouts.upstream_idle;
+    // Bounded: each round removes one entry from a bounded pool.
+    loop {
+        let (found, expired) = shared.upstream_pool.take(&pool, Instant::now(), idle);
+        drop(expired);
+        shared
+            .metrics
+            .upstream_pool_idle(shared.upstream_pool.idle());
+        let mut io = found?;
+        if still_open(&mut io) {
+            shared.metrics.upstream_connection("pooled");
+            return Some(Upstream {
+                key: key.clone(),
+                io: HttpIo::new(io),
+                pool: Some(pool),
+                reusable: false,
+                idle_since: Instant::now(),
+            });
+        }
+        shared.metrics.upstream_connection("stale");
+    }
+}
+
+/// A new connection's record (`connect` made it for `key`).
+pub fn opened(
+    shared: &Shared,
+    policy: &Policy,
+    target: &Target,
+    key: UpstreamKey,
+    io: HttpIo<BoxIo>,
+) -> Upstream {
+    shared.metrics.upstream_connection("opened");
+    Upstream {
+        pool: pool_key(policy, target, &key),
+        key,
+        io,
+        reusable: false,
+        idle_since: Instant::now(),
+    }
+}
+
+/// A client connection is done with `up` (it ended, or its next request
+/// goes elsewhere): into the shared pool when it may be shared and its
+/// last exchange left it clean (answer read to the end, nothing unread);
+/// else closed. The pool refuses it after a reload.
+pub fn release(shared: &Shared, up: Option<Upstream>) {
+    let Some(up) = up else { return };
+    let (Some(pool), true) = (up.pool, up.reusable) else {
+        return;
+    };
+    let (io, unread) = up.io.into_parts();
+    if !unread.is_empty() {
+        return;
+    }
+    let idle = shared.policy().gateway.timeouts.upstream_idle;
+    let closed = shared
+        .upstream_pool
+        .put(pool, io, up.idle_since, Instant::now(), idle);
+    shared
+        .metrics
+        .upstream_pool_idle(shared.upstream_pool.idle());
+    drop(closed);
 }
