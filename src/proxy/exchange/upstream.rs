@@ -231,3 +231,96 @@ pub fn release(shared: &Shared, up: Option<Upstream>) {
         .upstream_pool_idle(shared.upstream_pool.idle());
     drop(closed);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::{ClientAddr, OrigDstAddr};
+    use crate::policy::InstanceId;
+    use crate::proxy::binding::{Binding, ClientTls};
+
+    /// Two instances; `gateway` is the config's gateway section.
+    fn policy(gateway: serde_json::Value) -> Policy {
+        let inst = |ip: &str, host: &str, c: &str| {
+            serde_json::json!({"ip": ip, "host": host, "port": 443, "compartment_id": c,
+                "affiliation": "",
+                "taxonomies_rules": {"required_taxonomies": [], "allowed_tags": {}, "blocked_tags": []},
+                "blocked_distribution_levels": [], "blocked_sharing_groups_uuids": [],
+                "blocked_attribute_types": [], "blocked_attribute_categories": [],
+                "blocked_object_types": []})
+        };
+        let cfg = serde_json::json!({
+            "allowlist": {"urls": [], "domains": []},
+            "compartments_rules": {"can_reach": {"c1": ["c2"], "c2": ["c1"]}},
+            "instances": {"a": inst("192.0.2.1", "a.test", "c1"), "b": inst("198.51.100.2", "b.test", "c2")},
+            "gateway": gateway,
+        });
+        crate::config::from_slice(cfg.to_string().as_bytes(), std::path::Path::new("t.json"))
+            .unwrap()
+    }
+
+    fn target(capture: ListenMode, tls: bool) -> Target {
+        Target {
+            client: ClientAddr::new("192.0.2.1:40000".parse().unwrap()),
+            binding: Binding::Transparent {
+                capture,
+                orig_dst: OrigDstAddr::new("198.51.100.2:443".parse().unwrap()),
+                tls: tls.then(|| ClientTls {
+                    sni: Some("b.test".into()),
+                    name: "b.test".into(),
+                }),
+            },
+            conn: 1,
+        }
+    }
+
+    fn key(instance: Option<InstanceId>) -> UpstreamKey {
+        UpstreamKey {
+            host: "b.test".into(),
+            port: 443,
+            instance,
+            generation: 7,
+        }
+    }
+
+    #[test]
+    fn instance_connections_are_pooled_under_address_name_and_generation() {
+        let p = policy(serde_json::json!({}));
+        let b = p.instances.iter().position(|i| i.id == "b").unwrap();
+        let id = InstanceId(b as u16);
+        let got = pool_key(&p, &target(ListenMode::Redirect, true), &key(Some(id))).unwrap();
+        assert_eq!(
+            got,
+            PoolKey {
+                generation: 7,
+                instance: id,
+                addr: "198.51.100.2:443".parse().unwrap(),
+                tls_name: Some("b.test".into()),
+            }
+        );
+        // Plain HTTP is another key; TPROXY without transparent_source
+        // connects from the gateway's address, so it is pooled too.
+        let plain = pool_key(&p, &target(ListenMode::Tproxy, false), &key(Some(id))).unwrap();
+        assert_eq!(plain.tls_name, None);
+    }
+
+    #[test]
+    fn never_pooled_from_the_clients_address_for_allowlisted_hosts_or_when_off() {
+        let p = policy(serde_json::json!({"transparent_source": true}));
+        let id = Some(InstanceId(0));
+        // The upstream connection carries the client's own address.
+        assert_eq!(
+            pool_key(&p, &target(ListenMode::Tproxy, true), &key(id)),
+            None
+        );
+        // transparent_source only acts with TPROXY.
+        assert!(pool_key(&p, &target(ListenMode::Redirect, true), &key(id)).is_some());
+        // Not an instance (allowlisted host).
+        let p = policy(serde_json::json!({}));
+        let t = target(ListenMode::Redirect, true);
+        assert_eq!(pool_key(&p, &t, &key(None)), None);
+        // Pooling off.
+        let p = policy(serde_json::json!({"timeouts": {"upstream_idle_secs": 0}}));
+        assert_eq!(pool_key(&p, &t, &key(id)), None);
+    }
+}
