@@ -277,6 +277,17 @@ impl Shared {
         drop(closed);
     }
 
+    /// Closes the upstream connections idle for longer than the current
+    /// `upstream_idle_secs` (called every second by `run`).
+    pub fn sweep_upstream_pool(&self) {
+        let idle = self.policy().gateway.timeouts.upstream_idle;
+        let closed = self.upstream_pool.expire(Instant::now(), idle);
+        if !closed.is_empty() {
+            self.metrics.upstream_pool_idle(self.upstream_pool.idle());
+        }
+        drop(closed);
+    }
+
     /// Records the listener addresses after a reload changed them.
     pub fn set_listeners(&self, listeners: LocalListeners) {
         *self.listeners.0.write().unwrap_or_else(|e| e.into_inner()) = listeners;

@@ -147,6 +147,13 @@ impl<C> UpstreamPool<C> {
         inner.entries.drain(..).map(|e| e.conn).collect()
     }
 
+    /// Drops the entries idle for `idle` or longer (a periodic sweep, so a
+    /// quiet gateway does not hold sockets the server has long closed);
+    /// returns them to be closed outside the lock.
+    pub fn expire(&self, now: Instant, idle: Duration) -> Vec<C> {
+        expire(&mut self.lock().entries, now, idle)
+    }
+
     /// Idle connections held now.
     pub fn idle(&self) -> usize {
         self.lock().entries.len()
@@ -255,6 +262,11 @@ mod tests {
         // Expired entries of another key are dropped by any put or take.
         pool.put(key(1, 1, None), 5, t, t, IDLE);
         assert_eq!(pool.take(&k, t + IDLE, IDLE), (None, vec![5]));
+        // ... and by the sweep, which keeps the fresh ones.
+        pool.put(key(1, 1, None), 6, t, t, IDLE);
+        pool.put(key(1, 1, None), 7, t + IDLE, t + IDLE, IDLE);
+        assert_eq!(pool.expire(t + IDLE, IDLE), vec![6]);
+        assert_eq!(pool.idle(), 1);
     }
 
     #[test]
