@@ -264,7 +264,7 @@ mod tests {
         assert_eq!(pool.take(&k, t + IDLE, IDLE), (None, vec![5]));
         // ... and by the sweep, which keeps the fresh ones.
         pool.put(key(1, 1, None), 6, t, t, IDLE);
-        pool.put(key(1, 1, None), 7, t + IDLE, t + IDLE, IDLE);
+        pool.put(key(1, 1, None), 7, t + Duration::from_secs(2), t, IDLE);
         assert_eq!(pool.expire(t + IDLE, IDLE), vec![6]);
         assert_eq!(pool.idle(), 1);
     }
