@@ -220,7 +220,11 @@ impl Rig {
             "gateway": {"tls": {"ca_cert": "ca/ca.crt", "ca_key": "ca/ca.key",
                                 // Plain HTTP upstream here; TLS needs some anchor to load.
                                 "upstream_ca": "ca/ca.crt", "use_system_roots": false},
-                        "timeouts": {"upstream_connect_secs": 3, "upstream_response_secs": 2, "body_secs": 2}}
+                        // Pooling off: each fault is set for the upstream's
+                        // next *connection*, which a pooled one from an
+                        // earlier step would skip (reuse: tests/upstream_pool.rs).
+                        "timeouts": {"upstream_connect_secs": 3, "upstream_response_secs": 2, "body_secs": 2,
+                                     "upstream_idle_secs": 0}}
         });
         let cfg = dir.0.join("config.json");
         std::fs::write(&cfg, config.to_string()).unwrap();

@@ -220,6 +220,11 @@ fn compile_timeouts(raw: RawTimeouts) -> Result<Timeouts, CompileError> {
         handshake: secs(raw.handshake_secs, d.handshake, "handshake_secs")?,
         request_head: secs(raw.request_head_secs, d.request_head, "request_head_secs")?,
         idle: secs(raw.idle_secs, d.idle, "idle_secs")?,
+        // Zero is meaningful here: pooling off.
+        upstream_idle: match raw.upstream_idle_secs {
+            Some(0) => Duration::ZERO,
+            v => secs(v, d.upstream_idle, "upstream_idle_secs")?,
+        },
         upstream_connect: secs(
             raw.upstream_connect_secs,
             d.upstream_connect,

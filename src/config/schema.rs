@@ -152,6 +152,8 @@ pub struct RawTimeouts {
     pub handshake_secs: Option<u64>,
     pub request_head_secs: Option<u64>,
     pub idle_secs: Option<u64>,
+    /// How long an idle upstream connection is kept for reuse; 0: never.
+    pub upstream_idle_secs: Option<u64>,
     pub upstream_connect_secs: Option<u64>,
     pub upstream_response_secs: Option<u64>,
     pub body_secs: Option<u64>,

@@ -371,6 +371,28 @@ fn body_min_rate_defaults_overrides_and_refusals() {
 }
 
 #[test]
+fn upstream_idle_defaults_zero_turns_pooling_off_and_too_long_is_refused() {
+    let d = load_str(BASE).unwrap().gateway.timeouts;
+    assert_eq!(d.upstream_idle.as_secs(), 4);
+    let with = |n: u64| {
+        BASE.replacen(
+            '{',
+            &format!(r#"{{"gateway": {{"timeouts": {{"upstream_idle_secs": {n}}}}},"#),
+            1,
+        )
+    };
+    let t = load_str(&with(0)).unwrap().gateway.timeouts;
+    assert!(t.upstream_idle.is_zero());
+    let t = load_str(&with(30)).unwrap().gateway.timeouts;
+    assert_eq!(t.upstream_idle.as_secs(), 30);
+    expect_err(
+        |v| v["gateway"] = serde_json::json!({"timeouts": {"upstream_idle_secs": 86_401}}),
+        "gateway.timeouts.upstream_idle_secs",
+        "at most 86400",
+    );
+}
+
+#[test]
 fn tproxy_routing_defaults_and_refusals_name_the_field() {
     let p = load_str(BASE).unwrap();
     assert_eq!(

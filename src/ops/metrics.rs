@@ -71,6 +71,8 @@ pub struct Metrics {
     pub active_connections: Gauge,
     handshake_failures: Family<HandshakeLabels, Counter>,
     upstream_errors: Family<KindLabels, Counter>,
+    upstream_connections: Family<KindLabels, Counter>,
+    upstream_pool_idle: Gauge,
     reloads: Family<ResultLabels, Counter>,
     config_generation: Gauge,
     audit_write_failures: Counter,
@@ -102,6 +104,8 @@ impl Metrics {
             active_connections: Gauge::default(),
             handshake_failures: Family::default(),
             upstream_errors: Family::default(),
+            upstream_connections: Family::default(),
+            upstream_pool_idle: Gauge::default(),
             reloads: Family::default(),
             config_generation: Gauge::default(),
             audit_write_failures: Counter::default(),
@@ -149,6 +153,16 @@ impl Metrics {
             "upstream_errors",
             "Upstream failures by kind (connect, timeout, response)",
             m.upstream_errors.clone(),
+        );
+        registry.register(
+            "upstream_connections",
+            "Upstream connections an exchange went out on, by kind: opened (new TCP/TLS), pooled (idle, taken over from an earlier client connection), kept (held by the same client connection), stale (idle but found closed, discarded)",
+            m.upstream_connections.clone(),
+        );
+        registry.register(
+            "upstream_pool_idle",
+            "Idle upstream connections in the shared pool",
+            m.upstream_pool_idle.clone(),
         );
         registry.register(
             "reloads",
@@ -243,6 +257,20 @@ impl Metrics {
             .inc();
     }
 
+    /// An exchange's upstream connection: `opened`, `pooled`, `kept`, or
+    /// a pooled one found `stale`.
+    pub fn upstream_connection(&self, kind: &'static str) {
+        self.upstream_connections
+            .get_or_create(&KindLabels { kind })
+            .inc();
+    }
+
+    /// Idle connections in the shared upstream pool now.
+    pub fn upstream_pool_idle(&self, idle: usize) {
+        self.upstream_pool_idle
+            .set(i64::try_from(idle).unwrap_or(i64::MAX));
+    }
+
     pub fn reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "failed" };
         self.reloads.get_or_create(&ResultLabels { result }).inc();
@@ -317,7 +345,23 @@ mod tests {
             total: Duration::from_millis(2),
         });
         m.reload(true);
+        m.upstream_connection("opened");
+        m.upstream_connection("pooled");
+        m.upstream_connection("pooled");
+        m.upstream_pool_idle(3);
         let text = m.render(3, 1, true);
+        assert!(
+            text.contains(r#"misp_guard_gw_upstream_connections_total{kind="pooled"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"misp_guard_gw_upstream_connections_total{kind="opened"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("misp_guard_gw_upstream_pool_idle 3"),
+            "{text}"
+        );
         assert!(text.contains(
             r#"misp_guard_gw_exchanges_total{decision="block",reason="event has blocked tag",endpoint="events_add",src="a",dst="b"} 1"#
         ), "{text}");

@@ -32,6 +32,12 @@ pub struct Timeouts {
     pub handshake: Duration,
     pub request_head: Duration,
     pub idle: Duration,
+    /// How long an upstream connection may wait idle in the shared pool
+    /// for the next request to its instance; zero: no pooling. Short by
+    /// default: Apache, in front of most MISPs, closes idle connections
+    /// after 5 s, and a connection it closes just as a request is sent
+    /// fails that request.
+    pub upstream_idle: Duration,
     pub upstream_connect: Duration,
     pub upstream_response: Duration,
     /// Longest pause while reading or writing a body.
@@ -50,6 +56,7 @@ impl Default for Timeouts {
             handshake: Duration::from_secs(10),
             request_head: Duration::from_secs(30),
             idle: Duration::from_secs(300),
+            upstream_idle: Duration::from_secs(4),
             upstream_connect: Duration::from_secs(10),
             upstream_response: Duration::from_secs(300),
             body: Duration::from_secs(60),

@@ -14,6 +14,7 @@ pub mod respond;
 pub mod state;
 pub mod stream;
 pub mod trail;
+pub mod upstream_pool;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -161,6 +162,16 @@ pub async fn run(config_path: &Path, mut policy: Policy, opts: RunOptions) -> Re
     if let Some(rules) = opts.rules.clone() {
         tokio::spawn(crate::deploy::runtime::watch(rules, ctx.shutdown.clone()));
     }
+    // Idle upstream connections past their time are closed even when no
+    // request comes to take or give one back.
+    let sweeping = shared.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            sweeping.sweep_upstream_pool();
+        }
+    });
     let notifier = Arc::new(notify::Notifier::from_env());
     let status = status_line(&shared.policy(), &set.listeners());
     tracing::info!(

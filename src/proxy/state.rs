@@ -12,6 +12,8 @@ use rustls::{ClientConfig, ServerConfig};
 
 use super::buffer_budget::BufferBudget;
 use super::log_limit::{LogLimiter, LogPermit, REFUSAL_LINES_PER_SECOND};
+use super::stream::BoxIo;
+use super::upstream_pool::UpstreamPool;
 use crate::net::{LocalListeners, OrigDstAddr};
 use crate::ops::audit::AuditLog;
 use crate::ops::metrics::Metrics;
@@ -32,7 +34,15 @@ pub struct TlsState {
     pub upstream: Vec<Option<Arc<ClientConfig>>>,
     /// Client config towards allowlisted hosts (only when there are any).
     pub upstream_default: Option<Arc<ClientConfig>>,
+    /// Unique per build (process-wide counter). Every start and reload
+    /// builds its own `TlsState`, swapped in with its policy, so this names
+    /// the snapshot: an upstream connection made under another generation
+    /// (other verification, addresses or instance ids) is never reused.
+    pub generation: u64,
 }
+
+/// Numbers each built `TlsState` (see `TlsState::generation`).
+static TLS_GENERATION: AtomicU64 = AtomicU64::new(1);
 
 /// Overrides given on the command line (they win over the config file).
 #[derive(Debug, Clone, Default)]
@@ -109,6 +119,7 @@ impl TlsState {
             per_instance,
             upstream,
             upstream_default,
+            generation: TLS_GENERATION.fetch_add(1, Ordering::Relaxed),
         })
     }
 
@@ -180,6 +191,9 @@ pub struct Shared {
     pub buffers: Arc<BufferBudget>,
     /// Refusal log lines per reason and second (see `log_refusal`).
     refusal_log: Mutex<LogLimiter>,
+    /// Idle upstream connections any client connection may take over
+    /// (emptied when a reload commits a new snapshot).
+    pub upstream_pool: UpstreamPool<BoxIo>,
 }
 
 impl Shared {
@@ -189,7 +203,9 @@ impl Shared {
         listeners: LocalListeners,
         local_ips: Vec<IpAddr>,
     ) -> Self {
+        let generation = tls.generation;
         Shared {
+            upstream_pool: UpstreamPool::new(generation),
             current: ArcSwap::from_pointee(Snapshot { policy, tls }),
             listeners: ListenerAddrs(RwLock::new(listeners)),
             local_ips,
@@ -249,9 +265,27 @@ impl Shared {
         Snapshot::clone(&self.current.load())
     }
 
-    /// Swaps in a new policy and its TLS material (SIGHUP), in one step.
+    /// Swaps in a new policy and its TLS material (SIGHUP), in one step,
+    /// and closes the idle upstream connections of the old snapshot (the
+    /// ones client connections still hold are closed when given back).
+    /// Cannot fail: it is part of the reload's commit.
     pub fn replace(&self, policy: Arc<Policy>, tls: Arc<TlsState>) {
+        let generation = tls.generation;
         self.current.store(Arc::new(Snapshot { policy, tls }));
+        let closed = self.upstream_pool.clear(generation);
+        self.metrics.upstream_pool_idle(self.upstream_pool.idle());
+        drop(closed);
+    }
+
+    /// Closes the upstream connections idle for longer than the current
+    /// `upstream_idle_secs` (called every second by `run`).
+    pub fn sweep_upstream_pool(&self) {
+        let idle = self.policy().gateway.timeouts.upstream_idle;
+        let closed = self.upstream_pool.expire(Instant::now(), idle);
+        if !closed.is_empty() {
+            self.metrics.upstream_pool_idle(self.upstream_pool.idle());
+        }
+        drop(closed);
     }
 
     /// Records the listener addresses after a reload changed them.

@@ -420,3 +420,70 @@ async fn client_connect_hits_the_deadline() {
     assert!(start.elapsed() < Duration::from_secs(2));
     hold.abort();
 }
+
+/// Both legs resume: two connections one after the other, the client with
+/// one `ClientConfig` (as the gateway keeps one per instance), the server
+/// with the minted leaf's config for the name: the second handshake is a
+/// resumption on both sides, for TLS 1.3 and for TLS 1.2.
+#[tokio::test]
+async fn second_connection_resumes_the_session_on_both_sides() {
+    use rustls::HandshakeKind::{Full, Resumed};
+    let f = fixture();
+    let tls13 = build_client_config(&trusting(&f.ca_file)).unwrap();
+    // TLS 1.2 only (OpenSSL-based MISPs may resume either way), trusting
+    // the same CA.
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in crate::tls::ca::load_certificates(&f.ca_file).unwrap() {
+        roots.add(cert).unwrap();
+    }
+    let mut tls12 = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls12.alpn_protocols = vec![b"http/1.1".to_vec()];
+    for (version, config) in [("1.3", tls13), ("1.2", Arc::new(tls12))] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cache = f.cache.clone();
+        let server = tokio::spawn(async move {
+            let mut kinds = Vec::new();
+            for _ in 0..2 {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let cache = cache.clone();
+                let choose = |sni: Option<String>| async move {
+                    cache.server_config_for(sni.as_deref().unwrap()).await
+                };
+                let (tls, _) = accept_with_sni(tcp, choose, DEADLINE).await.unwrap();
+                kinds.push(tls.get_ref().1.handshake_kind());
+                echo_line(tls).await;
+            }
+            kinds
+        });
+        let mut client_kinds = Vec::new();
+        for _ in 0..2 {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let tls = connect(config.clone(), "misp.test", tcp, DEADLINE)
+                .await
+                .unwrap();
+            client_kinds.push(tls.get_ref().1.handshake_kind());
+            // Reading the echo also takes in the TLS 1.3 tickets.
+            let mut reader = BufReader::new(tls);
+            reader.get_mut().write_all(b"again\n").await.unwrap();
+            let mut line = String::new();
+            reader.read_line(&mut line).await.unwrap();
+            assert_eq!(line, "again\n");
+        }
+        let server_kinds = server.await.unwrap();
+        assert_eq!(
+            client_kinds,
+            [Some(Full), Some(Resumed)],
+            "client, TLS {version}"
+        );
+        assert_eq!(
+            server_kinds,
+            [Some(Full), Some(Resumed)],
+            "server, TLS {version}"
+        );
+    }
+}

@@ -26,6 +26,7 @@ mod target;
 mod upstream;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
@@ -35,6 +36,7 @@ use super::respond;
 use super::state::{Shared, TlsState};
 use super::stream::BoxIo;
 use super::trail::Trail;
+use super::upstream_pool::PoolKey;
 use crate::http::head::{HeadLimits, RequestHead};
 use crate::http::io::HttpIo;
 use crate::http::rate::MinRate;
@@ -50,17 +52,31 @@ pub fn head_limits(policy: &Policy) -> HeadLimits {
     }
 }
 
-/// Where a request goes upstream.
+/// Where a request goes upstream, under which snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct UpstreamKey {
     pub host: String,
     pub port: u16,
     pub instance: Option<InstanceId>,
+    /// `TlsState::generation` of the exchange's snapshot: a connection
+    /// made before a reload is not reused after it (instance ids, addresses
+    /// and upstream verification may all have changed).
+    pub generation: u64,
 }
 
+/// The upstream connection a client connection holds between exchanges.
 struct Upstream {
     pub key: UpstreamKey,
     pub io: HttpIo<BoxIo>,
+    /// Where it may wait for another client connection once this one is
+    /// done with it; None: never shared (`upstream::pool_key`).
+    pub pool: Option<PoolKey>,
+    /// True once an exchange on it completed with framing that leaves it
+    /// usable (`Relayed::upstream_closes` false); false from the moment a
+    /// request is sent on it. Only a reusable connection is kept.
+    pub reusable: bool,
+    /// When its last exchange completed (pool expiry counts from here).
+    pub idle_since: Instant,
 }
 
 /// Why an exchange ended the connection.
@@ -73,11 +89,39 @@ pub async fn serve(
     shared: Arc<Shared>,
     target: Target,
     client: BoxIo,
-    mut first: Option<RequestHead>,
+    first: Option<RequestHead>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut client = HttpIo::new(client);
     let mut upstream: Option<Upstream> = None;
+    let close = serve_requests(
+        &shared,
+        &target,
+        &mut client,
+        &mut upstream,
+        first,
+        &mut shutdown,
+    )
+    .await;
+    // Given back before the lingering close: another client connection
+    // may use it while this one drains.
+    upstream::release(&shared, upstream.take());
+    if close {
+        let _ = client.io.shutdown().await;
+        linger(&mut client.io).await;
+    }
+}
+
+/// The connection's exchanges, one after the other. True: the last one
+/// asked for the connection to be closed (shut down, then linger).
+async fn serve_requests(
+    shared: &Shared,
+    target: &Target,
+    client: &mut HttpIo<BoxIo>,
+    upstream: &mut Option<Upstream>,
+    mut first: Option<RequestHead>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
     let mut served = 0u64;
     loop {
         // Each exchange is decided under one snapshot of policy and TLS.
@@ -100,43 +144,29 @@ pub async fn serve(
                 tokio::select! {
                     r = read => match r {
                         Ok(Ok(Some(h))) => h,
-                        Ok(Ok(None)) => return,
+                        Ok(Ok(None)) => return false,
                         Ok(Err(e)) => {
                             tracing::warn!(client = %target.client_ip(), "bad request: {e}");
                             let answer = respond::refusal("", e.status(), &e.to_string(), "");
                             let _ = client.write_all(&answer).await;
-                            return;
+                            return false;
                         }
                         Err(_) => {
                             if served == 0 || client.has_buffered() {
                                 let answer = respond::refusal("", 408, "request head timed out", "");
                                 let _ = client.write_all(&answer).await;
                             }
-                            return;
+                            return false;
                         }
                     },
-                    _ = shutdown.changed() => return,
+                    _ = shutdown.changed() => return false,
                 }
             }
         };
         served += 1;
-        match exchange(
-            &shared,
-            policy,
-            &snap.tls,
-            &target,
-            &mut client,
-            &mut upstream,
-            head,
-        )
-        .await
-        {
+        match exchange(shared, policy, &snap.tls, target, client, upstream, head).await {
             Ok(true) => continue,
-            Ok(false) | Err(End::Close) => {
-                let _ = client.io.shutdown().await;
-                linger(&mut client.io).await;
-                return;
-            }
+            Ok(false) | Err(End::Close) => return true,
         }
     }
 }
@@ -215,6 +245,10 @@ async fn exchange(
         Ok(relayed) => {
             if relayed.upstream_closes {
                 *upstream = None;
+            } else if let Some(up) = upstream.as_mut() {
+                // Answer read to its end: ready for the next request.
+                up.reusable = true;
+                up.idle_since = Instant::now();
             }
             Ok(relayed.keep)
         }

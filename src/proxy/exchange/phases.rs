@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::hop;
 use super::target::{parse_target, Parsed};
-use super::upstream::{connect, write_message};
+use super::upstream::{connect, opened, reuse, write_message};
 use super::{head_limits, Upstream, UpstreamKey};
 use crate::engine::{self, Block, Exchange, RequestHead as EngineHead, Response, Sanitized};
 use crate::http::head::{write_head, RequestHead, ResponseHead, Version};
@@ -322,6 +322,7 @@ impl<'a> Phases<'a> {
                 Exchange::Sync { dst, .. } => Some(*dst),
                 Exchange::Allowlisted { .. } => None,
             },
+            generation: self.tls.generation,
         };
         let up = self.upstream_leg(upstream, key, &path).await?;
         up.io
@@ -377,22 +378,20 @@ impl<'a> Phases<'a> {
         Ok(forwarded_at)
     }
 
-    /// The connection to `key`: the one this client connection already
-    /// holds when it goes to the same place, else a new one.
+    /// The connection to `key`: one already open (held by this client
+    /// connection, or idle in the shared pool — `upstream::reuse`), else a
+    /// new one.
     async fn upstream_leg<'u>(
         &mut self,
         upstream: &'u mut Option<Upstream>,
         key: UpstreamKey,
         path: &str,
     ) -> Result<&'u mut Upstream, Stop> {
-        if upstream.as_ref().is_some_and(|u| u.key != key) {
-            *upstream = None;
-        }
-        if let Some(up) = upstream {
-            return Ok(up);
+        if let Some(up) = reuse(self.shared, self.policy, self.target, upstream, &key) {
+            return Ok(upstream.insert(up));
         }
         match connect(self.shared, self.policy, self.tls, self.target, &key).await {
-            Ok(io) => Ok(upstream.insert(Upstream { key, io })),
+            Ok(io) => Ok(upstream.insert(opened(self.shared, self.policy, self.target, key, io))),
             Err((status, why)) => {
                 let kind = if status == 504 { "timeout" } else { "connect" };
                 self.shared.metrics.upstream_error(kind);
