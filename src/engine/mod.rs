@@ -21,6 +21,7 @@ pub mod answers;
 pub mod body;
 pub mod carried;
 pub mod checks;
+pub mod incremental;
 pub mod model;
 pub mod params;
 pub mod path;
