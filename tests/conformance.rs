@@ -82,9 +82,10 @@ fn run(policy: &Policy, f: &Flow) -> Outcome {
     };
     logs.extend(exchange.note().map(str::to_string));
     if exchange.inspects_request_body() {
-        if let Err(b) =
-            engine::request_body(policy, &exchange, req_headers.as_slice(), f.request_body)
-        {
+        let hs = req_headers.as_slice();
+        let whole = engine::request_body(policy, &exchange, hs, f.request_body);
+        same_while_arriving(policy, &exchange, hs, f.request_body, &whole);
+        if let Err(b) = whole {
             return blocked(b, logs);
         }
     }
@@ -99,6 +100,40 @@ fn run(policy: &Policy, f: &Flow) -> Outcome {
         }
     }
     Outcome { status: 200, logs }
+}
+
+/// The gateway reads a pushed event as it arrives
+/// (`engine::request_body_reader`): fed in pieces, it must end with the
+/// same verdict as the whole-body stage, and block early only a body that
+/// stage blocks.
+fn same_while_arriving(
+    policy: &Policy,
+    exchange: &engine::Exchange,
+    hs: &[(String, String)],
+    body: &[u8],
+    whole: &Result<(), Block>,
+) {
+    for step in [1usize, 97, 4096, body.len().max(1)] {
+        let Some(mut reader) = engine::request_body_reader(exchange, hs) else {
+            return;
+        };
+        let mut end = 0;
+        while end < body.len() {
+            end = (end + step).min(body.len());
+            if let Some(b) = reader.feed(policy, &body[..end]) {
+                let w = whole
+                    .as_ref()
+                    .expect_err("an early block of a body the stage allows");
+                assert_eq!(b.status, w.status, "{}", b.reason);
+            }
+        }
+        let finished = reader.finish(policy, hs, body);
+        assert_eq!(
+            finished.as_ref().map_err(|b| (b.status, &b.reason)),
+            whole.as_ref().map_err(|b| (b.status, &b.reason)),
+            "read as it arrived in steps of {step}"
+        );
+    }
 }
 
 fn load_policy(dir: &Path) -> Policy {

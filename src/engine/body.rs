@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use serde_json::value::RawValue;
 
 use super::checks::{self, Ctx, Violation};
+use super::incremental::{EventReader, Progress};
 use super::model::{AnalystEntry, GalaxyClusterDoc, ProposalProbe, ShadowAttributeDoc};
 use super::params;
 use super::stream::EventBody;
@@ -66,6 +67,50 @@ pub(super) fn check_request<H: HeaderList + ?Sized>(
             .map_err(Violation::from)
             .and_then(|e| checks::analyst_entry(&ctx, &e)),
         RequestBody::Proposals => proposals(&ctx, decoded),
+    };
+    outcome.map_err(|v| violation_block(v, side))
+}
+
+/// A reader for a pushed event that can be read as it arrives: when its
+/// head already passes what `check_request` checks of heads (content
+/// type) and it has no Content-Encoding to undo.
+pub(super) fn incremental_push<H: HeaderList + ?Sized>(headers: &H) -> Option<EventReader> {
+    let identity = headers.values("content-encoding").next().is_none();
+    (identity && json_content_type(headers).is_ok()).then(|| EventReader::new(EventBody::Pushed))
+}
+
+pub(super) fn feed_push(reader: &mut EventReader, rules: &Rules, so_far: &[u8]) -> Option<Block> {
+    let ctx = Ctx {
+        rules,
+        user_org: None,
+    };
+    match reader.feed(&ctx, so_far) {
+        Progress::Blocked(v) => Some(violation_block(v, Side::Request)),
+        Progress::Reading => None,
+    }
+}
+
+/// `check_request` for a pushed event, with the incremental reader's
+/// verdict in the place of the event read: the same checks in the same
+/// order, so the same block.
+pub(super) fn finish_push<H: HeaderList + ?Sized>(
+    policy: &Policy,
+    rules: &Rules,
+    reader: EventReader,
+    headers: &H,
+    body: &[u8],
+) -> Result<(), Block> {
+    let side = Side::Request;
+    json_content_type(headers)?;
+    let decoded = decode(policy, headers, body, side)?;
+    let ctx = Ctx {
+        rules,
+        user_org: None,
+    };
+    let outcome = match reader.finish(&ctx, &decoded) {
+        // The reader validated all of it as UTF-8.
+        Some(checked) => checked,
+        None => event(&ctx, utf8(&decoded)?, EventBody::Pushed),
     };
     outcome.map_err(|v| violation_block(v, side))
 }

@@ -347,6 +347,52 @@ pub fn request_body<H: HeaderList + ?Sized>(
     body::check_request(policy, &policy.instance(*src).rules, kind, headers, body)
 }
 
+/// Stage 2 while the body arrives: a reader of a pushed event, for the
+/// bodies it can read as they come (JSON content type, no
+/// Content-Encoding); `None` for every other body, which `request_body`
+/// decides once it is whole.
+pub fn request_body_reader<H: HeaderList + ?Sized>(
+    exchange: &Exchange,
+    headers: &H,
+) -> Option<BodyReader> {
+    let Exchange::Sync { endpoint, src, .. } = exchange else {
+        return None;
+    };
+    (endpoint.request_body() == RequestBody::Event)
+        .then(|| body::incremental_push(headers))
+        .flatten()
+        .map(|reader| BodyReader { reader, src: *src })
+}
+
+/// A pushed event read as it arrives (`request_body_reader`).
+pub struct BodyReader {
+    reader: incremental::EventReader,
+    src: InstanceId,
+}
+
+impl BodyReader {
+    /// Reads the body received so far (it only grows). `Some` once it is
+    /// blocked whatever follows: the body need not be read further. The
+    /// reason names the first element that breaks a rule; a whole-body
+    /// read may name an event-level violation of the same body first.
+    pub fn feed(&mut self, policy: &Policy, so_far: &[u8]) -> Option<Block> {
+        let rules = &policy.instance(self.src).rules;
+        body::feed_push(&mut self.reader, rules, so_far)
+    }
+
+    /// The verdict on the whole body: `request_body`'s, computed mostly
+    /// while it arrived.
+    pub fn finish<H: HeaderList + ?Sized>(
+        self,
+        policy: &Policy,
+        headers: &H,
+        body: &[u8],
+    ) -> Result<(), Block> {
+        let rules = &policy.instance(self.src).rules;
+        body::finish_push(policy, rules, self.reader, headers, body)
+    }
+}
+
 /// Stage 3: decide on a buffered response (destination rules).
 ///
 /// A 4xx/5xx answer that is one of MISP's API errors passes with its

@@ -103,6 +103,20 @@ impl<'a> Phases<'a> {
         Stop::Answer(respond::refusal(&self.method, b.status, &b.reason, path))
     }
 
+    /// A push blocked before all of it arrived: answered at once, then
+    /// what the client still sends is drained (a known length, bounded by
+    /// the body timeout) so it reads the answer rather than a reset; a
+    /// chunked body is cut short by the close's lingering drain.
+    fn blocked_early(&mut self, b: &Block, path: &str, framing: Framing, received: u64) -> Stop {
+        match (self.blocked(b, path), framing) {
+            (Stop::Answer(answer), Framing::Length(n)) => {
+                let rest = n.saturating_sub(received);
+                Stop::AnswerDraining(answer, Framing::Length(rest), rest)
+            }
+            (stop, _) => stop,
+        }
+    }
+
     /// Not a decision (upstream unreachable, timed out, broken): the
     /// failure is logged where it happens; the answer names it.
     fn failed(&mut self, status: u16, why: &str, path: &str) -> Stop {
@@ -253,10 +267,39 @@ impl<'a> Phases<'a> {
             self.policy.limits.max_buffered_bytes,
             self.policy.limits.max_body_bytes,
         );
+        // A pushed event is read as it arrives, so the verdict is ready
+        // when its last byte is, and a push blocked early is answered
+        // without waiting for the rest (unless monitored: then it is
+        // forwarded whole).
+        let hs = head.headers.as_slice();
+        let (policy, exchange) = (self.policy, &adm.exchange);
+        let mut reader = engine::request_body_reader(exchange, hs);
+        let stops_early = !self.monitors(&adm.exchange, Side::Source);
+        let mut early = None;
+        let mut early_carried = None;
         let mut over = None;
         let hold = &mut adm.hold;
-        let read =
-            client.read_body_granted(adm.framing, max_body, |n| grant(hold, n, limit, &mut over));
+        let read = client.read_body_observed(
+            adm.framing,
+            max_body,
+            |n| grant(hold, n, limit, &mut over),
+            |so_far| match reader.as_mut() {
+                Some(r) if stops_early && early.is_none() => {
+                    early = r.feed(self.policy, so_far);
+                    if early.is_some() {
+                        // What the log line names: the uuids read so far.
+                        let carried = engine::carried::request(policy, exchange, hs, so_far);
+                        early_carried = Some(carried);
+                    }
+                    early.is_none()
+                }
+                Some(r) => {
+                    let _ = r.feed(self.policy, so_far);
+                    true
+                }
+                None => true,
+            },
+        );
         let body = match read.await {
             Ok(b) => b,
             Err(HttpError::NotGranted) => {
@@ -265,17 +308,28 @@ impl<'a> Phases<'a> {
                     None => Stop::Close,
                 })
             }
+            Err(HttpError::Stopped { received }) => {
+                let b = early.take().ok_or(Stop::Close)?;
+                self.trail.request_bytes(received);
+                if let Some(carried) = early_carried.take() {
+                    self.trail.carried(carried);
+                }
+                return Err(self.blocked_early(&b, &path, adm.framing, received));
+            }
             Err(e) => return Err(self.refuse(e.status(), &e.to_string(), &path)),
         };
-        let hs = head.headers.as_slice();
         self.trail.request_bytes(body.len() as u64);
         if self.trail.enabled() {
             let carried = engine::carried::request(self.policy, &adm.exchange, hs, &body);
             self.trail.carried(carried);
         }
-        let started = Instant::now();
-        let verdict = engine::request_body(self.policy, &adm.exchange, hs, &body);
-        self.trail.inspected(body.len() as u64, started.elapsed());
+        // What is left of inspection once the last byte is in.
+        let finished = Instant::now();
+        let verdict = match reader {
+            Some(r) => r.finish(self.policy, hs, &body),
+            None => engine::request_body(self.policy, &adm.exchange, hs, &body),
+        };
+        self.trail.inspected(body.len() as u64, finished.elapsed());
         let mut monitored = false;
         if let Err(b) = verdict {
             // The log line names the event even without an audit log.
