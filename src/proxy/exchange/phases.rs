@@ -7,6 +7,7 @@
 
 use std::time::Instant;
 
+use super::arrival::Arrival;
 use super::hop;
 use super::target::{parse_target, Parsed};
 use super::upstream::{connect, write_message};
@@ -267,38 +268,18 @@ impl<'a> Phases<'a> {
             self.policy.limits.max_buffered_bytes,
             self.policy.limits.max_body_bytes,
         );
-        // A pushed event is read as it arrives, so the verdict is ready
-        // when its last byte is, and a push blocked early is answered
-        // without waiting for the rest (unless monitored: then it is
-        // forwarded whole).
-        let hs = head.headers.as_slice();
-        let (policy, exchange) = (self.policy, &adm.exchange);
-        let mut reader = engine::request_body_reader(exchange, hs);
-        let stops_early = !self.monitors(&adm.exchange, Side::Source);
-        let mut early = None;
-        let mut early_carried = None;
+        // A pushed event is read as it arrives (`arrival`): its verdict is
+        // ready when its last byte is, and a push blocked early is answered
+        // without reading the rest.
+        let monitored = self.monitors(&adm.exchange, Side::Source);
+        let mut arrival = Arrival::new(self.policy, &adm.exchange, &head.headers, monitored);
         let mut over = None;
         let hold = &mut adm.hold;
         let read = client.read_body_observed(
             adm.framing,
             max_body,
             |n| grant(hold, n, limit, &mut over),
-            |so_far| match reader.as_mut() {
-                Some(r) if stops_early && early.is_none() => {
-                    early = r.feed(self.policy, so_far);
-                    if early.is_some() {
-                        // What the log line names: the uuids read so far.
-                        let carried = engine::carried::request(policy, exchange, hs, so_far);
-                        early_carried = Some(carried);
-                    }
-                    early.is_none()
-                }
-                Some(r) => {
-                    let _ = r.feed(self.policy, so_far);
-                    true
-                }
-                None => true,
-            },
+            |so_far| arrival.observe(so_far),
         );
         let body = match read.await {
             Ok(b) => b,
@@ -309,26 +290,22 @@ impl<'a> Phases<'a> {
                 })
             }
             Err(HttpError::Stopped { received }) => {
-                let b = early.take().ok_or(Stop::Close)?;
+                let (b, named) = arrival.stopped().ok_or(Stop::Close)?;
                 self.trail.request_bytes(received);
-                if let Some(carried) = early_carried.take() {
-                    self.trail.carried(carried);
-                }
+                self.trail.carried(named);
                 return Err(self.blocked_early(&b, &path, adm.framing, received));
             }
             Err(e) => return Err(self.refuse(e.status(), &e.to_string(), &path)),
         };
+        let hs = head.headers.as_slice();
         self.trail.request_bytes(body.len() as u64);
         if self.trail.enabled() {
             let carried = engine::carried::request(self.policy, &adm.exchange, hs, &body);
             self.trail.carried(carried);
         }
-        // What is left of inspection once the last byte is in.
+        // Inspection time: what is left of it once the last byte is in.
         let finished = Instant::now();
-        let verdict = match reader {
-            Some(r) => r.finish(self.policy, hs, &body),
-            None => engine::request_body(self.policy, &adm.exchange, hs, &body),
-        };
+        let verdict = arrival.verdict(&body);
         self.trail.inspected(body.len() as u64, finished.elapsed());
         let mut monitored = false;
         if let Err(b) = verdict {
