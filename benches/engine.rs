@@ -279,7 +279,8 @@ fn push_arriving(
     expect_block: Option<&str>,
 ) -> Result<Duration, String> {
     let x = head(policy, "POST", "/events/add/metadata:1", JSON)?;
-    let mut reader = engine::request_body_reader(&x, JSON).ok_or("no incremental reader")?;
+    let mut reader =
+        engine::request_body_reader(policy, &x, JSON).ok_or("no incremental reader")?;
     let mut end = 0;
     while end < body.len() {
         end = (end + piece).min(body.len());

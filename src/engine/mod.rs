@@ -348,25 +348,27 @@ pub fn request_body<H: HeaderList + ?Sized>(
 }
 
 /// Stage 2 while the body arrives: a reader of a pushed event, for the
-/// bodies it can read as they come (JSON content type, no
-/// Content-Encoding); `None` for every other body, which `request_body`
+/// bodies it can read as they come (JSON content type; no Content-Encoding,
+/// or gzip alone); `None` for every other body, which `request_body`
 /// decides once it is whole.
 pub fn request_body_reader<H: HeaderList + ?Sized>(
+    policy: &Policy,
     exchange: &Exchange,
     headers: &H,
 ) -> Option<BodyReader> {
     let Exchange::Sync { endpoint, src, .. } = exchange else {
         return None;
     };
-    (endpoint.request_body() == RequestBody::Event)
-        .then(|| body::incremental_push(headers))
-        .flatten()
-        .map(|reader| BodyReader { reader, src: *src })
+    if endpoint.request_body() != RequestBody::Event {
+        return None;
+    }
+    let push = body::ArrivingPush::new(policy, headers)?;
+    Some(BodyReader { push, src: *src })
 }
 
 /// A pushed event read as it arrives (`request_body_reader`).
 pub struct BodyReader {
-    reader: incremental::EventReader,
+    push: body::ArrivingPush,
     src: InstanceId,
 }
 
@@ -376,8 +378,7 @@ impl BodyReader {
     /// reason names the first element that breaks a rule; a whole-body
     /// read may name an event-level violation of the same body first.
     pub fn feed(&mut self, policy: &Policy, so_far: &[u8]) -> Option<Block> {
-        let rules = &policy.instance(self.src).rules;
-        body::feed_push(&mut self.reader, rules, so_far)
+        self.push.feed(&policy.instance(self.src).rules, so_far)
     }
 
     /// The verdict on the whole body: `request_body`'s, computed mostly
@@ -389,7 +390,7 @@ impl BodyReader {
         body: &[u8],
     ) -> Result<(), Block> {
         let rules = &policy.instance(self.src).rules;
-        body::finish_push(policy, rules, self.reader, headers, body)
+        self.push.finish(policy, rules, headers, body)
     }
 }
 

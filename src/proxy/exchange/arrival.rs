@@ -31,7 +31,7 @@ impl<'a> Arrival<'a> {
             policy,
             exchange,
             headers,
-            reader: engine::request_body_reader(exchange, headers.as_slice()),
+            reader: engine::request_body_reader(policy, exchange, headers.as_slice()),
             stops_early: !monitored,
             early: None,
         }
