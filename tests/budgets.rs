@@ -561,3 +561,68 @@ fn answers_over_the_buffer_budget_get_503_an_audit_record_and_a_metric() {
     assert_eq!((status, body.len()), (200, answer.len()), "{}", gw.logs());
     assert_eq!((counts.complete(), counts.partial()), (1, 0));
 }
+
+/// A push is read as it arrives (`engine::incremental`): one whose first
+/// attribute is blocked is answered 403 while most of it is still unsent,
+/// nothing of it reaches the server, and the client may still send the
+/// rest (drained) without a reset.
+#[test]
+fn a_push_blocked_at_its_first_attribute_is_answered_before_the_rest_is_sent() {
+    let (gw, proxy, upstream, counts, _dir) =
+        start_in_front_of_counting_upstream("early", json!({}));
+    let body = event_of_size("8b3c4d5e-6f70-4a81-9b2c-3d4e5f607182", 8 << 20);
+    let text = String::from_utf8(body).unwrap();
+    // The event's own distribution comes first; the first attribute's next.
+    let at = text
+        .match_indices(r#""distribution":"1""#)
+        .nth(1)
+        .unwrap()
+        .0;
+    let body = format!("{}\"distribution\":\"0\"{}", &text[..at], &text[at + 18..]).into_bytes();
+
+    let mut c = client(proxy);
+    let head = request_head(
+        "POST",
+        "b.test",
+        upstream.port(),
+        "/events/add",
+        Some(body.len()),
+    );
+    c.write_all(&head).unwrap();
+    c.write_all(&body[..64 * 1024]).unwrap();
+    let (status, _, answer) = read_response(&mut c).expect("an answer before the rest is sent");
+    assert_eq!(status, 403, "{}", gw.logs());
+    let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    let reason = answer["errors"].as_str().unwrap();
+    assert!(reason.contains("distribution"), "{reason}");
+    // The rest is drained, not refused with a reset.
+    c.write_all(&body[64 * 1024..]).unwrap();
+    let logs = gw.logs();
+    assert!(logs.contains("request blocked: [POST]"), "{logs}");
+    assert!(
+        logs.contains("8b3c4d5e-6f70-4a81-9b2c-3d4e5f607182"),
+        "{logs}"
+    );
+
+    // The same push gzip-compressed, as MISP sends it: decided from the
+    // first 16 KiB of the wire.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&body).unwrap();
+    let gz = gz.finish().unwrap();
+    let head = request_head(
+        "POST",
+        "b.test",
+        upstream.port(),
+        "/events/add",
+        Some(gz.len()),
+    );
+    let head = String::from_utf8(head).unwrap();
+    let head = head.replace("\r\n\r\n", "\r\nContent-Encoding: gzip\r\n\r\n");
+    let mut c = client(proxy);
+    c.write_all(head.as_bytes()).unwrap();
+    c.write_all(&gz[..16 * 1024]).unwrap();
+    let (status, _, _) = read_response(&mut c).expect("an answer before the rest is sent");
+    assert_eq!(status, 403, "{}", gw.logs());
+    c.write_all(&gz[16 * 1024..]).unwrap();
+    assert_eq!((counts.complete(), counts.partial()), (0, 0));
+}

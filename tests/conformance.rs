@@ -82,9 +82,28 @@ fn run(policy: &Policy, f: &Flow) -> Outcome {
     };
     logs.extend(exchange.note().map(str::to_string));
     if exchange.inspects_request_body() {
-        if let Err(b) =
-            engine::request_body(policy, &exchange, req_headers.as_slice(), f.request_body)
-        {
+        let hs = req_headers.as_slice();
+        let whole = engine::request_body(policy, &exchange, hs, f.request_body);
+        same_while_arriving(policy, &exchange, hs, f.request_body, &whole);
+        // As MISP sends pushes over 1 KB to a receiver that reads gzip.
+        let event_push = engine::request_body_reader(policy, &exchange, hs).is_some();
+        let mut gz_headers = req_headers.clone();
+        gz_headers.push(("Content-Encoding".into(), "gzip".into()));
+        let gz = gzip(f.request_body);
+        let gz_whole = engine::request_body(policy, &exchange, gz_headers.as_slice(), &gz);
+        same_while_arriving(policy, &exchange, gz_headers.as_slice(), &gz, &gz_whole);
+        assert!(
+            !event_push
+                || engine::request_body_reader(policy, &exchange, gz_headers.as_slice()).is_some()
+        );
+        if event_push {
+            assert_eq!(
+                gz_whole.as_ref().map_err(|b| &b.reason),
+                whole.as_ref().map_err(|b| &b.reason),
+                "the same push, gzip-compressed"
+            );
+        }
+        if let Err(b) = whole {
             return blocked(b, logs);
         }
     }
@@ -99,6 +118,47 @@ fn run(policy: &Policy, f: &Flow) -> Outcome {
         }
     }
     Outcome { status: 200, logs }
+}
+
+/// The gateway reads a pushed event as it arrives
+/// (`engine::request_body_reader`): fed in pieces, it must end with the
+/// same verdict as the whole-body stage, and block early only a body that
+/// stage blocks.
+fn same_while_arriving(
+    policy: &Policy,
+    exchange: &engine::Exchange,
+    hs: &[(String, String)],
+    body: &[u8],
+    whole: &Result<(), Block>,
+) {
+    for step in [1usize, 97, 4096, body.len().max(1)] {
+        let Some(mut reader) = engine::request_body_reader(policy, exchange, hs) else {
+            return;
+        };
+        let mut end = 0;
+        while end < body.len() {
+            end = (end + step).min(body.len());
+            if let Some(b) = reader.feed(policy, &body[..end]) {
+                let w = whole
+                    .as_ref()
+                    .expect_err("an early block of a body the stage allows");
+                assert_eq!(b.status, w.status, "{}", b.reason);
+            }
+        }
+        let finished = reader.finish(policy, hs, body);
+        assert_eq!(
+            finished.as_ref().map_err(|b| (b.status, &b.reason)),
+            whole.as_ref().map_err(|b| (b.status, &b.reason)),
+            "read as it arrived in steps of {step}"
+        );
+    }
+}
+
+fn gzip(body: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(body).unwrap();
+    e.finish().unwrap()
 }
 
 fn load_policy(dir: &Path) -> Policy {

@@ -97,6 +97,9 @@ pub fn body_stages(
         .inspects_request_body()
         .then(|| engine::request_body(policy, x, headers.as_slice(), body).err())
         .flatten();
+    if x.inspects_request_body() {
+        while_arriving(policy, x, headers, body, &request);
+    }
     let response = x
         .inspects_response_body()
         .then(|| {
@@ -118,4 +121,36 @@ pub fn body_stages(
         assert!(!block.reason.is_empty());
     }
     (request, response)
+}
+
+/// The gateway reads a pushed event as it arrives: fed in pieces (of a few
+/// sizes chosen from the body), the incremental reader must end with the
+/// whole-body stage's verdict (status and reason), and block early only a
+/// body that stage blocks.
+pub fn while_arriving(
+    policy: &Policy,
+    x: &Exchange,
+    headers: &Headers,
+    body: &[u8],
+    whole: &Option<Block>,
+) {
+    let pieces = [1 + body.len() % 7, 1 + body.len() / 3, body.len().max(1)];
+    for piece in pieces {
+        let Some(mut reader) = engine::request_body_reader(policy, x, headers.as_slice()) else {
+            return;
+        };
+        let mut end = 0;
+        while end < body.len() {
+            end = (end + piece).min(body.len());
+            if let Some(b) = reader.feed(policy, &body[..end]) {
+                assert!(whole.is_some(), "early block {b:?} of a body the stage allows");
+            }
+        }
+        let got = reader.finish(policy, headers.as_slice(), body).err();
+        assert_eq!(
+            got.as_ref().map(|b| (b.status, &b.reason)),
+            whole.as_ref().map(|b| (b.status, &b.reason)),
+            "read as it arrived in pieces of {piece}"
+        );
+    }
 }

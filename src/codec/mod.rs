@@ -13,6 +13,9 @@
 use std::borrow::Cow;
 use std::io::{BufRead, Read};
 
+mod arriving;
+pub use arriving::GzipArriving;
+
 /// Limits for decoding one body.
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeLimits {

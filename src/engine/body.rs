@@ -8,11 +8,12 @@ use std::borrow::Cow;
 use serde_json::value::RawValue;
 
 use super::checks::{self, Ctx, Violation};
+use super::incremental::{EventReader, Progress};
 use super::model::{AnalystEntry, GalaxyClusterDoc, ProposalProbe, ShadowAttributeDoc};
 use super::params;
 use super::stream::EventBody;
 use super::{Block, HeaderList, Response, Sanitized};
-use crate::codec::{self, DecodeError, DecodeLimits};
+use crate::codec::{self, Coding, DecodeError, DecodeLimits, GzipArriving};
 use crate::policy::{Policy, RequestBody, ResponseBody, Rules};
 
 /// Which side of the exchange a body belongs to; only changes wording.
@@ -68,6 +69,82 @@ pub(super) fn check_request<H: HeaderList + ?Sized>(
         RequestBody::Proposals => proposals(&ctx, decoded),
     };
     outcome.map_err(|v| violation_block(v, side))
+}
+
+/// A pushed event read as it arrives (`engine::BodyReader`): the
+/// incremental reader fed the body so far, through gzip when the push is
+/// compressed (MISP compresses pushes over 1 KB for a receiver that reads
+/// gzip).
+pub(super) struct ArrivingPush {
+    reader: EventReader,
+    gzip: Option<GzipArriving>,
+}
+
+impl ArrivingPush {
+    /// For a push whose head passes what `check_request` checks of heads
+    /// (content type) and whose Content-Encoding is none or gzip alone.
+    pub(super) fn new<H: HeaderList + ?Sized>(policy: &Policy, headers: &H) -> Option<Self> {
+        json_content_type(headers).ok()?;
+        let codings = codec::parse_content_encoding(headers.values("content-encoding")).ok()?;
+        let gzip = match codings.as_slice() {
+            [] => None,
+            [Coding::Gzip] => Some(GzipArriving::new(decode_limits(policy))),
+            _ => return None,
+        };
+        Some(ArrivingPush {
+            reader: EventReader::new(EventBody::Pushed),
+            gzip,
+        })
+    }
+
+    pub(super) fn feed(&mut self, rules: &Rules, wire: &[u8]) -> Option<Block> {
+        let ctx = Ctx {
+            rules,
+            user_org: None,
+        };
+        let decoded = match self.gzip.as_mut() {
+            Some(g) => g.feed(wire)?,
+            None => wire,
+        };
+        match self.reader.feed(&ctx, decoded) {
+            Progress::Blocked(v) => Some(violation_block(v, Side::Request)),
+            Progress::Reading => None,
+        }
+    }
+
+    /// `check_request` for the pushed event, with what was read as it
+    /// arrived in the place of the decoding and the event read: the same
+    /// checks in the same order, so the same verdict.
+    pub(super) fn finish<H: HeaderList + ?Sized>(
+        self,
+        policy: &Policy,
+        rules: &Rules,
+        headers: &H,
+        wire: &[u8],
+    ) -> Result<(), Block> {
+        let side = Side::Request;
+        json_content_type(headers)?;
+        within_body_limit(policy, wire, side)?;
+        let ctx = Ctx {
+            rules,
+            user_org: None,
+        };
+        let (decoded, reader) = match self.gzip {
+            None => (decode(policy, headers, wire, side)?, Some(self.reader)),
+            Some(g) => match g.finish(wire) {
+                Some(d) => (Cow::Owned(d), Some(self.reader)),
+                // Decoded the one-shot way, which words any refusal; the
+                // incremental reader's view is not used.
+                None => (decode(policy, headers, wire, side)?, None),
+            },
+        };
+        let outcome = match reader.and_then(|r| r.finish(&ctx, &decoded)) {
+            // The reader validated all of it as UTF-8.
+            Some(checked) => checked,
+            None => event(&ctx, utf8(&decoded)?, EventBody::Pushed),
+        };
+        outcome.map_err(|v| violation_block(v, side))
+    }
 }
 
 pub(super) fn check_response<H: HeaderList + ?Sized>(
@@ -126,34 +203,36 @@ fn decode<'b, H: HeaderList + ?Sized>(
     side: Side,
 ) -> Result<Cow<'b, [u8]>, Block> {
     let limits = &policy.limits;
-    if body.len() as u64 > limits.max_body_bytes {
-        return Err(Block::with_status(
-            413,
-            format!(
-                "{} body exceeds {} bytes",
-                side.word(),
-                limits.max_body_bytes
-            ),
-        ));
-    }
+    within_body_limit(policy, body, side)?;
     let codings =
         codec::parse_content_encoding(headers.values("content-encoding")).map_err(decode_block)?;
-    let decoded = codec::decode(
-        body,
-        &codings,
-        &DecodeLimits {
-            max_decoded_bytes: limits.max_decoded_body_bytes,
-            max_ratio: limits.max_decompression_ratio,
-            ratio_floor_bytes: limits.decompression_ratio_floor_bytes,
-        },
-    )
-    .map_err(decode_block)?;
+    let decoded = codec::decode(body, &codings, &decode_limits(policy)).map_err(decode_block)?;
     if decoded.len() as u64 > limits.max_decoded_body_bytes {
         return Err(decode_block(DecodeError::TooLarge {
             limit: limits.max_decoded_body_bytes,
         }));
     }
     Ok(decoded)
+}
+
+fn within_body_limit(policy: &Policy, body: &[u8], side: Side) -> Result<(), Block> {
+    let max = policy.limits.max_body_bytes;
+    if body.len() as u64 > max {
+        return Err(Block::with_status(
+            413,
+            format!("{} body exceeds {max} bytes", side.word()),
+        ));
+    }
+    Ok(())
+}
+
+fn decode_limits(policy: &Policy) -> DecodeLimits {
+    let limits = &policy.limits;
+    DecodeLimits {
+        max_decoded_bytes: limits.max_decoded_body_bytes,
+        max_ratio: limits.max_decompression_ratio,
+        ratio_floor_bytes: limits.decompression_ratio_floor_bytes,
+    }
 }
 
 fn decode_block(e: DecodeError) -> Block {

@@ -10,7 +10,6 @@
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
 
 use super::{Exchange, HeaderList, Response};
 use crate::codec::{self, DecodeLimits};
@@ -158,11 +157,9 @@ impl<'de> Visitor<'de> for Level<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             if WRAPPERS.contains(&key.as_ref()) {
-                if let Some(uuid) = map.next_value::<Named>()?.uuid {
-                    if looks_like_uuid(&uuid) {
-                        self.out.push(uuid);
-                    }
-                }
+                map.next_value_seed(OwnUuid {
+                    out: &mut *self.out,
+                })?;
             } else if key == "uuid" {
                 match map.next_value::<Option<String>>() {
                     Ok(Some(uuid)) if looks_like_uuid(&uuid) => self.out.push(uuid),
@@ -202,11 +199,43 @@ impl<'de> Visitor<'de> for Level<'_> {
     }
 }
 
-/// A wrapped object: only its own `uuid` is read.
-#[derive(Deserialize)]
-struct Named {
-    #[serde(default)]
-    uuid: Option<String>,
+/// A wrapped object: only its own `uuid` is read, and noted as soon as it
+/// is, so a body cut short (a push blocked while it arrived) still names
+/// its event.
+struct OwnUuid<'o> {
+    out: &'o mut Carried,
+}
+
+impl<'de> DeserializeSeed<'de> for OwnUuid<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for OwnUuid<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a MISP object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut named = false;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == "uuid" && !named {
+                named = true;
+                if let Some(uuid) = map.next_value::<Option<String>>()? {
+                    if looks_like_uuid(&uuid) {
+                        self.out.push(uuid);
+                    }
+                }
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -215,6 +244,12 @@ mod tests {
 
     const U1: &str = "385283a1-b5e0-4e10-a532-dce11c365a56";
     const U2: &str = "5e6a1f2b-0c3d-4e5f-8a9b-0c1d2e3f4a5b";
+
+    #[test]
+    fn a_body_cut_short_names_the_event_read_so_far() {
+        let body = format!(r#"{{"Event":{{"info":"x","uuid":"{U1}","Attribute":[{{"uuid":"{U2}"#);
+        assert_eq!(uuids_in(body.as_bytes()).uuids, vec![U1.to_string()]);
+    }
 
     #[test]
     fn wrapped_event_names_its_own_uuid_only() {

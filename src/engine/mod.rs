@@ -21,6 +21,7 @@ pub mod answers;
 pub mod body;
 pub mod carried;
 pub mod checks;
+pub mod incremental;
 pub mod model;
 pub mod params;
 pub mod path;
@@ -344,6 +345,53 @@ pub fn request_body<H: HeaderList + ?Sized>(
         return Ok(());
     }
     body::check_request(policy, &policy.instance(*src).rules, kind, headers, body)
+}
+
+/// Stage 2 while the body arrives: a reader of a pushed event, for the
+/// bodies it can read as they come (JSON content type; no Content-Encoding,
+/// or gzip alone); `None` for every other body, which `request_body`
+/// decides once it is whole.
+pub fn request_body_reader<H: HeaderList + ?Sized>(
+    policy: &Policy,
+    exchange: &Exchange,
+    headers: &H,
+) -> Option<BodyReader> {
+    let Exchange::Sync { endpoint, src, .. } = exchange else {
+        return None;
+    };
+    if endpoint.request_body() != RequestBody::Event {
+        return None;
+    }
+    let push = body::ArrivingPush::new(policy, headers)?;
+    Some(BodyReader { push, src: *src })
+}
+
+/// A pushed event read as it arrives (`request_body_reader`).
+pub struct BodyReader {
+    push: body::ArrivingPush,
+    src: InstanceId,
+}
+
+impl BodyReader {
+    /// Reads the body received so far (it only grows). `Some` once it is
+    /// blocked whatever follows: the body need not be read further. The
+    /// reason names the first element that breaks a rule; a whole-body
+    /// read may name an event-level violation of the same body first.
+    pub fn feed(&mut self, policy: &Policy, so_far: &[u8]) -> Option<Block> {
+        self.push.feed(&policy.instance(self.src).rules, so_far)
+    }
+
+    /// The verdict on the whole body: `request_body`'s, computed mostly
+    /// while it arrived.
+    pub fn finish<H: HeaderList + ?Sized>(
+        self,
+        policy: &Policy,
+        headers: &H,
+        body: &[u8],
+    ) -> Result<(), Block> {
+        let rules = &policy.instance(self.src).rules;
+        self.push.finish(policy, rules, headers, body)
+    }
 }
 
 /// Stage 3: decide on a buffered response (destination rules).

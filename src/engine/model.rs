@@ -311,21 +311,21 @@ macro_rules! schema {
             }
 
             map_only!($name<$lt>);
-            schema!(@reader [$($mode)?] $name { $( $field $(as $key)? ),* });
+            schema!(@reader [$($mode)?] $name<$lt> { $( $field $(as $key)? : $ty ),* });
         )*
     };
 
     (@key $field:ident) => { stringify!($field) };
     (@key $field:ident $key:literal) => { $key };
 
-    (@reader [] $name:ident { $( $field:ident $(as $key:literal)? ),* }) => {};
-    (@reader [streamed] $name:ident { $( $field:ident $(as $key:literal)? ),* }) => {
-        impl<'de> $name<'de> {
+    (@reader [] $name:ident<$lt:lifetime> { $( $field:ident $(as $key:literal)? : $ty:ty ),* }) => {};
+    (@reader [streamed] $name:ident<$lt:lifetime> { $( $field:ident $(as $key:literal)? : $ty:ty ),* }) => {
+        impl<$lt> $name<$lt> {
             /// The streaming reader's field dispatch: reads `key`'s value
             /// into its field and returns true, or returns false for a key
             /// the policy does not read (the caller skips its value). Each
             /// key may appear once, as with the derived reader.
-            pub fn read_streamed<A: MapAccess<'de>>(
+            pub fn read_streamed<A: MapAccess<$lt>>(
                 &mut self,
                 key: &str,
                 map: &mut A,
@@ -336,6 +336,56 @@ macro_rules! schema {
                     if key == schema!(@key $field $($key)?) {
                         seen.once(schema!(@key $field $($key)?))?;
                         self.$field = StreamField::read(map, ctx)?;
+                        return Ok(true);
+                    }
+                )*
+                Ok(false)
+            }
+
+            /// Whether `key` names a `Listed` field (read element by element).
+            pub fn streams_list(key: &str) -> bool {
+                $(
+                    if key == schema!(@key $field $($key)?) {
+                        return <$ty as StreamField<$lt>>::streamed(None).is_some();
+                    }
+                )*
+                false
+            }
+
+            /// The incremental reader's list dispatch (`engine::incremental`):
+            /// when `key` names a `Listed` field, reads the element at the
+            /// start of `bytes` and checks it, as the streaming reader's list
+            /// does.
+            /// `None`: `key` is not a streamed list.
+            pub fn list_element(
+                key: &str,
+                bytes: &$lt [u8],
+                ctx: &Ctx,
+            ) -> Option<super::stream::ElementRead> {
+                $(
+                    if key == schema!(@key $field $($key)?) {
+                        return <$ty as StreamField<$lt>>::element(bytes, ctx);
+                    }
+                )*
+                None
+            }
+
+            /// Fills the `Listed` field `key` with a list read element by
+            /// element elsewhere (`first`: its first violation) and returns
+            /// true; false for any other key. Each key may appear once.
+            pub fn put_streamed<E: serde::de::Error>(
+                &mut self,
+                key: &str,
+                first: Option<Violation>,
+                seen: &mut Seen,
+            ) -> Result<bool, E> {
+                $(
+                    if key == schema!(@key $field $($key)?) {
+                        let Some(list) = <$ty as StreamField<$lt>>::streamed(first) else {
+                            return Ok(false);
+                        };
+                        seen.once(schema!(@key $field $($key)?))?;
+                        self.$field = list;
                         return Ok(true);
                     }
                 )*

@@ -54,6 +54,12 @@ pub fn check_event_body(ctx: &Ctx, body: &str, kind: EventBody) -> Checked {
     }
     .deserialize(&mut de)?;
     de.end()?;
+    decide(ctx, doc, kind)
+}
+
+/// The document-level rules and the event's checks, once the body has been
+/// read (by this reader or by `engine::incremental`).
+pub fn decide(ctx: &Ctx, doc: StreamedDoc<'_>, kind: EventBody) -> Checked {
     if doc.wrapped {
         // MISP's events/add and edit unwrap these before reading `Event`, so
         // the `Event` beside them is not what MISP would import.
@@ -82,12 +88,30 @@ pub fn check_event_body(ctx: &Ctx, body: &str, kind: EventBody) -> Checked {
     checks::event(ctx, &ev, role)
 }
 
+/// One list element read by the incremental reader: its violation (if
+/// any) and the bytes it took, or the parse error.
+pub type ElementRead = Result<(Option<Violation>, usize), serde_json::Error>;
+
 /// How the streaming reader reads one field type of a `schema!` record
 /// marked `[streamed]`: `Listed` fields element by element, everything else
 /// as serde's derive would. A field of a type without an impl here does not
 /// compile, rather than being read differently by the two readers.
 pub trait StreamField<'de>: Sized {
     fn read<A: MapAccess<'de>>(map: &mut A, ctx: &Ctx) -> Result<Self, A::Error>;
+
+    /// For a `Listed` field, the incremental reader's element step: the
+    /// element at the start of `bytes` read and checked, exactly as
+    /// `ListSeed` does it, with the length it took. `None` for every other
+    /// field type.
+    fn element(_bytes: &'de [u8], _ctx: &Ctx) -> Option<ElementRead> {
+        None
+    }
+
+    /// For a `Listed` field, the list read element by element elsewhere
+    /// (its first violation). `None` for every other field type.
+    fn streamed(_first: Option<Violation>) -> Option<Self> {
+        None
+    }
 }
 
 impl<'de> StreamField<'de> for Dist {
@@ -114,6 +138,19 @@ impl<'de, T: Deserialize<'de> + Check> StreamField<'de> for Listed<T> {
             ctx,
             _t: PhantomData,
         })
+    }
+
+    fn element(bytes: &'de [u8], ctx: &Ctx) -> Option<ElementRead> {
+        let mut values = serde_json::Deserializer::from_slice(bytes).into_iter::<T>();
+        let read = match values.next()? {
+            Ok(item) => Ok((item.check(ctx).err(), values.byte_offset())),
+            Err(e) => Err(e),
+        };
+        Some(read)
+    }
+
+    fn streamed(first: Option<Violation>) -> Option<Self> {
+        Some(Listed::Streamed(first))
     }
 }
 

@@ -26,6 +26,11 @@ pub enum HttpError {
     NotGranted,
     /// The body came slower than the minimum rate allows (408).
     TooSlow(MinRate),
+    /// The caller's observer stopped the read (it decided on the bytes so
+    /// far); `received` body bytes were read.
+    Stopped {
+        received: u64,
+    },
 }
 
 impl HttpError {
@@ -37,6 +42,8 @@ impl HttpError {
             HttpError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => 408,
             HttpError::NotGranted => 503,
             HttpError::TooSlow(_) => 408,
+            // The caller answers with its own decision.
+            HttpError::Stopped { .. } => 403,
             HttpError::Io(_) | HttpError::UnexpectedEof => 400,
         }
     }
@@ -56,6 +63,9 @@ impl fmt::Display for HttpError {
                 m.bytes_per_sec,
                 m.grace.as_secs()
             ),
+            HttpError::Stopped { received } => {
+                write!(f, "body read stopped after {received} bytes")
+            }
         }
     }
 }
@@ -200,8 +210,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
         &mut self,
         framing: Framing,
         max: u64,
-        mut grant: impl FnMut(u64) -> bool,
+        grant: impl FnMut(u64) -> bool,
     ) -> Result<Vec<u8>, HttpError> {
+        self.read_body_observed(framing, max, grant, |_| true).await
+    }
+
+    /// [`read_body_granted`](Self::read_body_granted), showing the body
+    /// received so far to `observe` after each read (it only ever grows);
+    /// `false` stops the read with `Stopped` — the caller has decided on
+    /// what it saw and the rest of the body is still unread.
+    pub async fn read_body_observed(
+        &mut self,
+        framing: Framing,
+        max: u64,
+        mut grant: impl FnMut(u64) -> bool,
+        mut observe: impl FnMut(&[u8]) -> bool,
+    ) -> Result<Vec<u8>, HttpError> {
+        let stopped = |out: &Vec<u8>| HttpError::Stopped {
+            received: out.len() as u64,
+        };
         if let Framing::Length(n) = framing {
             // Known length: one allocation, bytes read straight into it.
             if n > max {
@@ -215,10 +242,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
             let mut out = Vec::with_capacity(n);
             let buffered = self.buf.len().min(n);
             out.extend(self.buf.drain(..buffered));
+            if !out.is_empty() && !observe(&out) {
+                return Err(stopped(&out));
+            }
             while out.len() < n {
                 let mut limited = (&mut self.io).take((n - out.len()) as u64);
                 if body_read(&mut limited, &mut out, self.read_timeout, &mut clock).await? == 0 {
                     return Err(HttpError::UnexpectedEof);
+                }
+                if !observe(&out) {
+                    return Err(stopped(&out));
                 }
             }
             return Ok(out);
@@ -239,6 +272,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
                 out.reserve_exact(cap - out.len());
             }
             out.extend_from_slice(chunk);
+            if !chunk.is_empty() && !observe(&out) {
+                return Err(stopped(&out));
+            }
             Ok(())
         })
         .await?;

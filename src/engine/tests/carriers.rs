@@ -19,10 +19,11 @@ use serde_json::{json, Value};
 use crate::config;
 use crate::engine::checks::{self, Checked, Ctx, EventRole, Violation};
 use crate::engine::model::{Carrier, Event, Record, SCHEMA};
-use crate::engine::stream::{self, EventBody};
+use crate::engine::stream::EventBody;
 
+/// The streaming reader's verdict; the incremental reader must agree.
 fn streamed(ctx: &Ctx, body: &str) -> Checked {
-    stream::check_event_body(ctx, body, EventBody::Pushed)
+    crate::engine::incremental::agree::checked(ctx, body, EventBody::Pushed)
 }
 
 const BLOCKED_SG: &str = "b9e656ba-b9c0-4506-83ed-7b54b43a57cb";

@@ -11,8 +11,9 @@ use serde_json::json;
 use crate::config;
 use crate::engine::answers::push_answer;
 use crate::engine::checks::{self, Checked, Ctx, Violation};
+use crate::engine::incremental::agree::checked as check_event_body;
 use crate::engine::model::{Dist, NonEmpty, PhpTruthy, Proposals, SharingGroup, Tag};
-use crate::engine::stream::{check_event_body, EventBody};
+use crate::engine::stream::EventBody;
 
 const POLICY: &str = r#"{
   "allowlist": {"urls": [], "domains": []},

@@ -20,6 +20,7 @@
 //! original bytes (Content-Encoding intact) with framing the gateway writes
 //! itself (`hop`).
 
+mod arrival;
 mod hop;
 mod phases;
 mod target;

@@ -7,6 +7,7 @@
 
 use std::time::Instant;
 
+use super::arrival::Arrival;
 use super::hop;
 use super::target::{parse_target, Parsed};
 use super::upstream::{connect, opened, reuse, write_message};
@@ -101,6 +102,20 @@ impl<'a> Phases<'a> {
         log_block(self.target, b, &self.method, path, &self.trail.log_fields());
         self.trail.block(b.status, &b.reason);
         Stop::Answer(respond::refusal(&self.method, b.status, &b.reason, path))
+    }
+
+    /// A push blocked before all of it arrived: answered at once, then
+    /// what the client still sends is drained (a known length, bounded by
+    /// the body timeout) so it reads the answer rather than a reset; a
+    /// chunked body is cut short by the close's lingering drain.
+    fn blocked_early(&mut self, b: &Block, path: &str, framing: Framing, received: u64) -> Stop {
+        match (self.blocked(b, path), framing) {
+            (Stop::Answer(answer), Framing::Length(n)) => {
+                let rest = n.saturating_sub(received);
+                Stop::AnswerDraining(answer, Framing::Length(rest), rest)
+            }
+            (stop, _) => stop,
+        }
     }
 
     /// Not a decision (upstream unreachable, timed out, broken): the
@@ -253,10 +268,19 @@ impl<'a> Phases<'a> {
             self.policy.limits.max_buffered_bytes,
             self.policy.limits.max_body_bytes,
         );
+        // A pushed event is read as it arrives (`arrival`): its verdict is
+        // ready when its last byte is, and a push blocked early is answered
+        // without reading the rest.
+        let monitored = self.monitors(&adm.exchange, Side::Source);
+        let mut arrival = Arrival::new(self.policy, &adm.exchange, &head.headers, monitored);
         let mut over = None;
         let hold = &mut adm.hold;
-        let read =
-            client.read_body_granted(adm.framing, max_body, |n| grant(hold, n, limit, &mut over));
+        let read = client.read_body_observed(
+            adm.framing,
+            max_body,
+            |n| grant(hold, n, limit, &mut over),
+            |so_far| arrival.observe(so_far),
+        );
         let body = match read.await {
             Ok(b) => b,
             Err(HttpError::NotGranted) => {
@@ -264,6 +288,12 @@ impl<'a> Phases<'a> {
                     Some(e) => self.over_budget(&e, &path),
                     None => Stop::Close,
                 })
+            }
+            Err(HttpError::Stopped { received }) => {
+                let (b, named) = arrival.stopped().ok_or(Stop::Close)?;
+                self.trail.request_bytes(received);
+                self.trail.carried(named);
+                return Err(self.blocked_early(&b, &path, adm.framing, received));
             }
             Err(e) => return Err(self.refuse(e.status(), &e.to_string(), &path)),
         };
@@ -273,9 +303,10 @@ impl<'a> Phases<'a> {
             let carried = engine::carried::request(self.policy, &adm.exchange, hs, &body);
             self.trail.carried(carried);
         }
-        let started = Instant::now();
-        let verdict = engine::request_body(self.policy, &adm.exchange, hs, &body);
-        self.trail.inspected(body.len() as u64, started.elapsed());
+        // Inspection time: what is left of it once the last byte is in.
+        let finished = Instant::now();
+        let verdict = arrival.verdict(&body);
+        self.trail.inspected(body.len() as u64, finished.elapsed());
         let mut monitored = false;
         if let Err(b) = verdict {
             // The log line names the event even without an audit log.
