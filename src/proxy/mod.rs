@@ -94,6 +94,9 @@ pub async fn run(config_path: &Path, mut policy: Policy, opts: RunOptions) -> Re
         seen.set(f);
     }
     let watch_config = opts.watch_config.unwrap_or(policy.gateway.watch_config);
+    let grace = policy.gateway.timeouts.shutdown_grace;
+
+    // Every step that can fail the start, before anything is served.
     let wanted = wanted_listeners(&policy, &opts)?;
     let tls = TlsState::build(&policy, &opts.tls).map_err(|e| e.to_string())?;
     let mut set = ListenerSet::default();
@@ -105,31 +108,10 @@ pub async fn run(config_path: &Path, mut policy: Policy, opts: RunOptions) -> Re
         rules.apply(&policy)?;
     }
     let local_ips = net::local_ip_addresses().unwrap_or_default();
-    let grace = policy.gateway.timeouts.shutdown_grace;
-    // The audit file is chosen at start (flag, else config) and kept across
-    // reloads; SIGHUP reopens it (logrotate).
-    let audit = match opts
-        .audit_log
-        .as_ref()
-        .or(policy.gateway.audit_log.as_ref())
-    {
-        Some(path) => {
-            let log = AuditLog::open(path)?;
-            tracing::info!("audit log: {}", path.display());
-            Some(Arc::new(log))
-        }
-        None => None,
-    };
-    // Bound now, so a taken address fails the start like a listener does.
-    let metrics_addr = opts.metrics.or(policy.gateway.metrics_listen);
-    let metrics_listener = match metrics_addr {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("metrics listener {addr}: {e}"))?,
-        ),
-        None => None,
-    };
+    let audit = open_audit(&policy, &opts)?;
+    let metrics = bind_metrics(&policy, &opts).await?;
+
+    // Serving.
     let shared =
         Arc::new(Shared::new(Arc::new(policy), Arc::new(tls), local, local_ips).with_audit(audit));
     let readiness = Arc::new(Readiness {
@@ -145,7 +127,63 @@ pub async fn run(config_path: &Path, mut policy: Policy, opts: RunOptions) -> Re
     };
     set.commit(staged, &ctx, || {}).await;
     readiness.listeners_bound.store(true, Ordering::Release);
-    if let (Some(listener), Some(addr)) = (metrics_listener, metrics_addr) {
+    spawn_housekeeping(&ctx, metrics, &readiness, &opts);
+    let notifier = Arc::new(notify::Notifier::from_env());
+    announce_ready(&shared, &set, &notifier);
+
+    // Until a stop signal: reloads on SIGHUP and on config changes.
+    let changed = watch_config_file(config_path, watch_config, &seen, &ctx);
+    let reloader = Reloader {
+        config_path,
+        opts: &opts,
+        seen,
+    };
+    signals(&reloader, &notifier, &mut set, &ctx, changed).await;
+    notifier.send("STOPPING=1\nSTATUS=shutting down");
+    shut_down(stop_tx, set, &ctx, grace).await;
+    Ok(())
+}
+
+/// The audit file, chosen at start (flag, else config) and kept across
+/// reloads; SIGHUP reopens it (logrotate).
+fn open_audit(policy: &Policy, opts: &RunOptions) -> Result<Option<Arc<AuditLog>>, String> {
+    let Some(path) = opts
+        .audit_log
+        .as_ref()
+        .or(policy.gateway.audit_log.as_ref())
+    else {
+        return Ok(None);
+    };
+    let log = AuditLog::open(path)?;
+    tracing::info!("audit log: {}", path.display());
+    Ok(Some(Arc::new(log)))
+}
+
+/// The health and metrics listener, bound at start so a taken address
+/// fails the start like a listener does.
+async fn bind_metrics(
+    policy: &Policy,
+    opts: &RunOptions,
+) -> Result<Option<(tokio::net::TcpListener, SocketAddr)>, String> {
+    let Some(addr) = opts.metrics.or(policy.gateway.metrics_listen) else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("metrics listener {addr}: {e}"))?;
+    Ok(Some((listener, addr)))
+}
+
+/// The tasks beside the listeners: health and metrics, the keeper of the
+/// nftables tables, and the sweep of idle upstream connections.
+fn spawn_housekeeping(
+    ctx: &AcceptContext,
+    metrics: Option<(tokio::net::TcpListener, SocketAddr)>,
+    readiness: &Arc<Readiness>,
+    opts: &RunOptions,
+) {
+    let shared = &ctx.shared;
+    if let Some((listener, addr)) = metrics {
         let ops = Arc::new(Ops {
             metrics: shared.metrics.clone(),
             readiness: readiness.clone(),
@@ -158,7 +196,6 @@ pub async fn run(config_path: &Path, mut policy: Policy, opts: RunOptions) -> Re
             ctx.shutdown.clone(),
         ));
     }
-
     if let Some(rules) = opts.rules.clone() {
         tokio::spawn(crate::deploy::runtime::watch(rules, ctx.shutdown.clone()));
     }
@@ -172,7 +209,10 @@ pub async fn run(config_path: &Path, mut policy: Policy, opts: RunOptions) -> Re
             sweeping.sweep_upstream_pool();
         }
     });
-    let notifier = Arc::new(notify::Notifier::from_env());
+}
+
+/// Logs the ready line and tells systemd; starts the watchdog pings.
+fn announce_ready(shared: &Shared, set: &ListenerSet, notifier: &Arc<notify::Notifier>) {
     let status = status_line(&shared.policy(), &set.listeners());
     tracing::info!(
         "misp-guard-gw {} ready: {status}",
@@ -191,9 +231,18 @@ pub async fn run(config_path: &Path, mut policy: Policy, opts: RunOptions) -> Re
             }
         });
     }
+}
 
+/// The config-file watcher when `watch` is on: its changes arrive on the
+/// returned channel (closed at once when off).
+fn watch_config_file(
+    config_path: &Path,
+    watch: bool,
+    seen: &config_watch::Seen,
+    ctx: &AcceptContext,
+) -> tokio::sync::mpsc::Receiver<()> {
     let (changed_tx, changed_rx) = tokio::sync::mpsc::channel(1);
-    if watch_config {
+    if watch {
         tracing::info!(
             "watching {} for changes (reload on change; SIGHUP reloads too)",
             config_path.display()
@@ -206,21 +255,22 @@ pub async fn run(config_path: &Path, mut policy: Policy, opts: RunOptions) -> Re
         ));
     } else {
         tracing::info!("config file changes are not watched: reload with SIGHUP");
-        drop(changed_tx);
     }
-    let reloader = Reloader {
-        config_path,
-        opts: &opts,
-        seen,
-    };
-    signals(&reloader, &notifier, &mut set, &ctx, changed_rx).await;
-    notifier.send("STOPPING=1\nSTATUS=shutting down");
+    changed_rx
+}
 
+/// Stops accepting, then waits for the exchanges in flight up to `grace`.
+async fn shut_down(
+    stop: watch::Sender<bool>,
+    set: ListenerSet,
+    ctx: &AcceptContext,
+    grace: std::time::Duration,
+) {
     tracing::info!(
         "shutting down: no new connections, {} in flight",
         ctx.inflight.count()
     );
-    let _ = stop_tx.send(true);
+    let _ = stop.send(true);
     set.join().await;
     if tokio::time::timeout(grace, ctx.inflight.drained())
         .await
@@ -231,7 +281,6 @@ pub async fn run(config_path: &Path, mut policy: Policy, opts: RunOptions) -> Re
             ctx.inflight.count()
         );
     }
-    Ok(())
 }
 
 /// One line for logs and `systemctl status`.
