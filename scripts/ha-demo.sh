@@ -71,15 +71,7 @@ echo "== certificates: the gateway CA (the same on both routers), each MISP serv
 # The keepalived scripts run as nobody: it must reach them and its log.
 chmod 755 "$work"
 "$gw" ca --out "$work/ca" >/dev/null
-server_cert() { # NAME IP
-    "$gw" ca --out "$work/$1-ca" >/dev/null
-    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$1" \
-        -keyout "$work/$1.key" -out "$work/$1.csr" 2>/dev/null
-    printf 'subjectAltName=DNS:%s,IP:%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' "$1" "$2" \
-        >"$work/$1.ext"
-    openssl x509 -req -in "$work/$1.csr" -CA "$work/$1-ca/ca.crt" -CAkey "$work/$1-ca/ca.key" \
-        -CAcreateserial -days 1 -extfile "$work/$1.ext" -out "$work/$1.crt" 2>/dev/null
-}
+server_cert() { scripts/demo/server-cert.sh "$gw" "$work" "$1" "$2"; }
 server_cert misp.secret.example 192.0.2.10
 server_cert misp.restricted.example 198.51.100.10
 

@@ -270,6 +270,8 @@ fn scripts_answer_help_with_their_header_only() {
         .filter(|p| p.extension().is_some_and(|e| e == "sh"))
         .collect();
     scripts.push(root().join("scripts/demo/topology.sh"));
+    scripts.push(root().join("scripts/demo/ha-topology.sh"));
+    scripts.push(root().join("scripts/demo/server-cert.sh"));
     assert!(scripts.len() >= 8, "{scripts:?}");
     for script in scripts {
         let out = Command::new(&script).arg("--help").output().unwrap();
