@@ -38,6 +38,7 @@ contents=$(dpkg-deb -c "$deb")
 for f in ./usr/bin/misp-guard-gw ./etc/misp-guard-gw/config.json \
          ./usr/share/misp-guard-gw/nftables/redirect.nft ./usr/share/misp-guard-gw/nftables/tproxy.nft \
          ./usr/share/misp-guard-gw/scripts/apply-nftables.sh ./usr/share/misp-guard-gw/scripts/remove-nftables.sh \
+         ./usr/share/misp-guard-gw/keepalived/keepalived.conf ./usr/share/misp-guard-gw/keepalived/misp-guard-gw-ready.sh \
          ./lib/systemd/system/misp-guard-gw.service; do
     grep -q " $f\$" <<<"$contents" || { echo "package lacks $f" >&2; exit 1; }
 done
