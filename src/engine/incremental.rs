@@ -297,6 +297,12 @@ impl EventReader {
         if let Err(s) = c.value() {
             return s;
         }
+        // Recorded only once the member is complete: a step that needs
+        // more bytes is tried again from its key.
+        let step = self.after(c, b'}', State::Done, State::DocMember { first: false });
+        if !matches!(step, Step::Done) {
+            return step;
+        }
         let errors_allowed = self.kind != EventBody::Pushed;
         let once = match &*key {
             "response" => std::mem::replace(&mut self.wrapped_seen.0, true),
@@ -312,7 +318,7 @@ impl EventReader {
         if once {
             return Step::GiveUp;
         }
-        self.after(c, b'}', State::Done, State::DocMember { first: false })
+        step
     }
 
     fn event_member(&mut self, c: &mut Cursor, first: bool) -> Step {
@@ -710,6 +716,23 @@ mod tests {
             bytes[at] = 0xff;
             let (_, end) = feed_in_steps(ctx, &bytes, 5, EventBody::Pushed);
             assert!(end.is_none(), "invalid UTF-8");
+        });
+    }
+
+    #[test]
+    fn document_members_cut_anywhere_are_read_once() {
+        with_ctx(|ctx| {
+            let event = push("ip-dst", 3);
+            let body = format!(
+                "{{\"errors\": [\"x\"], \"response\": 12345, {}",
+                &event[1..]
+            );
+            for step in [1, 2, 3, 5] {
+                let (_, end) = feed_in_steps(ctx, body.as_bytes(), step, EventBody::Pulled);
+                let reason = format!("{:?}", end.expect("read to the end"));
+                assert!(reason.contains("`response` or `request`"), "{reason}");
+            }
+            checked(ctx, &body, EventBody::Pulled).unwrap_err();
         });
     }
 
