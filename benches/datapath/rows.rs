@@ -51,6 +51,9 @@ pub async fn measure(
     received: &Log,
 ) -> Vec<serde_json::Value> {
     let mut t = Table::new(routes.iter().map(|r| r.name).collect());
+    for r in routes {
+        println!("{:<8} client leg: {}", r.name, negotiated(r).await);
+    }
     // --transfers-only / --small-only: one half of the rows (profiling).
     if !flag("--transfers-only") {
         small_rows(&mut t, routes, quick).await;
@@ -67,6 +70,26 @@ pub async fn measure(
         }
     }
     t.rows
+}
+
+/// What the client's TLS handshake on route `r` settled on: the columns
+/// should differ in the proxy, not in the cipher or key exchange.
+async fn negotiated(r: &Route) -> String {
+    let (tls, _) = (r.connect)().await.into_parts();
+    let c = tls.get_ref().1;
+    let name = |d: Option<String>| d.unwrap_or_else(|| "?".into());
+    format!(
+        "{} {} {}",
+        name(c.protocol_version().map(|v| format!("{v:?}"))),
+        name(
+            c.negotiated_cipher_suite()
+                .map(|s| format!("{:?}", s.suite()))
+        ),
+        name(
+            c.negotiated_key_exchange_group()
+                .map(|g| format!("{:?}", g.name()))
+        )
+    )
 }
 
 /// Small keep-alive requests with 1, 8 and 64 clients: req/s, p50/p99,
