@@ -27,6 +27,7 @@ mod nginx;
 mod procfs;
 mod rows;
 mod table;
+mod targets;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -263,6 +264,7 @@ async fn main() {
             .await
             .unwrap();
         write_results("datapath-transparent.json", &rows);
+        targets::print(&rows);
         println!("load average: {}", load_average());
         return;
     }
