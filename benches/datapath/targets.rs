@@ -13,7 +13,7 @@ fn num(r: Option<&Value>, field: &str) -> Option<f64> {
 }
 
 /// The last row whose key matches `pred` (the largest size measured).
-fn last<'a>(rows: &'a [Value], pred: impl Fn(&str) -> bool) -> Option<&'a Value> {
+fn last(rows: &[Value], pred: impl Fn(&str) -> bool) -> Option<&Value> {
     rows.iter()
         .rev()
         .find(|r| r["row"].as_str().is_some_and(&pred))
