@@ -34,6 +34,15 @@ pub struct Route {
 
 const SNI: &str = "b.test";
 const HANDSHAKE: Duration = Duration::from_secs(5);
+/// Longest wait for any one read: a stalled proxy fails the run instead
+/// of hanging it.
+const READ: Duration = Duration::from_secs(30);
+
+fn client(tls: Tls) -> Client {
+    let mut c = HttpIo::new(tls);
+    c.set_read_timeout(READ);
+    c
+}
 
 /// Opens TLS to `addr` directly (or through a REDIRECT on the way).
 /// `config` is shared by every connection of a route, so a server that
@@ -47,7 +56,7 @@ pub fn tls_to(addr: SocketAddr, config: Arc<ClientConfig>) -> Connect {
                 .await
                 .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
             tcp.set_nodelay(true).unwrap();
-            HttpIo::new(tls::connect(config, SNI, tcp, HANDSHAKE).await.unwrap())
+            client(tls::connect(config, SNI, tcp, HANDSHAKE).await.unwrap())
         })
     })
 }
@@ -70,7 +79,7 @@ pub fn tunnel(proxy: SocketAddr, port: u16, config: Arc<ClientConfig>) -> Connec
                 head.push(b[0]);
             }
             assert!(head.starts_with(b"HTTP/1.1 200"), "CONNECT refused");
-            HttpIo::new(tls::connect(config, SNI, tcp, HANDSHAKE).await.unwrap())
+            client(tls::connect(config, SNI, tcp, HANDSHAKE).await.unwrap())
         })
     })
 }

@@ -316,9 +316,16 @@ async fn best_transfer(mut c: Client, push: bool, body: &[u8]) -> Duration {
     best
 }
 
+/// Longest a single transfer may take (writes included: a proxy that
+/// stops reading fails the run instead of hanging it).
+const TRANSFER_LIMIT: Duration = Duration::from_secs(60);
+
 async fn timed_pull(c: &mut Client, len: usize) -> Duration {
     let t = Instant::now();
-    c.write_all(PULL).await.unwrap();
+    tokio::time::timeout(TRANSFER_LIMIT, c.write_all(PULL))
+        .await
+        .expect("pull request sent within the limit")
+        .unwrap();
     let a = read_answer(c, "GET").await.expect("answer");
     assert_eq!((a.status, a.body.len()), (200, len));
     t.elapsed()
@@ -328,7 +335,10 @@ async fn timed_push(c: &mut Client, body: &[u8]) -> Duration {
     let mut req = push_head(body.len());
     req.extend_from_slice(body);
     let t = Instant::now();
-    c.write_all(&req).await.unwrap();
+    tokio::time::timeout(TRANSFER_LIMIT, c.write_all(&req))
+        .await
+        .expect("push sent within the limit")
+        .unwrap();
     let a = read_answer(c, "POST").await.expect("answer");
     assert_eq!(a.status, 200);
     t.elapsed()
