@@ -15,6 +15,24 @@ use crate::procfs::{cpu_seconds, peak_rss_mb, reset_peak_rss};
 use crate::support::{read_answer, Log};
 use crate::table::Table;
 
+/// Requests timed on one route, possibly over several rounds.
+#[derive(Default)]
+struct Sample {
+    latencies: Vec<Duration>,
+    /// Time the timed requests ran, all rounds together.
+    secs: f64,
+    /// TLS handshakes that were resumed (new-connection rows).
+    resumed: usize,
+}
+
+impl Sample {
+    fn add(&mut self, other: Sample) {
+        self.latencies.extend(other.latencies);
+        self.secs += other.secs;
+        self.resumed += other.resumed;
+    }
+}
+
 struct Latency {
     rps: f64,
     p50_us: f64,
@@ -24,19 +42,25 @@ struct Latency {
 }
 
 impl Latency {
-    fn of(mut all: Vec<Duration>, secs: f64, resumed: usize) -> Latency {
+    fn of(s: Sample) -> Latency {
+        let mut all = s.latencies;
         assert!(!all.is_empty(), "no request completed within the budget");
         all.sort();
         let pct =
             |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)].as_secs_f64() * 1e6;
         Latency {
-            rps: all.len() as f64 / secs,
+            rps: all.len() as f64 / s.secs,
             p50_us: pct(0.50),
             p99_us: pct(0.99),
-            resumed: resumed as f64 / all.len() as f64,
+            resumed: s.resumed as f64 / all.len() as f64,
         }
     }
 }
+
+/// Rounds of the request rows: the columns take turns, so a moment of
+/// load elsewhere on the machine is spread over every column instead of
+/// spoiling one.
+const REQUEST_ROUNDS: u32 = 3;
 
 /// Whether the command line asks to leave out one half of the rows.
 fn flag(name: &str) -> bool {
@@ -103,16 +127,24 @@ async fn small_rows(t: &mut Table, routes: &[Route], quick: bool) {
         false => (200_000, Duration::from_secs(2)),
     };
     for clients in [1, 8, 64] {
-        let per_client = cap / clients;
-        let mut lat = Vec::new();
-        let mut cpu = Vec::new();
-        for r in routes {
-            let (cpu0, t0) = (cpu_seconds(&r.pids), Instant::now());
-            lat.push(small_requests(r, clients, per_client, budget).await);
-            let used = cpu_seconds(&r.pids) - cpu0;
-            cpu.push((!r.pids.is_empty()).then(|| used / t0.elapsed().as_secs_f64() * 100.0));
+        let per_client = cap / clients / REQUEST_ROUNDS as usize;
+        let mut samples: Vec<Sample> = routes.iter().map(|_| Sample::default()).collect();
+        let mut cpu = vec![(0.0, 0.0); routes.len()];
+        for _ in 0..REQUEST_ROUNDS {
+            for ((r, sample), (used, secs)) in routes.iter().zip(&mut samples).zip(&mut cpu) {
+                let (cpu0, t0) = (cpu_seconds(&r.pids), Instant::now());
+                sample.add(small_requests(r, clients, per_client, budget / REQUEST_ROUNDS).await);
+                *used += cpu_seconds(&r.pids) - cpu0;
+                *secs += t0.elapsed().as_secs_f64();
+            }
         }
+        let lat: Vec<Latency> = samples.into_iter().map(Latency::of).collect();
         latency_rows(t, &format!("{clients} clients"), &lat, false);
+        let cpu: Vec<_> = routes
+            .iter()
+            .zip(cpu)
+            .map(|(r, (used, secs))| (!r.pids.is_empty()).then(|| used / secs * 100.0))
+            .collect();
         t.rate_row(
             &format!("{clients} client(s) CPU %"),
             &format!("{clients} clients CPU %"),
@@ -151,7 +183,7 @@ fn latency_rows(t: &mut Table, what: &str, lat: &[Latency], resumed: bool) {
 
 /// `clients` keep-alive connections issuing GETs for `per_client` requests
 /// or `budget`, whichever ends first.
-async fn small_requests(r: &Route, clients: usize, per_client: usize, budget: Duration) -> Latency {
+async fn small_requests(r: &Route, clients: usize, per_client: usize, budget: Duration) -> Sample {
     let mut conns = Vec::new();
     for _ in 0..clients {
         let mut c = (r.connect)().await;
@@ -188,7 +220,11 @@ async fn small_requests(r: &Route, clients: usize, per_client: usize, budget: Du
     for t in tasks {
         all.extend(t.await.unwrap());
     }
-    Latency::of(all, started.elapsed().as_secs_f64(), 0)
+    Sample {
+        latencies: all,
+        secs: started.elapsed().as_secs_f64(),
+        resumed: 0,
+    }
 }
 
 /// 8 clients, each opening a new TLS connection per request
@@ -199,10 +235,15 @@ async fn new_connection_rows(t: &mut Table, routes: &[Route], quick: bool) {
         true => (8, 100, Duration::from_secs(1)),
         false => (8, 1000, Duration::from_secs(3)),
     };
-    let mut lat = Vec::new();
-    for r in routes {
-        lat.push(new_connection_requests(r, clients, per_client, budget).await);
+    let mut samples: Vec<Sample> = routes.iter().map(|_| Sample::default()).collect();
+    for _ in 0..REQUEST_ROUNDS {
+        for (r, sample) in routes.iter().zip(&mut samples) {
+            let per_round = per_client / REQUEST_ROUNDS as usize;
+            let budget = budget / REQUEST_ROUNDS;
+            sample.add(new_connection_requests(r, clients, per_round, budget).await);
+        }
     }
+    let lat: Vec<Latency> = samples.into_iter().map(Latency::of).collect();
     latency_rows(t, "8 clients new connection", &lat, true);
 }
 
@@ -211,7 +252,7 @@ async fn new_connection_requests(
     clients: usize,
     per_client: usize,
     budget: Duration,
-) -> Latency {
+) -> Sample {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients {
@@ -241,7 +282,11 @@ async fn new_connection_requests(
         all.extend(l);
         resumed += r;
     }
-    Latency::of(all, started.elapsed().as_secs_f64(), resumed)
+    Sample {
+        latencies: all,
+        secs: started.elapsed().as_secs_f64(),
+        resumed,
+    }
 }
 
 /// Per size: allowed push and pull on every route (time, added time, peak
@@ -464,7 +509,7 @@ async fn small_during_pushes(r: &Route, body: &[u8], received: &Log) -> Latency 
             received.lock().unwrap().clear();
         }
     });
-    let lat = small_requests(r, 1, 100_000, Duration::from_secs(3)).await;
+    let lat = Latency::of(small_requests(r, 1, 100_000, Duration::from_secs(3)).await);
     stop.store(true, Ordering::Relaxed);
     pushes.await.unwrap();
     lat

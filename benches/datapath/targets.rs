@@ -33,14 +33,17 @@ pub fn print(rows: &[Value]) {
     let push = last(rows, |k| k.starts_with("push ") && k.ends_with(" MB"));
     let (g, n) = (num(push, "added_ms"), num(push, "nginx_added_ms"));
     line(
-        &format!("{} added time <= nginx's", key(push)),
+        &format!("{} added time <= nginx's", key(push, "largest push")),
         format!("gateway +{} ms, nginx +{} ms", show(g), show(n)),
         g.zip(n).map(|(g, n)| g <= n),
     );
     let first = last(rows, |k| k.ends_with("blocked at first attribute"));
     let g = num(first, "gateway_ms");
     line(
-        &format!("{}: 403 within 50 ms of the head", key(first)),
+        &format!(
+            "{}: 403 within 50 ms of the head",
+            key(first, "largest push blocked at first attribute")
+        ),
         format!("{} ms", show(g)),
         g.map(|g| g <= 50.0),
     );
@@ -65,20 +68,24 @@ pub fn print(rows: &[Value]) {
         g.zip(n).map(|(g, n)| g >= n),
     );
     // The row key carries the body's size in MB ("push 52.4 MB").
-    let mb = key(push)
+    let mb = key(push, "largest push")
         .split_whitespace()
         .nth(1)
         .and_then(|m| m.parse::<f64>().ok());
     let rss = num(push, "gateway_peak_rss_mb");
     line(
-        &format!("{} gateway peak RSS <= 2 x body + 30 MB", key(push)),
+        &format!(
+            "{} gateway peak RSS <= 2 x body + 30 MB",
+            key(push, "largest push")
+        ),
         format!("{} MB", show(rss)),
         rss.zip(mb).map(|(rss, mb)| rss <= 2.0 * mb + 30.0),
     );
 }
 
-fn key(r: Option<&Value>) -> &str {
-    r.and_then(|r| r["row"].as_str()).unwrap_or("?")
+/// The row's key, or what it would be about when the run has no such row.
+fn key<'a>(r: Option<&'a Value>, missing: &'a str) -> &'a str {
+    r.and_then(|r| r["row"].as_str()).unwrap_or(missing)
 }
 
 fn show(v: Option<f64>) -> String {
