@@ -6,10 +6,13 @@
 //!
 //! It runs from a temp directory of its own (conf, pid, logs, temp paths)
 //! in the gateway's namespace, as root (its workers as nginx's default
-//! user), and is stopped (SIGTERM, then SIGKILL of master and workers)
-//! when dropped.
+//! user), in a process group of its own: stopped with SIGTERM, and if the
+//! master is still there when dropped (a panic), the whole group is
+//! killed at once — killing workers one by one lets the master start new
+//! ones, which outlive it.
 
 use std::net::{IpAddr, SocketAddr};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -137,6 +140,7 @@ impl Nginx {
             .arg("-c")
             .arg(&conf_path)
             .args(["-g", "daemon off;"])
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -187,17 +191,14 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        // A master that exited (stop) took its workers with it.
         if let Ok(Some(_)) = self.child.try_wait() {
             return;
         }
-        // Workers do not follow a killed master: end each by its pid.
-        for p in self.pids.iter().skip(1) {
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg(p.to_string())
-                .status();
-        }
-        let _ = self.child.kill();
+        // Workers do not follow a killed master: kill the group it leads
+        // (its id is the master's, which is not reaped yet).
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.wait();
     }
 }
