@@ -3,12 +3,16 @@
 #   1. engine: inspection MB/s per core and peak heap, 1/10/50 MB events
 #   2. data path: the gateway binary (explicit mode, TLS both legs) vs a
 #      direct client->server TLS connection on loopback: small keep-alive
-#      requests with 1/8/64 clients (req/s, p50/p99, gateway CPU) and
-#      1/10/50 MB pushes and pulls, pushes blocked at the last attribute
-#      (time, MB/s, gateway peak RSS), latency during a big push
+#      requests with 1/8/64 clients (req/s, p50/p99, gateway CPU), a new
+#      TLS connection per request (8 clients), 1/10/50 MB pushes and pulls
+#      (time, added time, peak RSS), pushes blocked at their first and at
+#      their last attribute (time from the request head to the 403),
+#      latency during a big push
 #   3. as root (ip, nft): the same with the gateway behind nftables
 #      REDIRECT in its own network namespace (client, gateway, server in
-#      three namespaces this script's bench creates and deletes)
+#      three namespaces this script's bench creates and deletes), and a
+#      third column: nginx (/usr/sbin/nginx, if installed) as a TLS
+#      reverse proxy beside the gateway, captured the same way
 # Bounded: every loop has a count and a time budget; < 10 min on 2 cores.
 # Loopback and own namespaces only. Writes target/bench/results.json.
 #
@@ -16,7 +20,7 @@
 set -euo pipefail
 
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
 fi
 
@@ -37,7 +41,9 @@ if [[ "$(id -u)" == 0 ]] && command -v ip >/dev/null && command -v nft >/dev/nul
 fi
 python3 - <<'PY'
 import json, platform, os
-out = {"machine": {"cpus": os.cpu_count(), "kernel": platform.release()},
+# The load average at the end: other work on the machine shows in every row.
+out = {"machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
+                   "loadavg": os.getloadavg()},
        "engine": json.load(open("target/bench/engine.json")),
        "datapath": json.load(open("target/bench/datapath.json"))}
 if os.path.exists("target/bench/datapath-transparent.json"):
