@@ -604,6 +604,21 @@ fn a_push_blocked_at_its_first_attribute_is_answered_before_the_rest_is_sent() {
         "{logs}"
     );
 
+    // A client that writes the whole push before it reads (MISP's does)
+    // reads the 403 too, not a reset.
+    let mut c = client(proxy);
+    let head = request_head(
+        "POST",
+        "b.test",
+        upstream.port(),
+        "/events/add",
+        Some(body.len()),
+    );
+    c.write_all(&head).unwrap();
+    c.write_all(&body).unwrap();
+    let (status, _, _) = read_response(&mut c).expect("an answer, not a reset");
+    assert_eq!(status, 403, "{}", gw.logs());
+
     // The same push gzip-compressed, as MISP sends it: decided from the
     // first 16 KiB of the wire.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());

@@ -194,7 +194,7 @@ async fn linger(io: &mut BoxIo) {
 /// connection.
 async fn exchange(
     shared: &Shared,
-    policy: &Policy,
+    policy: &Arc<Policy>,
     tls: &TlsState,
     target: &Target,
     client: &mut HttpIo<BoxIo>,
@@ -205,6 +205,7 @@ async fn exchange(
     let mut x = Phases {
         shared,
         policy,
+        policy_arc: policy,
         tls,
         target,
         // The audit line of this exchange, written when it ends (however).

@@ -5,6 +5,7 @@
 //! when the policy reads it, its body) is allowed; nothing of an inspected
 //! answer reaches the client before it is allowed.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::arrival::Arrival;
@@ -42,6 +43,8 @@ pub enum Stop {
 pub struct Phases<'a> {
     pub shared: &'a Shared,
     pub policy: &'a Policy,
+    /// The same policy, for work handed to another thread.
+    pub policy_arc: &'a Arc<Policy>,
     pub tls: &'a TlsState,
     pub target: &'a Target,
     pub method: String,
@@ -108,11 +111,25 @@ impl<'a> Phases<'a> {
     /// what the client still sends is drained (a known length, bounded by
     /// the body timeout) so it reads the answer rather than a reset; a
     /// chunked body is cut short by the close's lingering drain.
-    fn blocked_early(&mut self, b: &Block, path: &str, framing: Framing, received: u64) -> Stop {
+    fn blocked_early(
+        &mut self,
+        b: &Block,
+        path: &str,
+        framing: Framing,
+        received: u64,
+        exact: bool,
+    ) -> Stop {
         match (self.blocked(b, path), framing) {
             (Stop::Answer(answer), Framing::Length(n)) => {
                 let rest = n.saturating_sub(received);
-                Stop::AnswerDraining(answer, Framing::Length(rest), rest)
+                // Counted exactly: exactly the rest; else until the client
+                // closes, at most the rest and one read more.
+                let drain = if exact {
+                    Framing::Length(rest)
+                } else {
+                    Framing::Close
+                };
+                Stop::AnswerDraining(answer, drain, rest + 64 * 1024)
             }
             (stop, _) => stop,
         }
@@ -272,15 +289,12 @@ impl<'a> Phases<'a> {
         // ready when its last byte is, and a push blocked early is answered
         // without reading the rest.
         let monitored = self.monitors(&adm.exchange, Side::Source);
-        let mut arrival = Arrival::new(self.policy, &adm.exchange, &head.headers, monitored);
+        let mut arrival = Arrival::new(self.policy_arc, &adm.exchange, &head.headers, monitored);
         let mut over = None;
         let hold = &mut adm.hold;
-        let read = client.read_body_observed(
-            adm.framing,
-            max_body,
-            |n| grant(hold, n, limit, &mut over),
-            |so_far| arrival.observe(so_far),
-        );
+        let read = arrival.receive(client, adm.framing, max_body, |n| {
+            grant(hold, n, limit, &mut over)
+        });
         let body = match read.await {
             Ok(b) => b,
             Err(HttpError::NotGranted) => {
@@ -293,7 +307,8 @@ impl<'a> Phases<'a> {
                 let (b, named) = arrival.stopped().ok_or(Stop::Close)?;
                 self.trail.request_bytes(received);
                 self.trail.carried(named);
-                return Err(self.blocked_early(&b, &path, adm.framing, received));
+                let exact = arrival.count_exact();
+                return Err(self.blocked_early(&b, &path, adm.framing, received, exact));
             }
             Err(e) => return Err(self.refuse(e.status(), &e.to_string(), &path)),
         };
