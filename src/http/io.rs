@@ -281,73 +281,49 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
         Ok(out)
     }
 
-    /// Reads a body (transfer coding removed) of at most `max` bytes without
-    /// holding it: each piece as read goes to `sink`, which keeps it (and
-    /// may hand it to another thread). `grant` is asked as for
-    /// [`read_body_granted`](Self::read_body_granted) — the bytes the
-    /// sink will hold in all — and `false` from `sink` stops the read with
-    /// `Stopped`. Returns the body's length.
-    pub async fn read_body_pieces(
+    /// Reads a body of known length `len` without holding it: each piece
+    /// as read goes to `sink`, which keeps it (and may hand it to another
+    /// thread). `grant(len)` is asked first, as by
+    /// [`read_body_granted`](Self::read_body_granted); `pace` is awaited
+    /// before each read, so a slow consumer of the pieces holds the reading
+    /// back; `false` from `sink` stops the read with `Stopped`.
+    pub async fn read_body_pieces<P: std::future::Future<Output = ()>>(
         &mut self,
-        framing: Framing,
-        max: u64,
-        mut grant: impl FnMut(u64) -> bool,
+        len: u64,
+        grant: impl FnOnce(u64) -> bool,
+        mut pace: impl FnMut() -> P,
         mut sink: impl FnMut(&[u8]) -> bool,
     ) -> Result<u64, HttpError> {
-        let mut total = 0u64;
-        let stopped = |received: u64| HttpError::Stopped { received };
-        if let Framing::Length(n) = framing {
-            if n > max {
-                return Err(HttpError::BodyTooLarge(max));
-            }
-            if !grant(n) {
-                return Err(HttpError::NotGranted);
-            }
-            let mut clock = self.body_clock();
-            let buffered = self.buf.len().min(n as usize);
-            if buffered > 0 {
-                total = buffered as u64;
-                let keep = sink(&self.buf[..buffered]);
-                self.buf.drain(..buffered);
-                if !keep {
-                    return Err(stopped(total));
-                }
-            }
-            let mut piece = Vec::with_capacity(READ_CHUNK);
-            while total < n {
-                piece.clear();
-                let want = (n - total).min(READ_CHUNK as u64);
-                let mut limited = (&mut self.io).take(want);
-                let read =
-                    body_read(&mut limited, &mut piece, self.read_timeout, &mut clock).await?;
-                if read == 0 {
-                    return Err(HttpError::UnexpectedEof);
-                }
-                total += read as u64;
-                if !sink(&piece) {
-                    return Err(stopped(total));
-                }
-            }
-            return Ok(total);
+        if !grant(len) {
+            return Err(HttpError::NotGranted);
         }
-        let mut granted = 0u64;
-        self.body(framing, max, |chunk| {
-            let needed = total + chunk.len() as u64;
-            if needed > granted {
-                // The same growth as a buffer of `read_body_granted`.
-                let cap = (granted * 2).max(READ_CHUNK as u64).min(max).max(needed);
-                if !grant(cap) {
-                    return Err(HttpError::NotGranted);
-                }
-                granted = cap;
-            }
-            total = needed;
-            if !chunk.is_empty() && !sink(chunk) {
+        let stopped = |received: u64| HttpError::Stopped { received };
+        let mut clock = self.body_clock();
+        let mut total = 0u64;
+        let buffered = self.buf.len().min(len as usize);
+        if buffered > 0 {
+            total = buffered as u64;
+            let keep = sink(&self.buf[..buffered]);
+            self.buf.drain(..buffered);
+            if !keep {
                 return Err(stopped(total));
             }
-            Ok(())
-        })
-        .await?;
+        }
+        let mut piece = Vec::with_capacity(READ_CHUNK);
+        while total < len {
+            pace().await;
+            piece.clear();
+            let want = (len - total).min(READ_CHUNK as u64);
+            let mut limited = (&mut self.io).take(want);
+            let read = body_read(&mut limited, &mut piece, self.read_timeout, &mut clock).await?;
+            if read == 0 {
+                return Err(HttpError::UnexpectedEof);
+            }
+            total += read as u64;
+            if !sink(&piece) {
+                return Err(stopped(total));
+            }
+        }
         Ok(total)
     }
 

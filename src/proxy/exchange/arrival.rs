@@ -29,6 +29,39 @@ use crate::proxy::stream::BoxIo;
 /// their own.
 const OFFLOAD_FROM: u64 = 1 << 20;
 
+/// At most this many bytes read but not yet taken in by the parsing thread
+/// (asked of the buffer budget with the body).
+const IN_FLIGHT: u64 = 1 << 20;
+
+/// Bytes handed to the parsing thread and not yet taken in by it.
+#[derive(Default)]
+struct Backlog {
+    bytes: AtomicU64,
+    taken: tokio::sync::Notify,
+}
+
+impl Backlog {
+    fn add(&self, n: usize) {
+        self.bytes.fetch_add(n as u64, Relaxed);
+    }
+
+    fn taken(&self, n: usize) {
+        self.bytes.fetch_sub(n as u64, Relaxed);
+        self.taken.notify_one();
+    }
+
+    /// Waits until the backlog is under `limit`.
+    async fn below(&self, limit: u64) {
+        loop {
+            let taken = self.taken.notified();
+            if self.bytes.load(Relaxed) < limit {
+                return;
+            }
+            taken.await;
+        }
+    }
+}
+
 pub struct Arrival<'a> {
     policy: &'a Arc<Policy>,
     exchange: &'a Exchange,
@@ -122,22 +155,22 @@ impl<'a> Arrival<'a> {
         reader: BodyReader,
         client: &mut HttpIo<BoxIo>,
         len: u64,
-        grant: impl FnMut(u64) -> bool,
+        grant: impl FnOnce(u64) -> bool,
     ) -> Result<Vec<u8>, HttpError> {
         let (pieces, inbox) = mpsc::channel();
         let (done, answer) = tokio::sync::oneshot::channel();
-        let (policy, exchange) = (self.policy.clone(), self.exchange.clone());
-        let (headers, stops_early) = (self.headers.clone(), self.stops_early);
+        let parser = Parser {
+            reader,
+            policy: self.policy.clone(),
+            exchange: self.exchange.clone(),
+            headers: self.headers.clone(),
+            stops_early: self.stops_early,
+            len,
+        };
+        let backlog = Arc::new(Backlog::default());
+        let taken = backlog.clone();
         tokio::task::spawn_blocking(move || {
-            let parsed = parse(
-                reader,
-                &policy,
-                &exchange,
-                &headers,
-                stops_early,
-                len,
-                inbox,
-            );
+            let parsed = parser.run(inbox, &taken);
             if let Some(p) = parsed {
                 let _ = done.send(p);
             }
@@ -148,8 +181,15 @@ impl<'a> Arrival<'a> {
         let sent = AtomicU64::new(0);
         let mut answer = answer;
         let read = {
-            let read = client.read_body_pieces(Framing::Length(len), len, grant, |piece| {
+            // Pieces handed over but not yet taken in by the thread stay
+            // under `IN_FLIGHT`: the body is held once, not twice, when
+            // parsing is slower than the network.
+            let pace = || backlog.below(IN_FLIGHT);
+            // The budget holds the body and the pieces on their way to it.
+            let grant = |n: u64| grant(n + IN_FLIGHT.min(n));
+            let read = client.read_body_pieces(len, grant, pace, |piece| {
                 sent.fetch_add(piece.len() as u64, Relaxed);
+                backlog.add(piece.len());
                 pieces.send(Piece::Data(piece.to_vec())).is_ok()
             });
             tokio::pin!(read);
@@ -227,33 +267,40 @@ impl<'a> Arrival<'a> {
     }
 }
 
-/// The parsing thread: holds the body as its pieces come, feeds the
-/// reader, and ends with the verdict — or early with a block, or with
-/// nothing when the read failed (its sender dropped before `End`).
-fn parse(
-    mut reader: BodyReader,
-    policy: &Policy,
-    exchange: &Exchange,
-    headers: &Headers,
+/// The parsing thread's charge: the push's reader and what it needs.
+struct Parser {
+    reader: BodyReader,
+    policy: Arc<Policy>,
+    exchange: Exchange,
+    headers: Headers,
     stops_early: bool,
     len: u64,
-    inbox: mpsc::Receiver<Piece>,
-) -> Option<Parsed> {
-    let mut body = Vec::with_capacity(len as usize);
-    loop {
-        match inbox.recv().ok()? {
-            Piece::Data(piece) => {
-                body.extend_from_slice(&piece);
-                if let Some(block) = reader.feed(policy, &body) {
-                    if stops_early {
-                        let named = carried::request(policy, exchange, headers.as_slice(), &body);
-                        return Some(Parsed::Early(block, named));
+}
+
+impl Parser {
+    /// Holds the body as its pieces come, feeds the reader, and ends with
+    /// the verdict — or early with a block, or with nothing when the read
+    /// failed (its sender dropped before `End`).
+    fn run(mut self, inbox: mpsc::Receiver<Piece>, backlog: &Backlog) -> Option<Parsed> {
+        let (policy, hs) = (&*self.policy, self.headers.as_slice());
+        let mut body = Vec::with_capacity(self.len as usize);
+        loop {
+            match inbox.recv().ok()? {
+                Piece::Data(piece) => {
+                    body.extend_from_slice(&piece);
+                    backlog.taken(piece.len());
+                    drop(piece);
+                    if let Some(block) = self.reader.feed(policy, &body) {
+                        if self.stops_early {
+                            let named = carried::request(policy, &self.exchange, hs, &body);
+                            return Some(Parsed::Early(block, named));
+                        }
                     }
                 }
-            }
-            Piece::End => {
-                let verdict = reader.finish(policy, headers.as_slice(), &body);
-                return Some(Parsed::Whole(body, verdict));
+                Piece::End => {
+                    let verdict = self.reader.finish(policy, hs, &body);
+                    return Some(Parsed::Whole(body, verdict));
+                }
             }
         }
     }
