@@ -637,6 +637,76 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_observer_sees_the_body_grow_and_may_stop_it() {
+        // Known length and chunked: each look is a longer prefix; `false`
+        // stops the read, saying how much was read.
+        let chunked = b"3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n";
+        for (input, framing) in [
+            (&b"abcdef"[..], Framing::Length(6)),
+            (&chunked[..], Framing::Chunked),
+        ] {
+            let mut io = reader(input).await;
+            let mut seen: Vec<Vec<u8>> = Vec::new();
+            let body = io
+                .read_body_observed(
+                    framing,
+                    100,
+                    |_| true,
+                    |so_far| {
+                        seen.push(so_far.to_vec());
+                        true
+                    },
+                )
+                .await
+                .unwrap();
+            assert_eq!(body, b"abcdef");
+            assert!(seen.windows(2).all(|w| w[1].starts_with(&w[0])), "{seen:?}");
+            assert_eq!(seen.last().unwrap(), b"abcdef");
+            let mut io = reader(input).await;
+            let stopped = io
+                .read_body_observed(framing, 100, |_| true, |so_far| so_far.len() < 2)
+                .await;
+            assert!(
+                matches!(stopped, Err(HttpError::Stopped { received: 2 })),
+                "{stopped:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn pieces_are_handed_on_paced_and_stoppable() {
+        let mut io = reader(b"abcdef").await;
+        let (mut got, mut paced) = (Vec::new(), 0);
+        let n = io
+            .read_body_pieces(
+                6,
+                |n| n == 6,
+                || {
+                    paced += 1;
+                    std::future::ready(())
+                },
+                |piece| {
+                    got.extend_from_slice(piece);
+                    true
+                },
+            )
+            .await
+            .unwrap();
+        // One byte per read through the pipe: paced before each of them.
+        assert_eq!((n, got.as_slice(), paced), (6, &b"abcdef"[..], 6));
+        let mut io = reader(b"abcdef").await;
+        let stopped = io
+            .read_body_pieces(6, |_| true, || std::future::ready(()), |_| false)
+            .await;
+        assert!(matches!(stopped, Err(HttpError::Stopped { received: 1 })));
+        let mut io = reader(b"abcdef").await;
+        let refused = io
+            .read_body_pieces(6, |_| false, || std::future::ready(()), |_| true)
+            .await;
+        assert!(matches!(refused, Err(HttpError::NotGranted)));
+    }
+
+    #[tokio::test]
     async fn granted_reads_ask_before_holding_bytes() {
         // Known length: one grant of the whole length before any byte.
         let mut io = reader(b"abcdef").await;
