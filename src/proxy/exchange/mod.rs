@@ -23,6 +23,7 @@
 mod arrival;
 mod hop;
 mod phases;
+mod response;
 mod target;
 mod upstream;
 

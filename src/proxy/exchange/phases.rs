@@ -3,7 +3,8 @@
 //! the one exit in `exchange` writes before closing. The order is the
 //! invariant: nothing of a request is sent upstream before its head (and,
 //! when the policy reads it, its body) is allowed; nothing of an inspected
-//! answer reaches the client before it is allowed.
+//! answer reaches the client before it is allowed. The request's phases
+//! are here, the answer's in `response`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,11 +13,11 @@ use super::arrival::Arrival;
 use super::hop;
 use super::target::{parse_target, Parsed};
 use super::upstream::{connect, opened, reuse, write_message};
-use super::{head_limits, Upstream, UpstreamKey};
-use crate::engine::{self, Block, Exchange, RequestHead as EngineHead, Response, Sanitized};
-use crate::http::head::{write_head, RequestHead, ResponseHead, Version};
+use super::{Upstream, UpstreamKey};
+use crate::engine::{self, Block, Exchange, RequestHead as EngineHead, Sanitized};
+use crate::http::head::{write_head, RequestHead};
 use crate::http::io::{HttpError, HttpIo};
-use crate::http::{request_framing, response_framing, Framing};
+use crate::http::{request_framing, Framing};
 use crate::ops::audit::Stage;
 use crate::policy::{Mode, Policy};
 use crate::proxy::binding::Target;
@@ -68,13 +69,6 @@ pub struct RequestBody {
     pub monitored: bool,
 }
 
-/// An upstream answer's head, read.
-struct Answer {
-    resp: ResponseHead,
-    framing: Framing,
-    status_line: String,
-}
-
 /// The answer relayed: whether the client connection stays open, and
 /// whether the upstream one can serve the next request.
 pub struct Relayed {
@@ -84,7 +78,7 @@ pub struct Relayed {
 
 /// Whose rules decided a body: the source's (pushes) or the destination's
 /// (responses).
-enum Side {
+pub(super) enum Side {
     Source,
     Destination,
 }
@@ -93,7 +87,7 @@ impl<'a> Phases<'a> {
     // ---------------------------------------------------------- refusals
 
     /// A refusal the gateway decides (framing, limits): logged as a block.
-    fn refuse(&mut self, status: u16, reason: &str, path: &str) -> Stop {
+    pub(super) fn refuse(&mut self, status: u16, reason: &str, path: &str) -> Stop {
         let b = Block::with_status(status, reason);
         tracing::warn!(client = %self.target.client_ip(), "{}", b.log_line(&self.method, path));
         self.trail.block(status, reason);
@@ -101,7 +95,7 @@ impl<'a> Phases<'a> {
     }
 
     /// A policy block: misp-guard's line with the instances and uuids.
-    fn blocked(&mut self, b: &Block, path: &str) -> Stop {
+    pub(super) fn blocked(&mut self, b: &Block, path: &str) -> Stop {
         log_block(self.target, b, &self.method, path, &self.trail.log_fields());
         self.trail.block(b.status, &b.reason);
         Stop::Answer(respond::refusal(&self.method, b.status, &b.reason, path))
@@ -137,7 +131,7 @@ impl<'a> Phases<'a> {
 
     /// Not a decision (upstream unreachable, timed out, broken): the
     /// failure is logged where it happens; the answer names it.
-    fn failed(&mut self, status: u16, why: &str, path: &str) -> Stop {
+    pub(super) fn failed(&mut self, status: u16, why: &str, path: &str) -> Stop {
         self.trail.failed(status, why);
         Stop::Answer(respond::refusal(&self.method, status, why, path))
     }
@@ -145,7 +139,7 @@ impl<'a> Phases<'a> {
     /// A body the memory budget cannot hold: 503 + Retry-After, audited as
     /// a block (nothing was forwarded), logged rate-limited (a burst of
     /// large syncs must not flood the journal).
-    fn over_budget(&mut self, e: &OverBuffered, path: &str) -> Stop {
+    pub(super) fn over_budget(&mut self, e: &OverBuffered, path: &str) -> Stop {
         let reason = e.to_string();
         if self.shared.may_log_refusal("budget") {
             let b = Block::with_status(503, reason.clone());
@@ -157,7 +151,7 @@ impl<'a> Phases<'a> {
 
     /// An upstream failure while reading its answer: 504 when it stalled,
     /// else 502; counted and logged.
-    fn upstream_failed(&mut self, what: &str, e: &HttpError, path: &str) -> Stop {
+    pub(super) fn upstream_failed(&mut self, what: &str, e: &HttpError, path: &str) -> Stop {
         let stalled = matches!(e, HttpError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut);
         tracing::warn!(client = %self.target.client_ip(), "{what}: {e}");
         self.failed(
@@ -168,7 +162,7 @@ impl<'a> Phases<'a> {
     }
 
     /// Is the instance whose rules decided this body in monitor mode?
-    fn monitors(&self, exchange: &Exchange, side: Side) -> bool {
+    pub(super) fn monitors(&self, exchange: &Exchange, side: Side) -> bool {
         let Exchange::Sync { src, dst, .. } = exchange else {
             return false;
         };
@@ -180,7 +174,7 @@ impl<'a> Phases<'a> {
     }
 
     /// Monitor mode: logged and audited as would_block; the message goes on.
-    fn would_block(&mut self, b: &Block, path: &str) {
+    pub(super) fn would_block(&mut self, b: &Block, path: &str) {
         log_would_block(self.target, b, &self.method, path, &self.trail.log_fields());
         self.trail.would_block(&b.reason);
     }
@@ -447,208 +441,16 @@ impl<'a> Phases<'a> {
             }
         }
     }
-
-    // --------------------------------------------------- 4. response head
-
-    /// The answer's head (interim 1xx answers are dropped: we sent our own
-    /// 100 Continue, and upgrades are refused) and its framing.
-    pub async fn response_head(
-        &mut self,
-        up: &mut Upstream,
-        path: &str,
-        forwarded_at: Instant,
-    ) -> Result<(ResponseHead, Framing), Stop> {
-        self.trail.stage(Stage::ResponseHead);
-        let wait = self.policy.gateway.timeouts.upstream_response;
-        let resp = loop {
-            let read = up.io.read_response_head(head_limits(self.policy));
-            match tokio::time::timeout(wait, read).await {
-                Ok(Ok(h)) if h.status == 101 => {
-                    return Err(self.refuse(502, "upstream switched protocols", path))
-                }
-                Ok(Ok(h)) if (100..200).contains(&h.status) => continue,
-                Ok(Ok(h)) => break h,
-                Ok(Err(e)) => {
-                    self.shared.metrics.upstream_error("response");
-                    return Err(self.upstream_failed("upstream response", &e, path));
-                }
-                Err(_) => {
-                    self.shared.metrics.upstream_error("timeout");
-                    let why = "upstream response timed out";
-                    tracing::warn!(client = %self.target.client_ip(), "{why}");
-                    return Err(self.failed(504, why, path));
-                }
-            }
-        };
-        self.trail.upstream(forwarded_at.elapsed());
-        let framing = match response_framing(&self.method, &resp) {
-            Ok(f) => f,
-            Err(e) => {
-                let why = format!("upstream response: {e}");
-                tracing::warn!(client = %self.target.client_ip(), "{why}");
-                return Err(self.failed(502, &why, path));
-            }
-        };
-        Ok((resp, framing))
-    }
-
-    // --------------------------------------------------- 5. response body
-
-    /// Buffers and decides the answer when the policy reads it (a block
-    /// answers 403 with none of it), else streams it.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn response_body(
-        &mut self,
-        client: &mut HttpIo<BoxIo>,
-        up: &mut Upstream,
-        head: &RequestHead,
-        exchange: &Exchange,
-        path: &str,
-        resp: ResponseHead,
-        resp_framing: Framing,
-        monitored_push: bool,
-    ) -> Result<Relayed, Stop> {
-        self.trail.stage(Stage::ResponseBody);
-        let upstream_closes = resp_framing == Framing::Close
-            || resp.headers.has_token("connection", "close")
-            || resp.version == Version::Http10;
-        let keep = hop::client_keeps_alive(head) && !upstream_closes;
-        let status_line = format!("HTTP/1.1 {} {}", resp.status, resp.reason);
-        let relayed = Relayed {
-            keep,
-            upstream_closes,
-        };
-        if exchange.inspects_response_body() {
-            let answer = Answer {
-                resp,
-                framing: resp_framing,
-                status_line,
-            };
-            self.relay_inspected(client, up, exchange, path, answer, monitored_push, relayed)
-                .await
-        } else {
-            let chunked_out = hop::chunk_streamed_answer(resp_framing, head.version);
-            let out = hop::response_headers(&resp.headers, resp_framing, keep, None, chunked_out);
-            let mut wire = Vec::new();
-            write_head(&status_line, &out, &mut wire);
-            self.trail.allow(resp.status);
-            match up
-                .io
-                .copy_body(&wire, resp_framing, u64::MAX, &mut client.io, chunked_out)
-                .await
-            {
-                Ok(n) => self.trail.response_bytes(n),
-                Err(e) => {
-                    tracing::warn!(client = %self.target.client_ip(), "streaming response failed: {e}");
-                    return Err(Stop::Close);
-                }
-            }
-            // Until-close without chunking: the end is the close.
-            let ends_with_close = resp_framing == Framing::Close && !chunked_out;
-            Ok(Relayed {
-                keep: keep && !ends_with_close,
-                ..relayed
-            })
-        }
-    }
-
-    /// An answer the policy reads: buffered within the budget, decided,
-    /// then sent whole with its length (a block: 403, none of it).
-    #[allow(clippy::too_many_arguments)]
-    async fn relay_inspected(
-        &mut self,
-        client: &mut HttpIo<BoxIo>,
-        up: &mut Upstream,
-        exchange: &Exchange,
-        path: &str,
-        answer: Answer,
-        monitored_push: bool,
-        relayed: Relayed,
-    ) -> Result<Relayed, Stop> {
-        let Answer {
-            resp,
-            framing: resp_framing,
-            status_line,
-        } = answer;
-        let mut hold = self.shared.buffers.reservation();
-        let (limit, max_body) = (
-            self.policy.limits.max_buffered_bytes,
-            self.policy.limits.max_body_bytes,
-        );
-        let mut over = None;
-        let read = up.io.read_body_granted(resp_framing, max_body, |n| {
-            grant(&mut hold, n, limit, &mut over)
-        });
-        let body = match read.await {
-            Ok(b) => b,
-            // The request went through; its answer cannot be held for
-            // inspection now. Nothing of it reaches the client.
-            Err(HttpError::NotGranted) => {
-                return Err(match over {
-                    Some(e) => self.over_budget(&e, path),
-                    None => Stop::Close,
-                })
-            }
-            Err(HttpError::BodyTooLarge(n)) => {
-                // Fail closed: a response over the body limit is not passed
-                // on uninspected; that limit is the policy's, so a block.
-                let b = Block::forbidden(format!(
-                    "response body could not be inspected: body exceeds {n} bytes"
-                ));
-                return Err(self.blocked(&b, path));
-            }
-            // An upstream that resets, stalls or mis-frames its body is the
-            // upstream's failure, not a policy decision: nothing of it is
-            // passed on, and the client may retry rather than record a
-            // block.
-            Err(e) => return Err(self.upstream_failed("upstream response body", &e, path)),
-        };
-        let r = Response {
-            status: resp.status,
-            headers: resp.headers.as_slice(),
-            body: &body,
-        };
-        self.trail.response_bytes(body.len() as u64);
-        if self.trail.enabled() {
-            self.trail
-                .carried(engine::carried::response(self.policy, exchange, &r));
-        }
-        let started = Instant::now();
-        let verdict = engine::response(self.policy, exchange, &r);
-        self.trail.inspected(body.len() as u64, started.elapsed());
-        if let Err(b) = verdict {
-            if !self.trail.enabled() {
-                self.trail
-                    .carried(engine::carried::response(self.policy, exchange, &r));
-            }
-            if monitored_push || self.monitors(exchange, Side::Destination) {
-                self.would_block(&b, path);
-            } else {
-                // Whatever the cause, a refused response is a 403 with none
-                // of the upstream's body.
-                return Err(self.blocked(&Block { status: 403, ..b }, path));
-            }
-        }
-        let out = hop::response_headers(
-            &resp.headers,
-            resp_framing,
-            relayed.keep,
-            Some(body.len()),
-            false,
-        );
-        let mut wire = Vec::new();
-        write_head(&status_line, &out, &mut wire);
-        self.trail.allow(resp.status);
-        write_message(&mut client.io, wire, &body)
-            .await
-            .map_err(|_| Stop::Close)?;
-        Ok(relayed)
-    }
 }
 
 /// Grows `hold` to `bytes` for a body being buffered; on refusal keeps
 /// why in `over` (for the answer) and says no.
-fn grant(hold: &mut Reservation, bytes: u64, limit: u64, over: &mut Option<OverBuffered>) -> bool {
+pub(super) fn grant(
+    hold: &mut Reservation,
+    bytes: u64,
+    limit: u64,
+    over: &mut Option<OverBuffered>,
+) -> bool {
     match hold.grow_to(bytes, limit) {
         Ok(()) => true,
         Err(e) => {
