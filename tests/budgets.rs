@@ -562,6 +562,59 @@ fn answers_over_the_buffer_budget_get_503_an_audit_record_and_a_metric() {
     assert_eq!((counts.complete(), counts.partial()), (1, 0));
 }
 
+/// An event push of about `size` bytes whose first attribute has a
+/// blocked distribution (0).
+fn blocked_at_first_attribute(uuid: &str, size: usize) -> Vec<u8> {
+    let text = String::from_utf8(event_of_size(uuid, size)).unwrap();
+    // The event's own distribution comes first; the first attribute's next.
+    let at = text
+        .match_indices(r#""distribution":"1""#)
+        .nth(1)
+        .unwrap()
+        .0;
+    format!("{}\"distribution\":\"0\"{}", &text[..at], &text[at + 18..]).into_bytes()
+}
+
+/// In monitor mode a push blocked while it arrives is still read whole and
+/// forwarded, byte for byte, logged as one that would be blocked: pushes
+/// parsed between reads (under 1 MiB) and on their own thread alike.
+#[test]
+fn a_monitored_push_blocked_early_is_forwarded_whole() {
+    let gateway = json!({"instances": {"a": {"mode": "monitor"}}});
+    let (gw, proxy, upstream, counts, _dir) =
+        start_in_front_of_counting_upstream("monitored", gateway);
+    let mut sent = 0;
+    for (i, size) in [(1, 300_000), (2, 4 << 20)] {
+        let uuid = format!("9c4d5e6f-7081-4a92-8b3c-4d5e6f70819{i}");
+        let body = blocked_at_first_attribute(&uuid, size);
+        sent += body.len() as u64;
+        let mut c = client(proxy);
+        let head = request_head(
+            "POST",
+            "b.test",
+            upstream.port(),
+            "/events/add",
+            Some(body.len()),
+        );
+        c.write_all(&head).unwrap();
+        c.write_all(&body).unwrap();
+        let (status, head, _) = read_response(&mut c).expect("an answer");
+        assert_eq!(status, 200, "{head}\n{}", gw.logs());
+        assert_eq!(counts.complete(), i, "{}", gw.logs());
+        let got = counts.bytes.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(got, sent, "the server got every byte");
+        let logs = gw.logs();
+        assert!(
+            logs.lines()
+                .any(|l| l.contains("would be blocked (monitor mode, forwarded)")
+                    && l.contains(&uuid)
+                    && l.contains("distribution")),
+            "{logs}"
+        );
+    }
+    assert_eq!(counts.partial(), 0);
+}
+
 /// A push is read as it arrives (`engine::incremental`): one whose first
 /// attribute is blocked is answered 403 while most of it is still unsent,
 /// nothing of it reaches the server, and the client may still send the
@@ -570,15 +623,7 @@ fn answers_over_the_buffer_budget_get_503_an_audit_record_and_a_metric() {
 fn a_push_blocked_at_its_first_attribute_is_answered_before_the_rest_is_sent() {
     let (gw, proxy, upstream, counts, _dir) =
         start_in_front_of_counting_upstream("early", json!({}));
-    let body = event_of_size("8b3c4d5e-6f70-4a81-9b2c-3d4e5f607182", 8 << 20);
-    let text = String::from_utf8(body).unwrap();
-    // The event's own distribution comes first; the first attribute's next.
-    let at = text
-        .match_indices(r#""distribution":"1""#)
-        .nth(1)
-        .unwrap()
-        .0;
-    let body = format!("{}\"distribution\":\"0\"{}", &text[..at], &text[at + 18..]).into_bytes();
+    let body = blocked_at_first_attribute("8b3c4d5e-6f70-4a81-9b2c-3d4e5f607182", 8 << 20);
 
     let mut c = client(proxy);
     let head = request_head(
