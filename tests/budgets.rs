@@ -562,6 +562,16 @@ fn answers_over_the_buffer_budget_get_503_an_audit_record_and_a_metric() {
     assert_eq!((counts.complete(), counts.partial()), (1, 0));
 }
 
+/// Writes a whole event push to `b.test` through the gateway before
+/// reading its answer, as MISP's client does.
+fn push_whole(proxy: SocketAddr, port: u16, body: &[u8]) -> Option<(u16, String, Vec<u8>)> {
+    let mut c = client(proxy);
+    let head = request_head("POST", "b.test", port, "/events/add", Some(body.len()));
+    c.write_all(&head).unwrap();
+    c.write_all(body).unwrap();
+    read_response(&mut c)
+}
+
 /// An event push of about `size` bytes whose first attribute has a
 /// blocked distribution (0).
 fn blocked_at_first_attribute(uuid: &str, size: usize) -> Vec<u8> {
@@ -588,17 +598,7 @@ fn a_monitored_push_blocked_early_is_forwarded_whole() {
         let uuid = format!("9c4d5e6f-7081-4a92-8b3c-4d5e6f70819{i}");
         let body = blocked_at_first_attribute(&uuid, size);
         sent += body.len() as u64;
-        let mut c = client(proxy);
-        let head = request_head(
-            "POST",
-            "b.test",
-            upstream.port(),
-            "/events/add",
-            Some(body.len()),
-        );
-        c.write_all(&head).unwrap();
-        c.write_all(&body).unwrap();
-        let (status, head, _) = read_response(&mut c).expect("an answer");
+        let (status, head, _) = push_whole(proxy, upstream.port(), &body).expect("an answer");
         assert_eq!(status, 200, "{head}\n{}", gw.logs());
         assert_eq!(counts.complete(), i, "{}", gw.logs());
         let got = counts.bytes.load(std::sync::atomic::Ordering::SeqCst);
@@ -651,17 +651,8 @@ fn a_push_blocked_at_its_first_attribute_is_answered_before_the_rest_is_sent() {
 
     // A client that writes the whole push before it reads (MISP's does)
     // reads the 403 too, not a reset.
-    let mut c = client(proxy);
-    let head = request_head(
-        "POST",
-        "b.test",
-        upstream.port(),
-        "/events/add",
-        Some(body.len()),
-    );
-    c.write_all(&head).unwrap();
-    c.write_all(&body).unwrap();
-    let (status, _, _) = read_response(&mut c).expect("an answer, not a reset");
+    let answer = push_whole(proxy, upstream.port(), &body);
+    let (status, _, _) = answer.expect("an answer, not a reset");
     assert_eq!(status, 403, "{}", gw.logs());
 
     // The same push gzip-compressed, as MISP sends it: decided from the
