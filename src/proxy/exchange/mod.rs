@@ -206,7 +206,6 @@ async fn exchange(
     let mut x = Phases {
         shared,
         policy,
-        policy_arc: policy,
         tls,
         target,
         // The audit line of this exchange, written when it ends (however).

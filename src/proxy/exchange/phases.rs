@@ -43,9 +43,8 @@ pub enum Stop {
 /// and its audit record (written when it is dropped).
 pub struct Phases<'a> {
     pub shared: &'a Shared,
-    pub policy: &'a Policy,
-    /// The same policy, for work handed to another thread.
-    pub policy_arc: &'a Arc<Policy>,
+    /// The snapshot's policy (an `Arc`: a push's parsing thread keeps it).
+    pub policy: &'a Arc<Policy>,
     pub tls: &'a TlsState,
     pub target: &'a Target,
     pub method: String,
@@ -282,8 +281,8 @@ impl<'a> Phases<'a> {
         // A pushed event is read as it arrives (`arrival`): its verdict is
         // ready when its last byte is, and a push blocked early is answered
         // without reading the rest.
-        let monitored = self.monitors(&adm.exchange, Side::Source);
-        let mut arrival = Arrival::new(self.policy_arc, &adm.exchange, &head.headers, monitored);
+        let source_monitored = self.monitors(&adm.exchange, Side::Source);
+        let mut arrival = Arrival::new(self.policy, &adm.exchange, &head.headers, source_monitored);
         let mut over = None;
         let hold = &mut adm.hold;
         let read = arrival.receive(client, adm.framing, max_body, |n| {
@@ -326,7 +325,7 @@ impl<'a> Phases<'a> {
             // Monitor mode covers the content rules (403); a body the
             // gateway cannot read within its limits (413/415/400) protects
             // the gateway and stays refused.
-            if b.status == 403 && self.monitors(&adm.exchange, Side::Source) {
+            if b.status == 403 && source_monitored {
                 self.would_block(&b, &path);
                 monitored = true;
             } else {
