@@ -124,19 +124,22 @@ impl ArrivingPush {
     ) -> Result<(), Block> {
         let side = Side::Request;
         json_content_type(headers)?;
-        within_body_limit(policy, wire, side)?;
         let ctx = Ctx {
             rules,
             user_org: None,
         };
         let (decoded, reader) = match self.gzip {
             None => (decode(policy, headers, wire, side)?, Some(self.reader)),
-            Some(g) => match g.finish(wire) {
-                Some(d) => (Cow::Owned(d), Some(self.reader)),
-                // Decoded the one-shot way, which words any refusal; the
-                // incremental reader's view is not used.
-                None => (decode(policy, headers, wire, side)?, None),
-            },
+            Some(g) => {
+                // `decode`'s first check, before the gzip decoder's result.
+                within_body_limit(policy, wire, side)?;
+                match g.finish(wire) {
+                    Some(d) => (Cow::Owned(d), Some(self.reader)),
+                    // Decoded the one-shot way, which words any refusal;
+                    // the incremental reader's view is not used.
+                    None => (decode(policy, headers, wire, side)?, None),
+                }
+            }
         };
         let outcome = match reader.and_then(|r| r.finish(&ctx, &decoded)) {
             // The reader validated all of it as UTF-8.
