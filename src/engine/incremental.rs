@@ -144,11 +144,6 @@ impl EventReader {
         }
     }
 
-    /// Whether the reader gave up on this body (the caller reads it whole).
-    pub fn gave_up(&self) -> bool {
-        self.state == State::GaveUp
-    }
-
     /// Reads as far as `body` — everything received so far; earlier bytes
     /// never change — allows. Reports a block once, the first time it is
     /// known.
