@@ -273,8 +273,13 @@ impl Shared {
         let generation = tls.generation;
         self.current.store(Arc::new(Snapshot { policy, tls }));
         let closed = self.upstream_pool.clear(generation);
-        self.metrics.upstream_pool_idle(self.upstream_pool.idle());
+        self.pool_changed();
         drop(closed);
+    }
+
+    /// Reports the pool's idle connections after it changed.
+    pub fn pool_changed(&self) {
+        self.metrics.upstream_pool_idle(self.upstream_pool.idle());
     }
 
     /// Closes the upstream connections idle for longer than the current
@@ -283,7 +288,7 @@ impl Shared {
         let idle = self.policy().gateway.timeouts.upstream_idle;
         let closed = self.upstream_pool.expire(Instant::now(), idle);
         if !closed.is_empty() {
-            self.metrics.upstream_pool_idle(self.upstream_pool.idle());
+            self.pool_changed();
         }
         drop(closed);
     }

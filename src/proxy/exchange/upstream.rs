@@ -173,9 +173,7 @@ pub fn reuse(
     loop {
         let (found, expired) = shared.upstream_pool.take(&pool, Instant::now(), idle);
         drop(expired);
-        shared
-            .metrics
-            .upstream_pool_idle(shared.upstream_pool.idle());
+        shared.pool_changed();
         let mut io = found?;
         if still_open(&mut io) {
             shared.metrics.upstream_connection("pooled");
@@ -226,9 +224,7 @@ pub fn release(shared: &Shared, up: Option<Upstream>) {
     let closed = shared
         .upstream_pool
         .put(pool, io, up.idle_since, Instant::now(), idle);
-    shared
-        .metrics
-        .upstream_pool_idle(shared.upstream_pool.idle());
+    shared.pool_changed();
     drop(closed);
 }
 
