@@ -5,7 +5,8 @@
 //! times the engine's push (request body) and pull (response) inspection on
 //! one core, allowed (full walk) and blocked at the very last attribute.
 //! Peak heap during one inspection is measured with a counting allocator.
-//! Writes `target/bench/engine.json`. `--quick` runs only the 1 MB rows.
+//! Writes `target/bench/engine.json`. `--quick` runs only the 1 MB rows;
+//! `--only TEXT` only the rows whose name holds TEXT (to profile one).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
@@ -213,7 +214,10 @@ fn measure(
     body: &[u8],
     max_iters: usize,
     mut inspect: impl FnMut() -> Result<(), String>,
-) -> Row {
+) -> Option<Row> {
+    if !selected(name) {
+        return None;
+    }
     // One measured run for memory.
     PEAK.store(CURRENT.load(Ordering::Relaxed), Ordering::Relaxed);
     let base = CURRENT.load(Ordering::Relaxed);
@@ -231,13 +235,22 @@ fn measure(
     let median = times[times.len() / 2];
     let best = times[0];
     let mb = body.len() as f64 / 1e6;
-    Row {
+    Some(Row {
         name: name.to_string(),
         mb,
         best,
         median,
         mbps: mb / best.as_secs_f64(),
         peak_heap,
+    })
+}
+
+/// `--only TEXT`: run just the rows whose name holds TEXT (to profile one).
+fn selected(name: &str) -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == "--only") {
+        Some(i) => args.get(i + 1).is_some_and(|t| name.contains(t.as_str())),
+        None => true,
     }
 }
 
@@ -336,20 +349,20 @@ fn main() {
         let ok = event(size, false);
         let bad = event(size, true);
         let mb = size / 1_000_000;
-        rows.push(measure(
+        rows.extend(measure(
             &format!("push {mb} MB allowed"),
             &ok,
             iters,
             || push(&policy, &ok, None),
         ));
-        rows.push(measure(
+        rows.extend(measure(
             &format!("push {mb} MB blocked at end"),
             &bad,
             iters,
             || push(&policy, &bad, red),
         ));
         let mut left = Duration::MAX;
-        rows.push(measure(
+        rows.extend(measure(
             &format!("push {mb} MB as it arrives"),
             &ok,
             iters,
@@ -359,8 +372,10 @@ fn main() {
                 Ok(())
             },
         ));
-        after_last_byte.push((mb, left));
-        rows.push(measure(
+        if left != Duration::MAX {
+            after_last_byte.push((mb, left));
+        }
+        rows.extend(measure(
             &format!("pull {mb} MB allowed"),
             &ok,
             iters,
