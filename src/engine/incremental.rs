@@ -151,10 +151,15 @@ impl EventReader {
         if self.state == State::GaveUp || body.len() < self.retry_at {
             return Progress::Reading;
         }
-        self.advance_utf8(body);
+        // The text starts where this feed starts; steps move `pos` on.
+        let base = self.pos;
+        let Some(text) = self.validated(body) else {
+            self.state = State::GaveUp;
+            return Progress::Reading;
+        };
         while self.state != State::GaveUp && self.state != State::Done {
             let before = self.pos;
-            match self.step(ctx, &body[..self.utf8]) {
+            match self.step(ctx, text, base) {
                 Step::Done => {}
                 Step::GiveUp => self.state = State::GaveUp,
                 Step::NeedMore => {
@@ -208,23 +213,34 @@ impl EventReader {
         Some(decide(ctx, doc, self.kind))
     }
 
-    /// Extends the UTF-8-validated prefix; a sequence cut by the end of
-    /// the bytes in hand waits for the rest, an invalid one gives up.
-    fn advance_utf8(&mut self, body: &[u8]) {
-        match std::str::from_utf8(&body[self.utf8..]) {
-            Ok(_) => self.utf8 = body.len(),
-            Err(e) => {
-                self.utf8 += e.valid_up_to();
-                if e.error_len().is_some() {
-                    self.state = State::GaveUp;
-                }
+    /// The bytes from the read position on, as text: JSON is UTF-8, and
+    /// serde_json reads a `&str` without checking each string again (as
+    /// the whole-body reader does). A sequence cut by the end of the bytes
+    /// in hand waits for the rest; `None`: invalid UTF-8. Only the bytes
+    /// not yet read by a complete step are checked again (one pending
+    /// element, or a long value tried again O(log n) times).
+    fn validated<'b>(&mut self, body: &'b [u8]) -> Option<&'b str> {
+        let rest = &body[self.pos..];
+        let text = match std::str::from_utf8(rest) {
+            Ok(text) => text,
+            Err(e) if e.error_len().is_none() => {
+                std::str::from_utf8(&rest[..e.valid_up_to()]).ok()?
             }
-        }
+            Err(_) => return None,
+        };
+        self.utf8 = self.pos + text.len();
+        Some(text)
     }
 
-    fn step(&mut self, ctx: &Ctx, body: &[u8]) -> Step {
+    /// One step of the grammar from `pos` on `text`, the validated bytes
+    /// from body offset `base`.
+    fn step(&mut self, ctx: &Ctx, text: &str, base: usize) -> Step {
         self.tries += 1;
-        let mut c = Cursor { body, at: self.pos };
+        let mut c = Cursor {
+            text,
+            base,
+            at: self.pos,
+        };
         let step = match self.state {
             State::Start => match c.token() {
                 Some(b'{') => {
@@ -360,7 +376,10 @@ impl EventReader {
         if c.token().is_none() {
             return Step::NeedMore;
         }
-        let (checked, took) = match Event::list_element(key, &c.body[c.at..], ctx) {
+        let Some(rest) = c.rest() else {
+            return Step::GiveUp;
+        };
+        let (checked, took) = match Event::list_element(key, rest, ctx) {
             Some(Ok(read)) => read,
             Some(Err(e)) => return failed(&e),
             None => return Step::GiveUp,
@@ -399,15 +418,27 @@ impl EventReader {
     }
 }
 
-/// The grammar's view of the bytes in hand from a position.
+/// The grammar's view of the validated text in hand: `text` starts at
+/// body offset `base`; `at` is a body offset.
 struct Cursor<'b> {
-    body: &'b [u8],
+    text: &'b str,
+    base: usize,
     at: usize,
 }
 
 impl<'b> Cursor<'b> {
+    fn byte(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.at - self.base).copied()
+    }
+
+    /// The text from `at` on. `at` only ever follows an ASCII delimiter
+    /// or a whole value, so it is a character boundary; `None` otherwise.
+    fn rest(&self) -> Option<&'b str> {
+        self.text.get(self.at - self.base..)
+    }
+
     fn skip_ws(&mut self) {
-        while self.body.get(self.at).is_some_and(|b| is_ws(*b)) {
+        while self.byte().is_some_and(is_ws) {
             self.at += 1;
         }
     }
@@ -415,7 +446,7 @@ impl<'b> Cursor<'b> {
     /// The next byte after whitespace (not consumed).
     fn token(&mut self) -> Option<u8> {
         self.skip_ws();
-        self.body.get(self.at).copied()
+        self.byte()
     }
 
     /// A member's key and its `:`.
@@ -425,7 +456,7 @@ impl<'b> Cursor<'b> {
             Some(_) => return Err(Step::GiveUp),
             None => return Err(Step::NeedMore),
         }
-        let (key, took) = one::<String>(&self.body[self.at..])?;
+        let (key, took) = one::<String>(self.rest().ok_or(Step::GiveUp)?)?;
         self.at += took;
         match self.token() {
             Some(b':') => {
@@ -440,7 +471,7 @@ impl<'b> Cursor<'b> {
 
     /// Delimits one value (syntax only).
     fn value(&mut self) -> Result<(), Step> {
-        let (_, took) = one::<IgnoredAny>(&self.body[self.at..])?;
+        let (_, took) = one::<IgnoredAny>(self.rest().ok_or(Step::GiveUp)?)?;
         self.at += took;
         Ok(())
     }
@@ -448,8 +479,8 @@ impl<'b> Cursor<'b> {
 
 /// The value at the start of `bytes` and the bytes it took (whitespace
 /// before it included).
-fn one<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<(T, usize), Step> {
-    let mut values = JsonDe::from_slice(bytes).into_iter::<T>();
+fn one<'de, T: Deserialize<'de>>(text: &'de str) -> Result<(T, usize), Step> {
+    let mut values = serde_json::Deserializer::from_str(text).into_iter::<T>();
     match values.next() {
         Some(Ok(v)) => Ok((v, values.byte_offset())),
         Some(Err(e)) => Err(failed(&e)),

@@ -354,17 +354,17 @@ macro_rules! schema {
 
             /// The incremental reader's list dispatch (`engine::incremental`):
             /// when `key` names a `Listed` field, reads the element at the
-            /// start of `bytes` and checks it, as the streaming reader's list
+            /// start of `text` and checks it, as the streaming reader's list
             /// does.
             /// `None`: `key` is not a streamed list.
             pub fn list_element(
                 key: &str,
-                bytes: &$lt [u8],
+                text: &$lt str,
                 ctx: &Ctx,
             ) -> Option<super::stream::ElementRead> {
                 $(
                     if key == schema!(@key $field $($key)?) {
-                        return <$ty as StreamField<$lt>>::element(bytes, ctx);
+                        return <$ty as StreamField<$lt>>::element(text, ctx);
                     }
                 )*
                 None

@@ -103,7 +103,7 @@ pub trait StreamField<'de>: Sized {
     /// element at the start of `bytes` read and checked, exactly as
     /// `ListSeed` does it, with the length it took. `None` for every other
     /// field type.
-    fn element(_bytes: &'de [u8], _ctx: &Ctx) -> Option<ElementRead> {
+    fn element(_text: &'de str, _ctx: &Ctx) -> Option<ElementRead> {
         None
     }
 
@@ -140,8 +140,8 @@ impl<'de, T: Deserialize<'de> + Check> StreamField<'de> for Listed<T> {
         })
     }
 
-    fn element(bytes: &'de [u8], ctx: &Ctx) -> Option<ElementRead> {
-        let mut values = serde_json::Deserializer::from_slice(bytes).into_iter::<T>();
+    fn element(text: &'de str, ctx: &Ctx) -> Option<ElementRead> {
+        let mut values = serde_json::Deserializer::from_str(text).into_iter::<T>();
         let read = match values.next()? {
             Ok(item) => Ok((item.check(ctx).err(), values.byte_offset())),
             Err(e) => Err(e),
