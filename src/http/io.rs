@@ -282,8 +282,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
     }
 
     /// Reads a body of known length `len` without holding it: each piece
-    /// as read goes to `sink`, which keeps it (and may hand it to another
-    /// thread). `grant(len)` is asked first, as by
+    /// as read goes to `sink`, which owns it (and may hand it to another
+    /// thread without a copy). `grant(len)` is asked first, as by
     /// [`read_body_granted`](Self::read_body_granted); `pace` is awaited
     /// before each read, so a slow consumer of the pieces holds the reading
     /// back; `false` from `sink` stops the read with `Stopped`.
@@ -292,7 +292,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
         len: u64,
         grant: impl FnOnce(u64) -> bool,
         mut pace: impl FnMut() -> P,
-        mut sink: impl FnMut(&[u8]) -> bool,
+        mut sink: impl FnMut(Vec<u8>) -> bool,
     ) -> Result<u64, HttpError> {
         if !grant(len) {
             return Err(HttpError::NotGranted);
@@ -303,24 +303,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HttpIo<S> {
         let buffered = self.buf.len().min(len as usize);
         if buffered > 0 {
             total = buffered as u64;
-            let keep = sink(&self.buf[..buffered]);
-            self.buf.drain(..buffered);
+            let keep = sink(self.buf.drain(..buffered).collect());
             if !keep {
                 return Err(stopped(total));
             }
         }
-        let mut piece = Vec::with_capacity(READ_CHUNK);
         while total < len {
             pace().await;
-            piece.clear();
             let want = (len - total).min(READ_CHUNK as u64);
+            let mut piece = Vec::with_capacity(want as usize);
             let mut limited = (&mut self.io).take(want);
             let read = body_read(&mut limited, &mut piece, self.read_timeout, &mut clock).await?;
             if read == 0 {
                 return Err(HttpError::UnexpectedEof);
             }
             total += read as u64;
-            if !sink(&piece) {
+            // Held as long as it is in flight: its size is what was read
+            // (glibc shrinks in place, without a copy).
+            piece.shrink_to_fit();
+            if !sink(piece) {
                 return Err(stopped(total));
             }
         }
@@ -686,7 +687,7 @@ mod tests {
                     std::future::ready(())
                 },
                 |piece| {
-                    got.extend_from_slice(piece);
+                    got.extend_from_slice(&piece);
                     true
                 },
             )

@@ -190,7 +190,7 @@ impl<'a> Arrival<'a> {
             let read = client.read_body_pieces(len, grant, pace, |piece| {
                 sent.fetch_add(piece.len() as u64, Relaxed);
                 backlog.add(piece.len());
-                pieces.send(Piece::Data(piece.to_vec())).is_ok()
+                pieces.send(Piece::Data(piece)).is_ok()
             });
             tokio::pin!(read);
             tokio::select! {
