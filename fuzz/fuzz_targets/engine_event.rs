@@ -17,7 +17,8 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use misp_guard_gw::engine::checks::{self, Checked, Ctx, Violation};
+use misp_guard_gw::engine::checks;
+use misp_guard_gw::engine::reading::{Checked, Ctx, Violation};
 use misp_guard_gw::engine::model::{Event, SCHEMA};
 use misp_guard_gw::engine::stream;
 use misp_guard_gw::policy::Policy;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
-use super::checks::{Checked, Ctx, Violation};
+use super::reading::{Checked, Ctx, Violation};
 use super::stream::{self, EventBody};
 
 /// R-PUSH-ANSWER: the answer to `events/add` / `events/edit`.

@@ -7,10 +7,11 @@ use std::borrow::Cow;
 
 use serde_json::value::RawValue;
 
-use super::checks::{self, Ctx, Violation};
+use super::checks;
 use super::incremental::{EventReader, Progress};
 use super::model::{AnalystEntry, GalaxyClusterDoc, ProposalProbe, ShadowAttributeDoc};
 use super::params;
+use super::reading::{Ctx, Violation};
 use super::stream::EventBody;
 use super::{Block, HeaderList, Response, Sanitized};
 use crate::codec::{self, Coding, DecodeError, DecodeLimits, GzipArriving};

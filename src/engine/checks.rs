@@ -3,43 +3,16 @@
 //! reason reported), with this gateway's extra carriers and canonical-value
 //! checks slotted in where the field they harden is read.
 
-use std::sync::Arc;
-
 use super::model::{
     Analyst, AnalystEntry, AnalystList, Attribute, AttributeDoc, ClusterRelation, ClusterTag, Dist,
     EmbeddedEventDoc, Event, EventDoc, EventReport, EventRow, Galaxy, GalaxyCluster, Listed,
     Object, ObjectDoc, Proposal, RelatedEvent, SharingGroup, Tag, TagLink,
 };
-use crate::policy::{RequiredTaxonomy, Rules};
-
-/// Why a body may not pass. Cloneable (the error shared) because a
-/// streamed list keeps its first violation inside the `Event` it fills,
-/// which `event` then reads by reference.
-#[derive(Debug, Clone)]
-pub enum Violation {
-    /// A rule matched; the text is the block reason.
-    Rule(String),
-    /// A field the policy reads is missing, duplicated or of the wrong type.
-    Malformed(Arc<serde_json::Error>),
-}
-
-impl From<serde_json::Error> for Violation {
-    fn from(e: serde_json::Error) -> Self {
-        Violation::Malformed(Arc::new(e))
-    }
-}
-
-pub type Checked = Result<(), Violation>;
+use super::reading::{Checked, Ctx, Violation};
+use crate::policy::RequiredTaxonomy;
 
 fn rule(reason: String) -> Checked {
     Err(Violation::Rule(reason))
-}
-
-/// The rules in force plus, on event pulls, the org the pulling user belongs
-/// to (`X-UserOrgUUID`).
-pub struct Ctx<'r> {
-    pub rules: &'r Rules,
-    pub user_org: Option<&'r str>,
 }
 
 /// The things that carry a distribution, with misp-guard's wording.

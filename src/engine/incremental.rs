@@ -39,9 +39,9 @@ use serde::Deserialize;
 use serde_json::de::SliceRead;
 use serde_json::error::Category;
 
-use super::checks::{Checked, Ctx, Violation};
 use super::model::Event;
-use super::stream::{decide, EventBody, Seen, StreamedDoc};
+use super::reading::{Checked, Ctx, Seen, Violation};
+use super::stream::{decide, EventBody, StreamedDoc};
 
 type JsonDe<'de> = serde_json::Deserializer<SliceRead<'de>>;
 

@@ -26,6 +26,7 @@ pub mod model;
 pub mod params;
 pub mod path;
 pub mod protocol;
+pub mod reading;
 pub mod stream;
 pub mod verdict;
 

@@ -30,8 +30,7 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::checks::{Ctx, Violation};
-use super::stream::{Seen, StreamField};
+use super::reading::{Ctx, Seen, StreamField, Violation};
 
 type Str<'a> = Cow<'a, str>;
 
@@ -361,7 +360,7 @@ macro_rules! schema {
                 key: &str,
                 text: &$lt str,
                 ctx: &Ctx,
-            ) -> Option<super::stream::ElementRead> {
+            ) -> Option<super::reading::ElementRead> {
                 $(
                     if key == schema!(@key $field $($key)?) {
                         return <$ty as StreamField<$lt>>::element(text, ctx);

@@ -19,8 +19,8 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::checks::{Checked, Violation};
 use super::model::SearchFilters;
+use super::reading::{Checked, Violation};
 use super::Sanitized;
 
 /// The named parameters MISP 2.5 puts after `/events/view/<id>`:

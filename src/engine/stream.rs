@@ -20,8 +20,9 @@ use std::marker::PhantomData;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::checks::{self, Check, Checked, Ctx, EventRole, Violation};
+use super::checks::{self, Check, EventRole};
 use super::model::{Dist, Event, Listed, NonEmpty, Present};
+use super::reading::{Checked, Ctx, ElementRead, Seen, StreamField, Violation};
 
 /// The top-level body: `{"Event": {...}}` plus the wrapper keys MISP unwraps.
 pub struct StreamedDoc<'a> {
@@ -86,32 +87,6 @@ pub fn decide(ctx: &Ctx, doc: StreamedDoc<'_>, kind: EventBody) -> Checked {
         EventBody::PushAnswer => EventRole::Answer,
     };
     checks::event(ctx, &ev, role)
-}
-
-/// One list element read by the incremental reader: its violation (if
-/// any) and the bytes it took, or the parse error.
-pub type ElementRead = Result<(Option<Violation>, usize), serde_json::Error>;
-
-/// How the streaming reader reads one field type of a `schema!` record
-/// marked `[streamed]`: `Listed` fields element by element, everything else
-/// as serde's derive would. A field of a type without an impl here does not
-/// compile, rather than being read differently by the two readers.
-pub trait StreamField<'de>: Sized {
-    fn read<A: MapAccess<'de>>(map: &mut A, ctx: &Ctx) -> Result<Self, A::Error>;
-
-    /// For a `Listed` field, the incremental reader's element step: the
-    /// element at the start of `bytes` read and checked, exactly as
-    /// `ListSeed` does it, with the length it took. `None` for every other
-    /// field type.
-    fn element(_text: &'de str, _ctx: &Ctx) -> Option<ElementRead> {
-        None
-    }
-
-    /// For a `Listed` field, the list read element by element elsewhere
-    /// (its first violation). `None` for every other field type.
-    fn streamed(_first: Option<Violation>) -> Option<Self> {
-        None
-    }
 }
 
 impl<'de> StreamField<'de> for Dist {
@@ -209,21 +184,6 @@ impl<'de> Visitor<'de> for DocSeed<'_, '_> {
             }
         }
         Ok(doc)
-    }
-}
-
-/// Duplicate-key guard for hand-written visitors (derived ones have their
-/// own): the keys read so far, at most a dozen per object.
-#[derive(Default)]
-pub struct Seen(Vec<&'static str>);
-
-impl Seen {
-    pub fn once<E: de::Error>(&mut self, name: &'static str) -> Result<(), E> {
-        if self.0.contains(&name) {
-            return Err(E::duplicate_field(name));
-        }
-        self.0.push(name);
-        Ok(())
     }
 }
 

@@ -7,8 +7,9 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use crate::config;
-use crate::engine::checks::{self, Checked, Ctx, Violation, ANALYST_MAX_DEPTH};
+use crate::engine::checks::{self, ANALYST_MAX_DEPTH};
 use crate::engine::model::{AnalystEntry, AnalystList, GalaxyClusterDoc};
+use crate::engine::reading::{Checked, Ctx, Violation};
 
 const POLICY: &str = r#"{
   "allowlist": {"urls": [], "domains": []},

@@ -17,8 +17,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::config;
-use crate::engine::checks::{self, Checked, Ctx, EventRole, Violation};
+use crate::engine::checks::{self, EventRole};
 use crate::engine::model::{Carrier, Event, Record, SCHEMA};
+use crate::engine::reading::{Checked, Ctx, Violation};
 use crate::engine::stream::EventBody;
 
 /// The streaming reader's verdict; the incremental reader must agree.

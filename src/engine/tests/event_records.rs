@@ -10,9 +10,10 @@ use serde_json::json;
 
 use crate::config;
 use crate::engine::answers::push_answer;
-use crate::engine::checks::{self, Checked, Ctx, Violation};
+use crate::engine::checks;
 use crate::engine::incremental::agree::checked as check_event_body;
 use crate::engine::model::{Dist, NonEmpty, PhpTruthy, Proposals, SharingGroup, Tag};
+use crate::engine::reading::{Checked, Ctx, Violation};
 use crate::engine::stream::EventBody;
 
 const POLICY: &str = r#"{
