@@ -677,3 +677,141 @@ fn a_push_blocked_at_its_first_attribute_is_answered_before_the_rest_is_sent() {
     c.write_all(&gz[16 * 1024..]).unwrap();
     assert_eq!((counts.complete(), counts.partial()), (0, 0));
 }
+
+/// A GET of event `uuid` from `b.test` through the gateway, as MISP's
+/// puller asks for it.
+fn pull(proxy: SocketAddr, port: u16, uuid: &str) -> TcpStream {
+    let mut c = client(proxy);
+    let path = format!("/events/view/{uuid}");
+    c.write_all(&request_head("GET", "b.test", port, &path, None))
+        .unwrap();
+    c
+}
+
+/// An upstream on 127.0.0.2 that answers one request with `answer`'s head
+/// and its first `first` bytes, then holds the rest until `release`
+/// (bounded: 30 s) and tells `done` whether the rest could be written.
+fn upstream_holding_answer(
+    answer: Vec<u8>,
+    first: usize,
+) -> (
+    SocketAddr,
+    std::sync::mpsc::Sender<()>,
+    std::sync::mpsc::Receiver<bool>,
+) {
+    let listener = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (release, released) = std::sync::mpsc::channel();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = listener.accept() else {
+            return;
+        };
+        let _ = read_head(&mut s);
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            answer.len()
+        );
+        let _ = s.write_all(head.as_bytes());
+        let _ = s.write_all(&answer[..first]);
+        let _ = released.recv_timeout(Duration::from_secs(30));
+        // Written in pieces, so a closed connection shows as an error.
+        let rest = answer[first..]
+            .chunks(64 * 1024)
+            .all(|piece| s.write_all(piece).is_ok());
+        let _ = done.send(rest);
+    });
+    (addr, release, finished)
+}
+
+/// A pulled event is read as it arrives too (`engine::response_body_reader`):
+/// an answer whose first attribute is blocked is refused with 403 while the
+/// upstream still holds most of it, none of it reaches the client, and the
+/// upstream connection is closed rather than read to its end.
+#[test]
+fn a_pull_blocked_at_its_first_attribute_is_refused_before_the_rest_arrives() {
+    let uuid = "7a2b3c4d-5e6f-4a70-8b91-a2b3c4d5e6f7";
+    for (size, first) in [(300_000, 16 * 1024), (8 << 20, 256 * 1024)] {
+        let answer = blocked_at_first_attribute(uuid, size);
+        let (upstream, release, finished) = upstream_holding_answer(answer, first);
+        let dir = TempDir::new("pull-early");
+        gateway_ca(&dir.0.join("ca"));
+        let config = json!({
+            "allowlist": {"urls": [], "domains": []},
+            "compartments_rules": {"can_reach": {"c1": ["c2"], "c2": ["c1"]}},
+            "instances": {"a": instance_json("127.0.0.1", "a.test", 443, "c1"),
+                          "b": instance_json("127.0.0.2", "b.test", upstream.port(), "c2")},
+            "gateway": {"tls": {"ca_cert": "ca/ca.crt", "ca_key": "ca/ca.key",
+                                "upstream_ca": "ca/ca.crt", "use_system_roots": false}}
+        });
+        let cfg = dir.0.join("config.json");
+        std::fs::write(&cfg, config.to_string()).unwrap();
+        let proxy: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
+            .parse()
+            .unwrap();
+        let gw = Gateway::explicit(&cfg, proxy, &[], dir.0.join("gw.log"));
+
+        let mut c = pull(proxy, upstream.port(), uuid);
+        // The upstream sends the rest only once the client has its answer.
+        let answer = read_response(&mut c);
+        let _ = release.send(());
+        let (status, _, body) = answer.expect("an answer while the upstream holds the rest");
+        assert_eq!(status, 403, "{size} bytes: {}", gw.logs());
+        let reason = serde_json::from_slice::<serde_json::Value>(&body).unwrap();
+        let reason = reason["errors"].as_str().unwrap().to_string();
+        assert!(reason.contains("distribution"), "{reason}");
+        assert!(!String::from_utf8_lossy(&body).contains("vvvv"));
+        let logs = gw.logs();
+        assert!(
+            logs.contains("request blocked: [GET]/events/view/"),
+            "{logs}"
+        );
+        assert!(logs.contains(uuid), "{logs}");
+        // The gateway closed the upstream connection instead of reading on.
+        let rest_written = finished.recv_timeout(Duration::from_secs(40)).unwrap();
+        assert!(
+            !rest_written,
+            "{size} bytes: the upstream could send it all"
+        );
+    }
+}
+
+/// Allowed pulls, read as they arrive (under 1 MiB between reads, from
+/// 1 MiB on a thread of their own), reach the client byte for byte; in
+/// monitor mode a pull blocked early is read whole and forwarded too,
+/// logged as one that would be blocked.
+#[test]
+fn pulls_read_as_they_arrive_are_forwarded_whole_when_allowed_or_monitored() {
+    for (monitor, blocked) in [(false, false), (true, true)] {
+        for size in [300_000, 4 << 20] {
+            let big = size >= 1 << 20;
+            let uuid = format!(
+                "6b1c2d3e-4f50-4a61-8b72-c3d4e5f6a7{}{}",
+                blocked as u8, big as u8
+            );
+            let answer = match blocked {
+                true => blocked_at_first_attribute(&uuid, size),
+                false => event_of_size(&uuid, size),
+            };
+            let gateway = match monitor {
+                true => json!({"instances": {"b": {"mode": "monitor"}}}),
+                false => json!({}),
+            };
+            let (gw, proxy, upstream, _, _dir) =
+                start_in_front_of("pull-whole", gateway, answer.clone());
+            let mut c = pull(proxy, upstream.port(), &uuid);
+            let (status, head, body) = read_response(&mut c).expect("an answer");
+            assert_eq!(status, 200, "{head}\n{}", gw.logs());
+            assert!(body == answer, "{size} bytes, forwarded byte for byte");
+            if blocked {
+                let logs = gw.logs();
+                assert!(
+                    logs.lines()
+                        .any(|l| l.contains("would be blocked (monitor mode, forwarded)")
+                            && l.contains(&uuid)),
+                    "{logs}"
+                );
+            }
+        }
+    }
+}

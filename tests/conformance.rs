@@ -51,6 +51,12 @@ struct Flow<'a> {
 
 type Headers = Vec<(String, String)>;
 
+thread_local! {
+    /// Bodies read as they arrived by `same_while_arriving`: (pushes,
+    /// pulls), so a scenario run shows it compared some of each.
+    static READ_AS_ARRIVED: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
+}
+
 fn json_headers() -> Headers {
     vec![("Content-Type".into(), "application/json".into())]
 }
@@ -84,14 +90,18 @@ fn run(policy: &Policy, f: &Flow) -> Outcome {
     if exchange.inspects_request_body() {
         let hs = req_headers.as_slice();
         let whole = engine::request_body(policy, &exchange, hs, f.request_body);
-        same_while_arriving(policy, &exchange, hs, f.request_body, &whole);
+        let reader = |hs: &[(String, String)]| engine::request_body_reader(policy, &exchange, hs);
+        same_while_arriving(policy, reader, hs, f.request_body, &whole);
         // As MISP sends pushes over 1 KB to a receiver that reads gzip.
         let event_push = engine::request_body_reader(policy, &exchange, hs).is_some();
+        if event_push {
+            READ_AS_ARRIVED.with(|c| c.set((c.get().0 + 1, c.get().1)));
+        }
         let mut gz_headers = req_headers.clone();
         gz_headers.push(("Content-Encoding".into(), "gzip".into()));
         let gz = gzip(f.request_body);
         let gz_whole = engine::request_body(policy, &exchange, gz_headers.as_slice(), &gz);
-        same_while_arriving(policy, &exchange, gz_headers.as_slice(), &gz, &gz_whole);
+        same_while_arriving(policy, reader, gz_headers.as_slice(), &gz, &gz_whole);
         assert!(
             !event_push
                 || engine::request_body_reader(policy, &exchange, gz_headers.as_slice()).is_some()
@@ -113,26 +123,65 @@ fn run(policy: &Policy, f: &Flow) -> Outcome {
             headers: headers.as_slice(),
             body,
         };
-        if let Err(b) = engine::response(policy, &exchange, &resp) {
+        let whole = engine::response(policy, &exchange, &resp);
+        same_answer_while_arriving(policy, &exchange, headers, body, &whole);
+        if let Err(b) = whole {
             return blocked(b, logs);
         }
     }
     Outcome { status: 200, logs }
 }
 
-/// The gateway reads a pushed event as it arrives
-/// (`engine::request_body_reader`): fed in pieces, it must end with the
-/// same verdict as the whole-body stage, and block early only a body that
-/// stage blocks.
-fn same_while_arriving(
+/// A pulled event's answer read as it arrives
+/// (`engine::response_body_reader`), plain and as a MISP behind Apache's
+/// mod_deflate sends it, gzip-compressed: the same verdict as the
+/// whole-answer stage, reason included.
+fn same_answer_while_arriving(
     policy: &Policy,
     exchange: &engine::Exchange,
+    headers: &Headers,
+    body: &[u8],
+    whole: &Result<(), Block>,
+) {
+    let reader = |hs: &[(String, String)]| engine::response_body_reader(policy, exchange, 200, hs);
+    let event_pull = reader(headers).is_some();
+    if event_pull {
+        READ_AS_ARRIVED.with(|c| c.set((c.get().0, c.get().1 + 1)));
+    }
+    same_while_arriving(policy, reader, headers, body, whole);
+    let mut gz_headers = headers.clone();
+    gz_headers.push(("Content-Encoding".into(), "gzip".into()));
+    let gz = gzip(body);
+    let gz_resp = Response {
+        status: 200,
+        headers: gz_headers.as_slice(),
+        body: &gz,
+    };
+    let gz_whole = engine::response(policy, exchange, &gz_resp);
+    same_while_arriving(policy, reader, &gz_headers, &gz, &gz_whole);
+    if event_pull {
+        assert!(reader(&gz_headers).is_some());
+        assert_eq!(
+            gz_whole.as_ref().map_err(|b| &b.reason),
+            whole.as_ref().map_err(|b| &b.reason),
+            "the same answer, gzip-compressed"
+        );
+    }
+}
+
+/// The gateway reads a pushed event (`engine::request_body_reader`) and a
+/// pulled one (`engine::response_body_reader`) as it arrives: fed in
+/// pieces, the reader must end with the same verdict as the whole-body
+/// stage, and block early only a body that stage blocks.
+fn same_while_arriving(
+    policy: &Policy,
+    new_reader: impl Fn(&[(String, String)]) -> Option<engine::BodyReader>,
     hs: &[(String, String)],
     body: &[u8],
     whole: &Result<(), Block>,
 ) {
     for step in [1usize, 97, 4096, body.len().max(1)] {
-        let Some(mut reader) = engine::request_body_reader(policy, exchange, hs) else {
+        let Some(mut reader) = new_reader(hs) else {
             return;
         };
         let mut end = 0;
@@ -221,6 +270,13 @@ fn scenarios_push_and_pull() {
         }
     }
     assert_eq!(count, 107, "expected 107 scenarios");
+    let (pushes, pulls) = READ_AS_ARRIVED.with(|c| c.get());
+    eprintln!("read as they arrived, in pieces and whole, plain and gzip: {pushes} pushes, {pulls} pulled events");
+    assert_eq!(
+        (pushes, pulls),
+        (53, 23),
+        "event bodies read as they arrived"
+    );
     assert!(
         failures.is_empty(),
         "{} of {count} scenarios failed:\n{}",

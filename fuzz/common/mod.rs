@@ -98,7 +98,8 @@ pub fn body_stages(
         .then(|| engine::request_body(policy, x, headers.as_slice(), body).err())
         .flatten();
     if x.inspects_request_body() {
-        while_arriving(policy, x, headers, body, &request);
+        let reader = || engine::request_body_reader(policy, x, headers.as_slice());
+        while_arriving(policy, reader, headers, body, &request);
     }
     let response = x
         .inspects_response_body()
@@ -115,6 +116,10 @@ pub fn body_stages(
             .err()
         })
         .flatten();
+    if x.inspects_response_body() {
+        let reader = || engine::response_body_reader(policy, x, status, headers.as_slice());
+        while_arriving(policy, reader, headers, body, &response);
+    }
     for block in request.iter().chain(response.iter()) {
         // A refusal is an HTTP error status with a reason to log.
         assert!((400..600).contains(&block.status), "{block:?}");
@@ -123,20 +128,20 @@ pub fn body_stages(
     (request, response)
 }
 
-/// The gateway reads a pushed event as it arrives: fed in pieces (of a few
-/// sizes chosen from the body), the incremental reader must end with the
-/// whole-body stage's verdict (status and reason), and block early only a
-/// body that stage blocks.
+/// The gateway reads a pushed or a pulled event as it arrives: fed in
+/// pieces (of a few sizes chosen from the body), the incremental reader
+/// (`new_reader`) must end with the whole-body stage's verdict (status and
+/// reason), and block early only a body that stage blocks.
 pub fn while_arriving(
     policy: &Policy,
-    x: &Exchange,
+    new_reader: impl Fn() -> Option<engine::BodyReader>,
     headers: &Headers,
     body: &[u8],
     whole: &Option<Block>,
 ) {
     let pieces = [1 + body.len() % 7, 1 + body.len() / 3, body.len().max(1)];
     for piece in pieces {
-        let Some(mut reader) = engine::request_body_reader(policy, x, headers.as_slice()) else {
+        let Some(mut reader) = new_reader() else {
             return;
         };
         let mut end = 0;

@@ -18,7 +18,7 @@ use crate::codec::{self, Coding, DecodeError, DecodeLimits, GzipArriving};
 use crate::policy::{Policy, RequestBody, ResponseBody, Rules};
 
 /// Which side of the exchange a body belongs to; only changes wording.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Side {
     Request,
     Response,
@@ -29,6 +29,15 @@ impl Side {
         match self {
             Side::Request => "request",
             Side::Response => "response",
+        }
+    }
+
+    /// A refusal as this side words it: an answer is never forwarded after
+    /// a block, so every refusal of one is a plain 403 whatever the cause.
+    fn refusal(self, b: Block) -> Block {
+        match self {
+            Side::Request => b,
+            Side::Response => Block { status: 403, ..b },
         }
     }
 }
@@ -72,50 +81,80 @@ pub(super) fn check_request<H: HeaderList + ?Sized>(
     outcome.map_err(|v| violation_block(v, side))
 }
 
-/// A pushed event read as it arrives (`engine::BodyReader`): the
-/// incremental reader fed the body so far, through gzip when the push is
-/// compressed (MISP compresses pushes over 1 KB for a receiver that reads
-/// gzip).
-pub(super) struct ArrivingPush {
+/// An event body read as it arrives (`engine::BodyReader`): the
+/// incremental reader fed the body so far, through gzip when it is
+/// compressed. A push: MISP compresses pushes over 1 KB for a receiver that
+/// reads gzip. A pulled event: a MISP behind Apache's mod_deflate answers
+/// in gzip.
+pub(super) struct ArrivingEvent {
     reader: EventReader,
     gzip: Option<GzipArriving>,
+    side: Side,
+    /// A pulled event's `X-UserOrgUUID` (`check_response` reads it).
+    user_org: Option<String>,
 }
 
-impl ArrivingPush {
+impl ArrivingEvent {
     /// For a push whose head passes what `check_request` checks of heads
     /// (content type) and whose Content-Encoding is none or gzip alone.
-    pub(super) fn new<H: HeaderList + ?Sized>(policy: &Policy, headers: &H) -> Option<Self> {
+    pub(super) fn push<H: HeaderList + ?Sized>(policy: &Policy, headers: &H) -> Option<Self> {
         json_content_type(headers).ok()?;
+        Self::new(policy, headers, Side::Request, None)
+    }
+
+    /// For an `events/view` answer whose head passes what `check_response`
+    /// checks of heads (one `X-UserOrgUUID` at most) and whose
+    /// Content-Encoding is none or gzip alone. The caller takes only
+    /// answers that `engine::response` decides by the event check alone
+    /// (not 4xx/5xx, which may be MISP's errors).
+    pub(super) fn pull<H: HeaderList + ?Sized>(policy: &Policy, headers: &H) -> Option<Self> {
+        let user_org = user_org_uuid(headers).ok()?;
+        Self::new(policy, headers, Side::Response, user_org)
+    }
+
+    fn new<H: HeaderList + ?Sized>(
+        policy: &Policy,
+        headers: &H,
+        side: Side,
+        user_org: Option<String>,
+    ) -> Option<Self> {
         let codings = codec::parse_content_encoding(headers.values("content-encoding")).ok()?;
         let gzip = match codings.as_slice() {
             [] => None,
             [Coding::Gzip] => Some(GzipArriving::new(decode_limits(policy))),
             _ => return None,
         };
-        Some(ArrivingPush {
-            reader: EventReader::new(EventBody::Pushed),
+        let kind = match side {
+            Side::Request => EventBody::Pushed,
+            Side::Response => EventBody::Pulled,
+        };
+        Some(ArrivingEvent {
+            reader: EventReader::new(kind),
             gzip,
+            side,
+            user_org,
         })
     }
 
     pub(super) fn feed(&mut self, rules: &Rules, wire: &[u8]) -> Option<Block> {
         let ctx = Ctx {
             rules,
-            user_org: None,
+            user_org: self.user_org.as_deref(),
         };
         let decoded = match self.gzip.as_mut() {
             Some(g) => g.feed(wire)?,
             None => wire,
         };
         match self.reader.feed(&ctx, decoded) {
-            Progress::Blocked(v) => Some(violation_block(v, Side::Request)),
+            Progress::Blocked(v) => Some(self.side.refusal(violation_block(v, self.side))),
             Progress::Reading => None,
         }
     }
 
-    /// `check_request` for the pushed event, with what was read as it
-    /// arrived in the place of the decoding and the event read: the same
-    /// checks in the same order, so the same verdict.
+    /// `check_request` for the pushed event, `check_response` for the
+    /// pulled one, with what was read as it arrived in the place of the
+    /// decoding and the event read: the same checks in the same order, so
+    /// the same verdict.
     pub(super) fn finish<H: HeaderList + ?Sized>(
         self,
         policy: &Policy,
@@ -123,31 +162,37 @@ impl ArrivingPush {
         headers: &H,
         wire: &[u8],
     ) -> Result<(), Block> {
-        let side = Side::Request;
-        json_content_type(headers)?;
+        let (side, kind) = (self.side, self.reader.kind());
+        let refusal = |b: Block| side.refusal(b);
+        if side == Side::Request {
+            json_content_type(headers)?;
+        }
         let ctx = Ctx {
             rules,
-            user_org: None,
+            user_org: self.user_org.as_deref(),
         };
         let (decoded, reader) = match self.gzip {
-            None => (decode(policy, headers, wire, side)?, Some(self.reader)),
+            None => (
+                decode(policy, headers, wire, side).map_err(refusal)?,
+                Some(self.reader),
+            ),
             Some(g) => {
                 // `decode`'s first check, before the gzip decoder's result.
-                within_body_limit(policy, wire, side)?;
+                within_body_limit(policy, wire, side).map_err(refusal)?;
                 match g.finish(wire) {
                     Some(d) => (Cow::Owned(d), Some(self.reader)),
                     // Decoded the one-shot way, which words any refusal;
                     // the incremental reader's view is not used.
-                    None => (decode(policy, headers, wire, side)?, None),
+                    None => (decode(policy, headers, wire, side).map_err(refusal)?, None),
                 }
             }
         };
         let outcome = match reader.and_then(|r| r.finish(&ctx, &decoded)) {
             // The reader validated all of it as UTF-8.
             Some(checked) => checked,
-            None => event(&ctx, utf8(&decoded)?, EventBody::Pushed),
+            None => event(&ctx, utf8(&decoded)?, kind),
         };
-        outcome.map_err(|v| violation_block(v, side))
+        outcome.map_err(|v| refusal(violation_block(v, side)))
     }
 }
 
@@ -158,9 +203,7 @@ pub(super) fn check_response<H: HeaderList + ?Sized>(
     resp: &Response<'_, H>,
 ) -> Result<(), Block> {
     let side = Side::Response;
-    // A response is never forwarded after a block, so every refusal here is
-    // a plain 403 whatever the cause.
-    let forbid = |b: Block| Block { status: 403, ..b };
+    let forbid = |b: Block| side.refusal(b);
     let decoded = decode(policy, resp.headers, resp.body, side).map_err(forbid)?;
     let decoded = utf8(&decoded)?;
     let user_org = user_org_uuid(resp.headers).map_err(forbid)?;

@@ -144,6 +144,11 @@ impl EventReader {
         }
     }
 
+    /// Which body this reader reads.
+    pub fn kind(&self) -> EventBody {
+        self.kind
+    }
+
     /// Reads as far as `body` — everything received so far; earlier bytes
     /// never change — allows. Reports a block once, the first time it is
     /// known.

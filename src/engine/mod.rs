@@ -363,14 +363,48 @@ pub fn request_body_reader<H: HeaderList + ?Sized>(
     if endpoint.request_body() != RequestBody::Event {
         return None;
     }
-    let push = body::ArrivingPush::new(policy, headers)?;
-    Some(BodyReader { push, src: *src })
+    let event = body::ArrivingEvent::push(policy, headers)?;
+    Some(BodyReader {
+        event,
+        rules_of: *src,
+    })
 }
 
-/// A pushed event read as it arrives (`request_body_reader`).
+/// Stage 3 while the answer arrives: a reader of a pulled event
+/// (`events/view`), for the answers it can read as they come (any status
+/// `response` decides by the event check alone: not 204/304, which carry
+/// no body, nor 4xx/5xx, which may be MISP's errors; at most one
+/// `X-UserOrgUUID`; no Content-Encoding, or gzip alone); `None` for every
+/// other answer, which `response` decides once it is whole.
+pub fn response_body_reader<H: HeaderList + ?Sized>(
+    policy: &Policy,
+    exchange: &Exchange,
+    status: u16,
+    headers: &H,
+) -> Option<BodyReader> {
+    let Exchange::Sync { endpoint, dst, .. } = exchange else {
+        return None;
+    };
+    if endpoint.response_body() != ResponseBody::Event
+        || matches!(status, 204 | 304)
+        || (400..600).contains(&status)
+    {
+        return None;
+    }
+    let event = body::ArrivingEvent::pull(policy, headers)?;
+    Some(BodyReader {
+        event,
+        rules_of: *dst,
+    })
+}
+
+/// An event read as it arrives (`request_body_reader`,
+/// `response_body_reader`).
 pub struct BodyReader {
-    push: body::ArrivingPush,
-    src: InstanceId,
+    event: body::ArrivingEvent,
+    /// The instance whose rules decide: the source of a push, the
+    /// destination of a pull.
+    rules_of: InstanceId,
 }
 
 impl BodyReader {
@@ -379,19 +413,20 @@ impl BodyReader {
     /// reason names the first element that breaks a rule; a whole-body
     /// read may name an event-level violation of the same body first.
     pub fn feed(&mut self, policy: &Policy, so_far: &[u8]) -> Option<Block> {
-        self.push.feed(&policy.instance(self.src).rules, so_far)
+        self.event
+            .feed(&policy.instance(self.rules_of).rules, so_far)
     }
 
-    /// The verdict on the whole body: `request_body`'s, computed mostly
-    /// while it arrived.
+    /// The verdict on the whole body: `request_body`'s (a push) or
+    /// `response`'s (a pull), computed mostly while it arrived.
     pub fn finish<H: HeaderList + ?Sized>(
         self,
         policy: &Policy,
         headers: &H,
         body: &[u8],
     ) -> Result<(), Block> {
-        let rules = &policy.instance(self.src).rules;
-        self.push.finish(policy, rules, headers, body)
+        let rules = &policy.instance(self.rules_of).rules;
+        self.event.finish(policy, rules, headers, body)
     }
 }
 

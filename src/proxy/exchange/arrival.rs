@@ -1,16 +1,18 @@
-//! A request body watched as it arrives: the pushed event is fed to the
-//! engine's incremental reader as it is read (`engine::request_body_reader`),
-//! so its verdict is ready when the last byte is, and a push blocked by an
-//! element is stopped there instead of being read to its end. Bodies the
-//! reader does not take are decided whole, as before.
+//! An inspected body watched as it arrives: a pushed event (the request)
+//! or a pulled one (the answer) is fed to the engine's incremental reader
+//! as it is read (`engine::request_body_reader`,
+//! `engine::response_body_reader`), so its verdict is ready when the last
+//! byte is, and a body blocked by an element is stopped there instead of
+//! being read to its end. Bodies the reader does not take are decided
+//! whole, as before.
 //!
-//! A large push is parsed on a thread of its own while this task goes on
+//! A large body is parsed on a thread of its own while this task goes on
 //! reading (and decrypting) the next bytes: on a router with two cores or
-//! more the parse then costs the push no time of its own. The thread owns
-//! the growing body (each piece read is handed over, so the body is held
-//! once) and hands it back with the verdict at the end. Smaller bodies are
-//! parsed inline after each read, where a thread hand-off costs more than
-//! it saves.
+//! more the parse then costs the transfer little time of its own. The
+//! thread owns the growing body (each piece read is handed over, so the
+//! body is held once) and hands it back with the verdict at the end.
+//! Smaller bodies are parsed inline after each read, where a thread
+//! hand-off costs more than it saves.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
@@ -18,14 +20,14 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use crate::engine::carried::{self, Carried};
-use crate::engine::{self, Block, BodyReader, Exchange};
+use crate::engine::{self, Block, BodyReader, Exchange, Response};
 use crate::http::head::Headers;
 use crate::http::io::{HttpError, HttpIo};
 use crate::http::Framing;
 use crate::policy::Policy;
 use crate::proxy::stream::BoxIo;
 
-/// Pushes at least this large (declared length) are parsed on a thread of
+/// Bodies at least this large (declared length) are parsed on a thread of
 /// their own.
 const OFFLOAD_FROM: u64 = 1 << 20;
 
@@ -62,12 +64,39 @@ impl Backlog {
     }
 }
 
+/// Which body of the exchange arrives.
+#[derive(Clone, Copy)]
+enum Of {
+    Request,
+    /// The answer, with its status.
+    Response(u16),
+}
+
+impl Of {
+    /// The uuids `so_far` carries, for the log line and the audit record.
+    fn named(self, policy: &Policy, x: &Exchange, headers: &Headers, so_far: &[u8]) -> Carried {
+        let hs = headers.as_slice();
+        match self {
+            Of::Request => carried::request(policy, x, hs, so_far),
+            Of::Response(status) => {
+                let r = Response {
+                    status,
+                    headers: hs,
+                    body: so_far,
+                };
+                carried::response(policy, x, &r)
+            }
+        }
+    }
+}
+
 pub struct Arrival<'a> {
     policy: &'a Arc<Policy>,
     exchange: &'a Exchange,
     headers: &'a Headers,
+    of: Of,
     reader: Option<BodyReader>,
-    /// Monitor mode forwards a blocked push whole: no early stop.
+    /// Monitor mode forwards a blocked body whole: no early stop.
     stops_early: bool,
     early: Option<(Block, Carried)>,
     /// The verdict a parsing thread gave on the whole body.
@@ -90,17 +119,45 @@ enum Parsed {
 }
 
 impl<'a> Arrival<'a> {
-    pub fn new(
+    /// The request's body (`headers`: the request's).
+    pub fn request(
         policy: &'a Arc<Policy>,
         exchange: &'a Exchange,
         headers: &'a Headers,
+        monitored: bool,
+    ) -> Self {
+        let reader = engine::request_body_reader(policy, exchange, headers.as_slice());
+        Self::new(policy, exchange, headers, Of::Request, reader, monitored)
+    }
+
+    /// The answer's body (`status`, `headers`: the answer's).
+    pub fn response(
+        policy: &'a Arc<Policy>,
+        exchange: &'a Exchange,
+        status: u16,
+        headers: &'a Headers,
+        monitored: bool,
+    ) -> Self {
+        let hs = headers.as_slice();
+        let reader = engine::response_body_reader(policy, exchange, status, hs);
+        let of = Of::Response(status);
+        Self::new(policy, exchange, headers, of, reader, monitored)
+    }
+
+    fn new(
+        policy: &'a Arc<Policy>,
+        exchange: &'a Exchange,
+        headers: &'a Headers,
+        of: Of,
+        reader: Option<BodyReader>,
         monitored: bool,
     ) -> Self {
         Arrival {
             policy,
             exchange,
             headers,
-            reader: engine::request_body_reader(policy, exchange, headers.as_slice()),
+            of,
+            reader,
             stops_early: !monitored,
             early: None,
             decided: None,
@@ -108,26 +165,24 @@ impl<'a> Arrival<'a> {
         }
     }
 
-    /// Reads the body (at most `max` bytes, `grant` asked before it is
-    /// held), watching it as it arrives. `Stopped`: blocked before its end
-    /// ([`stopped`](Self::stopped) tells why).
+    /// Reads the body from `peer` (at most `max` bytes, `grant` asked
+    /// before it is held), watching it as it arrives. `Stopped`: blocked
+    /// before its end ([`stopped`](Self::stopped) tells why).
     pub async fn receive(
         &mut self,
-        client: &mut HttpIo<BoxIo>,
+        peer: &mut HttpIo<BoxIo>,
         framing: Framing,
         max: u64,
         grant: impl FnMut(u64) -> bool,
     ) -> Result<Vec<u8>, HttpError> {
         match (self.reader.take(), framing) {
             (Some(reader), Framing::Length(n)) if n >= OFFLOAD_FROM && n <= max => {
-                self.receive_offloaded(reader, client, n, grant).await
+                self.receive_offloaded(reader, peer, n, grant).await
             }
             (reader, _) => {
                 self.reader = reader;
                 let observe = |so_far: &[u8]| self.observe(so_far);
-                client
-                    .read_body_observed(framing, max, grant, observe)
-                    .await
+                peer.read_body_observed(framing, max, grant, observe).await
             }
         }
     }
@@ -141,8 +196,9 @@ impl<'a> Arrival<'a> {
         match reader.feed(self.policy, so_far) {
             Some(block) if self.stops_early => {
                 // What the log line names: the uuids read so far.
-                let hs = self.headers.as_slice();
-                let named = carried::request(self.policy, self.exchange, hs, so_far);
+                let named = self
+                    .of
+                    .named(self.policy, self.exchange, self.headers, so_far);
                 self.early = Some((block, named));
                 false
             }
@@ -153,7 +209,7 @@ impl<'a> Arrival<'a> {
     async fn receive_offloaded(
         &mut self,
         reader: BodyReader,
-        client: &mut HttpIo<BoxIo>,
+        peer: &mut HttpIo<BoxIo>,
         len: u64,
         grant: impl FnOnce(u64) -> bool,
     ) -> Result<Vec<u8>, HttpError> {
@@ -164,6 +220,7 @@ impl<'a> Arrival<'a> {
             policy: self.policy.clone(),
             exchange: self.exchange.clone(),
             headers: self.headers.clone(),
+            of: self.of,
             stops_early: self.stops_early,
             len,
         };
@@ -187,7 +244,7 @@ impl<'a> Arrival<'a> {
             let pace = || backlog.below(IN_FLIGHT);
             // The budget holds the body and the pieces on their way to it.
             let grant = |n: u64| grant(n + IN_FLIGHT.min(n));
-            let read = client.read_body_pieces(len, grant, pace, |piece| {
+            let read = peer.read_body_pieces(len, grant, pace, |piece| {
                 sent.fetch_add(piece.len() as u64, Relaxed);
                 backlog.add(piece.len());
                 pieces.send(Piece::Data(piece)).is_ok()
@@ -254,25 +311,35 @@ impl<'a> Arrival<'a> {
         self.early.take()
     }
 
-    /// The verdict on the whole body (`engine::request_body`'s).
+    /// The verdict on the whole body (`engine::request_body`'s or
+    /// `engine::response`'s).
     pub fn verdict(self, body: &[u8]) -> Result<(), Block> {
         if let Some(verdict) = self.decided {
             return verdict;
         }
-        let hs = self.headers.as_slice();
-        match self.reader {
-            Some(r) => r.finish(self.policy, hs, body),
-            None => engine::request_body(self.policy, self.exchange, hs, body),
+        let (policy, x, hs) = (&**self.policy, self.exchange, self.headers.as_slice());
+        match (self.reader, self.of) {
+            (Some(r), _) => r.finish(policy, hs, body),
+            (None, Of::Request) => engine::request_body(policy, x, hs, body),
+            (None, Of::Response(status)) => {
+                let r = Response {
+                    status,
+                    headers: hs,
+                    body,
+                };
+                engine::response(policy, x, &r)
+            }
         }
     }
 }
 
-/// The parsing thread's charge: the push's reader and what it needs.
+/// The parsing thread's charge: the body's reader and what it needs.
 struct Parser {
     reader: BodyReader,
     policy: Arc<Policy>,
     exchange: Exchange,
     headers: Headers,
+    of: Of,
     stops_early: bool,
     len: u64,
 }
@@ -292,7 +359,7 @@ impl Parser {
                     drop(piece);
                     if let Some(block) = self.reader.feed(policy, &body) {
                         if self.stops_early {
-                            let named = carried::request(policy, &self.exchange, hs, &body);
+                            let named = self.of.named(policy, &self.exchange, &self.headers, &body);
                             return Some(Parsed::Early(block, named));
                         }
                     }

@@ -282,7 +282,8 @@ impl<'a> Phases<'a> {
         // ready when its last byte is, and a push blocked early is answered
         // without reading the rest.
         let source_monitored = self.monitors(&adm.exchange, Side::Source);
-        let mut arrival = Arrival::new(self.policy, &adm.exchange, &head.headers, source_monitored);
+        let mut arrival =
+            Arrival::request(self.policy, &adm.exchange, &head.headers, source_monitored);
         let mut over = None;
         let hold = &mut adm.hold;
         let read = arrival.receive(client, adm.framing, max_body, |n| {

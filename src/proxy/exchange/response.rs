@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use super::arrival::Arrival;
 use super::hop;
 use super::phases::{grant, Phases, Relayed, Side, Stop};
 use super::upstream::write_message;
@@ -14,6 +15,7 @@ use crate::http::head::{write_head, RequestHead, ResponseHead, Version};
 use crate::http::io::{HttpError, HttpIo};
 use crate::http::{response_framing, Framing};
 use crate::ops::audit::Stage;
+use crate::proxy::buffer_budget::Reservation;
 use crate::proxy::stream::BoxIo;
 
 /// An upstream answer's head, read.
@@ -129,7 +131,10 @@ impl Phases<'_> {
     }
 
     /// An answer the policy reads: buffered within the budget, decided,
-    /// then sent whole with its length (a block: 403, none of it).
+    /// then sent whole with its length (a block: 403, none of it). A pulled
+    /// event is read as it arrives (`arrival`): its verdict is ready with
+    /// its last byte, and one blocked early is refused without reading the
+    /// rest (the upstream connection is then closed, never reused).
     #[allow(clippy::too_many_arguments)]
     async fn relay_inspected(
         &mut self,
@@ -146,39 +151,14 @@ impl Phases<'_> {
             framing: resp_framing,
             status_line,
         } = answer;
+        // Held until the answer is written: the budget covers the body.
         let mut hold = self.shared.buffers.reservation();
-        let (limit, max_body) = (
-            self.policy.limits.max_buffered_bytes,
-            self.policy.limits.max_body_bytes,
-        );
-        let mut over = None;
-        let read = up.io.read_body_granted(resp_framing, max_body, |n| {
-            grant(&mut hold, n, limit, &mut over)
-        });
-        let body = match read.await {
-            Ok(b) => b,
-            // The request went through; its answer cannot be held for
-            // inspection now. Nothing of it reaches the client.
-            Err(HttpError::NotGranted) => {
-                return Err(match over {
-                    Some(e) => self.over_budget(&e, path),
-                    None => Stop::Close,
-                })
-            }
-            Err(HttpError::BodyTooLarge(n)) => {
-                // Fail closed: a response over the body limit is not passed
-                // on uninspected; that limit is the policy's, so a block.
-                let b = Block::forbidden(format!(
-                    "response body could not be inspected: body exceeds {n} bytes"
-                ));
-                return Err(self.blocked(&b, path));
-            }
-            // An upstream that resets, stalls or mis-frames its body is the
-            // upstream's failure, not a policy decision: nothing of it is
-            // passed on, and the client may retry rather than record a
-            // block.
-            Err(e) => return Err(self.upstream_failed("upstream response body", &e, path)),
-        };
+        let monitored = monitored_push || self.monitors(exchange, Side::Destination);
+        let (policy, status) = (self.policy, resp.status);
+        let mut arrival = Arrival::response(policy, exchange, status, &resp.headers, monitored);
+        let body = self
+            .receive_answer(up, &mut arrival, resp_framing, &mut hold, path)
+            .await?;
         let r = Response {
             status: resp.status,
             headers: resp.headers.as_slice(),
@@ -189,15 +169,16 @@ impl Phases<'_> {
             self.trail
                 .carried(engine::carried::response(self.policy, exchange, &r));
         }
-        let started = Instant::now();
-        let verdict = engine::response(self.policy, exchange, &r);
-        self.trail.inspected(body.len() as u64, started.elapsed());
+        // Inspection time: what is left of it once the last byte is in.
+        let finished = Instant::now();
+        let verdict = arrival.verdict(&body);
+        self.trail.inspected(body.len() as u64, finished.elapsed());
         if let Err(b) = verdict {
             if !self.trail.enabled() {
                 self.trail
                     .carried(engine::carried::response(self.policy, exchange, &r));
             }
-            if monitored_push || self.monitors(exchange, Side::Destination) {
+            if monitored {
                 self.would_block(&b, path);
             } else {
                 // Whatever the cause, a refused response is a 403 with none
@@ -219,5 +200,54 @@ impl Phases<'_> {
             .await
             .map_err(|_| Stop::Close)?;
         Ok(relayed)
+    }
+
+    /// The inspected answer's body, read within the budget (`hold`) as it
+    /// arrives; a block before its end, the budget or the body limit
+    /// exceeded, or an upstream failure is the exchange's `Stop`.
+    async fn receive_answer(
+        &mut self,
+        up: &mut Upstream,
+        arrival: &mut Arrival<'_>,
+        framing: Framing,
+        hold: &mut Reservation,
+        path: &str,
+    ) -> Result<Vec<u8>, Stop> {
+        let (limit, max_body) = (
+            self.policy.limits.max_buffered_bytes,
+            self.policy.limits.max_body_bytes,
+        );
+        let mut over = None;
+        let read = arrival.receive(&mut up.io, framing, max_body, |n| {
+            grant(hold, n, limit, &mut over)
+        });
+        match read.await {
+            Ok(b) => Ok(b),
+            Err(HttpError::Stopped { received }) => {
+                let (b, named) = arrival.stopped().ok_or(Stop::Close)?;
+                self.trail.response_bytes(received);
+                self.trail.carried(named);
+                Err(self.blocked(&Block { status: 403, ..b }, path))
+            }
+            // The request went through; its answer cannot be held for
+            // inspection now. Nothing of it reaches the client.
+            Err(HttpError::NotGranted) => Err(match over {
+                Some(e) => self.over_budget(&e, path),
+                None => Stop::Close,
+            }),
+            Err(HttpError::BodyTooLarge(n)) => {
+                // Fail closed: a response over the body limit is not passed
+                // on uninspected; that limit is the policy's, so a block.
+                let b = Block::forbidden(format!(
+                    "response body could not be inspected: body exceeds {n} bytes"
+                ));
+                Err(self.blocked(&b, path))
+            }
+            // An upstream that resets, stalls or mis-frames its body is the
+            // upstream's failure, not a policy decision: nothing of it is
+            // passed on, and the client may retry rather than record a
+            // block.
+            Err(e) => Err(self.upstream_failed("upstream response body", &e, path)),
+        }
     }
 }
