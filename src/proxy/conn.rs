@@ -18,9 +18,10 @@ use super::state::Shared;
 use super::stream::{BoxIo, Prefixed};
 use super::trail::{self, ConnRefusal};
 use crate::engine::{self, Block, Destination};
+use crate::http::head::RequestHead;
 use crate::http::io::HttpIo;
 use crate::net::{self, ClientAddr, OrigDstAddr};
-use crate::policy::ListenMode;
+use crate::policy::{ListenMode, Policy};
 use crate::tls::TlsError;
 use crate::vocab::split_host_port;
 
@@ -176,24 +177,8 @@ async fn explicit(
     let policy = shared.policy();
     let timeouts = policy.gateway.timeouts;
     let mut io = HttpIo::new(tcp);
-    let head = match tokio::time::timeout(
-        timeouts.request_head,
-        io.read_request_head(head_limits(&policy)),
-    )
-    .await
-    {
-        Ok(Ok(Some(h))) => h,
-        Ok(Ok(None)) => return Ok(()),
-        Ok(Err(e)) => {
-            // The reason in the answer too (a 431 names the limit).
-            let answer = respond::refusal("", e.status(), &e.to_string(), "");
-            let _ = io.write_all(&answer).await;
-            return Err(refusal("bad request", format!("bad request: {e}")));
-        }
-        Err(_) => {
-            let _ = io.write_all(&respond::plain(408)).await;
-            return Err(refusal("head timeout", "request head timed out"));
-        }
+    let Some(head) = first_head(&mut io, &policy).await? else {
+        return Ok(());
     };
     if head.method != "CONNECT" {
         // Absolute-form plain HTTP, as MISP sends through Proxy.host.
@@ -207,35 +192,7 @@ async fn explicit(
         exchange::serve(shared.clone(), target, io, Some(head), shutdown).await;
         return Ok(());
     }
-    let (host, port) = split_host_port(&head.target)
-        .and_then(|(h, p)| p.map(|p| (h, p)))
-        .ok_or_else(|| {
-            refusal(
-                "connect",
-                format!("invalid CONNECT authority {:?}", head.target),
-            )
-        })?;
-    if let Err(b) = engine::connection(&policy, client.ip(), None, Some(&host), port) {
-        let line = b.log_line("CONNECT", &head.target);
-        audit_refusal(
-            shared,
-            ConnRefusal {
-                mode: ListenMode::Explicit,
-                client: client.ip(),
-                orig_dst: None,
-                name: Some(&host),
-                asked: &head.target,
-                sni: None,
-                method: "CONNECT",
-                status: 403,
-                reason: &b.reason,
-            },
-        );
-        // MISP's fallback client ignores the status and starts TLS anyway,
-        // so answer and close.
-        let _ = io.write_all(&respond::plain(403)).await;
-        return Err(refusal("connect", line));
-    }
+    let (host, port) = admit_connect(shared, &mut io, &policy, client, &head).await?;
     io.write_all(respond::CONNECT_OK)
         .await
         .map_err(|e| refusal("connect", e.to_string()))?;
@@ -270,6 +227,70 @@ async fn explicit(
         shutdown,
     )
     .await
+}
+
+/// The explicit listener's first request head; `None`: the client closed
+/// first. A malformed head is answered with its status, a slow one 408.
+async fn first_head(
+    io: &mut HttpIo<TcpStream>,
+    policy: &Policy,
+) -> Result<Option<RequestHead>, Refused> {
+    let wait = policy.gateway.timeouts.request_head;
+    match tokio::time::timeout(wait, io.read_request_head(head_limits(policy))).await {
+        Ok(Ok(head)) => Ok(head),
+        Ok(Err(e)) => {
+            // The reason in the answer too (a 431 names the limit).
+            let answer = respond::refusal("", e.status(), &e.to_string(), "");
+            let _ = io.write_all(&answer).await;
+            Err(refusal("bad request", format!("bad request: {e}")))
+        }
+        Err(_) => {
+            let _ = io.write_all(&respond::plain(408)).await;
+            Err(refusal("head timeout", "request head timed out"))
+        }
+    }
+}
+
+/// A CONNECT's authority, admitted by `engine::connection` (source,
+/// destination, compartment, port) before any tunnel is opened; refused:
+/// audited and answered 403.
+async fn admit_connect(
+    shared: &Arc<Shared>,
+    io: &mut HttpIo<TcpStream>,
+    policy: &Policy,
+    client: ClientAddr,
+    head: &RequestHead,
+) -> Result<(String, u16), Refused> {
+    let (host, port) = split_host_port(&head.target)
+        .and_then(|(h, p)| p.map(|p| (h, p)))
+        .ok_or_else(|| {
+            refusal(
+                "connect",
+                format!("invalid CONNECT authority {:?}", head.target),
+            )
+        })?;
+    let Err(b) = engine::connection(policy, client.ip(), None, Some(&host), port) else {
+        return Ok((host, port));
+    };
+    let line = b.log_line("CONNECT", &head.target);
+    audit_refusal(
+        shared,
+        ConnRefusal {
+            mode: ListenMode::Explicit,
+            client: client.ip(),
+            orig_dst: None,
+            name: Some(&host),
+            asked: &head.target,
+            sni: None,
+            method: "CONNECT",
+            status: 403,
+            reason: &b.reason,
+        },
+    );
+    // MISP's fallback client ignores the status and starts TLS anyway, so
+    // answer and close.
+    let _ = io.write_all(&respond::plain(403)).await;
+    Err(refusal("connect", line))
 }
 
 /// TLS (when the client speaks it) then the exchange loop.
