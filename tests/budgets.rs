@@ -122,10 +122,23 @@ type Rig = (
 );
 
 /// The same with an upstream that answers `answer` to every request.
-fn start_in_front_of(tag: &str, mut gateway: serde_json::Value, answer: Vec<u8>) -> Rig {
+fn start_in_front_of(tag: &str, gateway: serde_json::Value, answer: Vec<u8>) -> Rig {
+    let (upstream, counts) = counting_upstream_answering("127.0.0.2", Duration::ZERO, answer);
+    let (gw, proxy, dir) = gateway_in_front_of(tag, gateway, upstream);
+    (gw, proxy, upstream, counts, dir)
+}
+
+/// A gateway in explicit mode in front of `upstream` (instance `b` on
+/// 127.0.0.2; `a` on 127.0.0.1), with `gateway` as its gateway section
+/// (the TLS material is added): the gateway, its listener, and the
+/// directory holding config and logs.
+fn gateway_in_front_of(
+    tag: &str,
+    mut gateway: serde_json::Value,
+    upstream: SocketAddr,
+) -> (Gateway, SocketAddr, TempDir) {
     let dir = TempDir::new(tag);
     gateway_ca(&dir.0.join("ca"));
-    let (upstream, counts) = counting_upstream_answering("127.0.0.2", Duration::ZERO, answer);
     gateway["tls"] = json!({"ca_cert": "ca/ca.crt", "ca_key": "ca/ca.key",
                             "upstream_ca": "ca/ca.crt", "use_system_roots": false});
     let config = json!({
@@ -141,7 +154,7 @@ fn start_in_front_of(tag: &str, mut gateway: serde_json::Value, answer: Vec<u8>)
         .parse()
         .unwrap();
     let gw = Gateway::explicit(&cfg, proxy, &[], dir.0.join("gw.log"));
-    (gw, proxy, upstream, counts, dir)
+    (gw, proxy, dir)
 }
 
 fn client(proxy: SocketAddr) -> TcpStream {
@@ -391,23 +404,8 @@ fn header_count_and_size_limits_answer_431_for_requests_and_502_for_responses() 
     // The same limits hold for the server's answer: 502, none of it passed.
     drop(gw);
     let noisy = upstream_with_header_fields(25);
-    let dir = TempDir::new("headers-up");
-    gateway_ca(&dir.0.join("ca"));
-    let config = json!({
-        "allowlist": {"urls": [], "domains": []},
-        "compartments_rules": {"can_reach": {"c1": ["c2"], "c2": ["c1"]}},
-        "instances": {"a": instance_json("127.0.0.1", "a.test", 443, "c1"),
-                      "b": instance_json("127.0.0.2", "b.test", noisy.port(), "c2")},
-        "gateway": {"tls": {"ca_cert": "ca/ca.crt", "ca_key": "ca/ca.key",
-                            "upstream_ca": "ca/ca.crt", "use_system_roots": false},
-                    "limits": {"max_header_count": 20}}
-    });
-    let cfg = dir.0.join("config.json");
-    std::fs::write(&cfg, config.to_string()).unwrap();
-    let proxy: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
-        .parse()
-        .unwrap();
-    let gw = Gateway::explicit(&cfg, proxy, &[], dir.0.join("gw.log"));
+    let gateway = json!({"limits": {"max_header_count": 20}});
+    let (gw, proxy, _dir) = gateway_in_front_of("headers-up", gateway, noisy);
     let mut c = client(proxy);
     c.write_all(&request_head(
         "GET",
@@ -734,22 +732,7 @@ fn a_pull_blocked_at_its_first_attribute_is_refused_before_the_rest_arrives() {
     for (size, first) in [(300_000, 16 * 1024), (8 << 20, 256 * 1024)] {
         let answer = blocked_at_first_attribute(uuid, size);
         let (upstream, release, finished) = upstream_holding_answer(answer, first);
-        let dir = TempDir::new("pull-early");
-        gateway_ca(&dir.0.join("ca"));
-        let config = json!({
-            "allowlist": {"urls": [], "domains": []},
-            "compartments_rules": {"can_reach": {"c1": ["c2"], "c2": ["c1"]}},
-            "instances": {"a": instance_json("127.0.0.1", "a.test", 443, "c1"),
-                          "b": instance_json("127.0.0.2", "b.test", upstream.port(), "c2")},
-            "gateway": {"tls": {"ca_cert": "ca/ca.crt", "ca_key": "ca/ca.key",
-                                "upstream_ca": "ca/ca.crt", "use_system_roots": false}}
-        });
-        let cfg = dir.0.join("config.json");
-        std::fs::write(&cfg, config.to_string()).unwrap();
-        let proxy: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
-            .parse()
-            .unwrap();
-        let gw = Gateway::explicit(&cfg, proxy, &[], dir.0.join("gw.log"));
+        let (gw, proxy, _dir) = gateway_in_front_of("pull-early", json!({}), upstream);
 
         let mut c = pull(proxy, upstream.port(), uuid);
         // The upstream sends the rest only once the client has its answer.
