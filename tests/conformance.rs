@@ -92,26 +92,25 @@ fn run(policy: &Policy, f: &Flow) -> Outcome {
         let whole = engine::request_body(policy, &exchange, hs, f.request_body);
         let reader = |hs: &[(String, String)]| engine::request_body_reader(policy, &exchange, hs);
         same_while_arriving(policy, reader, hs, f.request_body, &whole);
-        // As MISP sends pushes over 1 KB to a receiver that reads gzip.
         let event_push = engine::request_body_reader(policy, &exchange, hs).is_some();
         if event_push {
             READ_AS_ARRIVED.with(|c| c.set((c.get().0 + 1, c.get().1)));
         }
-        let mut gz_headers = req_headers.clone();
-        gz_headers.push(("Content-Encoding".into(), "gzip".into()));
-        let gz = gzip(f.request_body);
-        let gz_whole = engine::request_body(policy, &exchange, gz_headers.as_slice(), &gz);
-        same_while_arriving(policy, reader, gz_headers.as_slice(), &gz, &gz_whole);
-        assert!(
-            !event_push
-                || engine::request_body_reader(policy, &exchange, gz_headers.as_slice()).is_some()
-        );
-        if event_push {
-            assert_eq!(
-                gz_whole.as_ref().map_err(|b| &b.reason),
-                whole.as_ref().map_err(|b| &b.reason),
-                "the same push, gzip-compressed"
-            );
+        // As MISP sends pushes over 1 KB to a receiver that reads them.
+        for coding in ["gzip", "br"] {
+            let mut c_headers = req_headers.clone();
+            c_headers.push(("Content-Encoding".into(), coding.into()));
+            let c_body = compress(coding, f.request_body);
+            let c_whole = engine::request_body(policy, &exchange, c_headers.as_slice(), &c_body);
+            same_while_arriving(policy, reader, c_headers.as_slice(), &c_body, &c_whole);
+            if event_push {
+                assert!(reader(c_headers.as_slice()).is_some(), "{coding}");
+                assert_eq!(
+                    c_whole.as_ref().map_err(|b| &b.reason),
+                    whole.as_ref().map_err(|b| &b.reason),
+                    "the same push, {coding}-compressed"
+                );
+            }
         }
         if let Err(b) = whole {
             return blocked(b, logs);
@@ -133,8 +132,8 @@ fn run(policy: &Policy, f: &Flow) -> Outcome {
 }
 
 /// A pulled event's answer read as it arrives
-/// (`engine::response_body_reader`), plain and as a MISP behind Apache's
-/// mod_deflate sends it, gzip-compressed: the same verdict as the
+/// (`engine::response_body_reader`), plain and compressed (as a MISP behind
+/// Apache's mod_deflate or mod_brotli sends it): the same verdict as the
 /// whole-answer stage, reason included.
 fn same_answer_while_arriving(
     policy: &Policy,
@@ -149,23 +148,25 @@ fn same_answer_while_arriving(
         READ_AS_ARRIVED.with(|c| c.set((c.get().0, c.get().1 + 1)));
     }
     same_while_arriving(policy, reader, headers, body, whole);
-    let mut gz_headers = headers.clone();
-    gz_headers.push(("Content-Encoding".into(), "gzip".into()));
-    let gz = gzip(body);
-    let gz_resp = Response {
-        status: 200,
-        headers: gz_headers.as_slice(),
-        body: &gz,
-    };
-    let gz_whole = engine::response(policy, exchange, &gz_resp);
-    same_while_arriving(policy, reader, &gz_headers, &gz, &gz_whole);
-    if event_pull {
-        assert!(reader(&gz_headers).is_some());
-        assert_eq!(
-            gz_whole.as_ref().map_err(|b| &b.reason),
-            whole.as_ref().map_err(|b| &b.reason),
-            "the same answer, gzip-compressed"
-        );
+    for coding in ["gzip", "br"] {
+        let mut c_headers = headers.clone();
+        c_headers.push(("Content-Encoding".into(), coding.into()));
+        let c_body = compress(coding, body);
+        let c_resp = Response {
+            status: 200,
+            headers: c_headers.as_slice(),
+            body: &c_body,
+        };
+        let c_whole = engine::response(policy, exchange, &c_resp);
+        same_while_arriving(policy, reader, &c_headers, &c_body, &c_whole);
+        if event_pull {
+            assert!(reader(&c_headers).is_some(), "{coding}");
+            assert_eq!(
+                c_whole.as_ref().map_err(|b| &b.reason),
+                whole.as_ref().map_err(|b| &b.reason),
+                "the same answer, {coding}-compressed"
+            );
+        }
     }
 }
 
@@ -203,11 +204,28 @@ fn same_while_arriving(
     }
 }
 
-fn gzip(body: &[u8]) -> Vec<u8> {
+/// `body` compressed as MISP compresses a push: gzip level 1, or brotli
+/// quality 1 in text mode (`ServerSyncTool::pushEvent`).
+fn compress(coding: &str, body: &[u8]) -> Vec<u8> {
     use std::io::Write;
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(body).unwrap();
-    e.finish().unwrap()
+    match coding {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(body).unwrap();
+            e.finish().unwrap()
+        }
+        "br" => {
+            let mut out = Vec::new();
+            let params = brotli::enc::BrotliEncoderParams {
+                quality: 1,
+                mode: brotli::enc::backward_references::BrotliEncoderMode::BROTLI_MODE_TEXT,
+                ..Default::default()
+            };
+            brotli::BrotliCompress(&mut &body[..], &mut out, &params).unwrap();
+            out
+        }
+        other => panic!("no compressor for {other}"),
+    }
 }
 
 fn load_policy(dir: &Path) -> Policy {
@@ -271,7 +289,7 @@ fn scenarios_push_and_pull() {
     }
     assert_eq!(count, 107, "expected 107 scenarios");
     let (pushes, pulls) = READ_AS_ARRIVED.with(|c| c.get());
-    eprintln!("read as they arrived, in pieces and whole, plain and gzip: {pushes} pushes, {pulls} pulled events");
+    eprintln!("read as they arrived, in pieces and whole, plain, gzip and br: {pushes} pushes, {pulls} pulled events");
     assert_eq!(
         (pushes, pulls),
         (53, 23),

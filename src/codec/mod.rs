@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use std::io::{BufRead, Read};
 
 mod arriving;
-pub use arriving::GzipArriving;
+pub use arriving::Arriving;
 
 /// Limits for decoding one body.
 #[derive(Debug, Clone, Copy)]

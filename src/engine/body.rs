@@ -14,7 +14,7 @@ use super::params;
 use super::reading::{Ctx, Violation};
 use super::stream::EventBody;
 use super::{Block, HeaderList, Response, Sanitized};
-use crate::codec::{self, Coding, DecodeError, DecodeLimits, GzipArriving};
+use crate::codec::{self, Arriving, DecodeError, DecodeLimits};
 use crate::policy::{Policy, RequestBody, ResponseBody, Rules};
 
 /// Which side of the exchange a body belongs to; only changes wording.
@@ -82,13 +82,13 @@ pub(super) fn check_request<H: HeaderList + ?Sized>(
 }
 
 /// An event body read as it arrives (`engine::BodyReader`): the
-/// incremental reader fed the body so far, through gzip when it is
-/// compressed. A push: MISP compresses pushes over 1 KB for a receiver that
-/// reads gzip. A pulled event: a MISP behind Apache's mod_deflate answers
-/// in gzip.
+/// incremental reader fed the body so far, through its decoder when it is
+/// compressed. A push: MISP compresses pushes over 1 KB with brotli or gzip
+/// for a receiver that reads it. A pulled event: a MISP behind Apache's
+/// mod_deflate answers in gzip.
 pub(super) struct ArrivingEvent {
     reader: EventReader,
-    gzip: Option<GzipArriving>,
+    decoder: Option<Arriving>,
     side: Side,
     /// A pulled event's `X-UserOrgUUID` (`check_response` reads it).
     user_org: Option<String>,
@@ -96,7 +96,8 @@ pub(super) struct ArrivingEvent {
 
 impl ArrivingEvent {
     /// For a push whose head passes what `check_request` checks of heads
-    /// (content type) and whose Content-Encoding is none or gzip alone.
+    /// (content type) and whose Content-Encoding is none, or gzip or br
+    /// alone.
     pub(super) fn push<H: HeaderList + ?Sized>(policy: &Policy, headers: &H) -> Option<Self> {
         json_content_type(headers).ok()?;
         Self::new(policy, headers, Side::Request, None)
@@ -104,7 +105,7 @@ impl ArrivingEvent {
 
     /// For an `events/view` answer whose head passes what `check_response`
     /// checks of heads (one `X-UserOrgUUID` at most) and whose
-    /// Content-Encoding is none or gzip alone. The caller takes only
+    /// Content-Encoding is none, or gzip or br alone. The caller takes only
     /// answers that `engine::response` decides by the event check alone
     /// (not 4xx/5xx, which may be MISP's errors).
     pub(super) fn pull<H: HeaderList + ?Sized>(policy: &Policy, headers: &H) -> Option<Self> {
@@ -119,9 +120,9 @@ impl ArrivingEvent {
         user_org: Option<String>,
     ) -> Option<Self> {
         let codings = codec::parse_content_encoding(headers.values("content-encoding")).ok()?;
-        let gzip = match codings.as_slice() {
+        let decoder = match codings.as_slice() {
             [] => None,
-            [Coding::Gzip] => Some(GzipArriving::new(decode_limits(policy))),
+            [coding] => Some(Arriving::new(*coding, decode_limits(policy))?),
             _ => return None,
         };
         let kind = match side {
@@ -130,7 +131,7 @@ impl ArrivingEvent {
         };
         Some(ArrivingEvent {
             reader: EventReader::new(kind),
-            gzip,
+            decoder,
             side,
             user_org,
         })
@@ -141,8 +142,8 @@ impl ArrivingEvent {
             rules,
             user_org: self.user_org.as_deref(),
         };
-        let decoded = match self.gzip.as_mut() {
-            Some(g) => g.feed(wire)?,
+        let decoded = match self.decoder.as_mut() {
+            Some(d) => d.feed(wire)?,
             None => wire,
         };
         match self.reader.feed(&ctx, decoded) {
@@ -171,15 +172,15 @@ impl ArrivingEvent {
             rules,
             user_org: self.user_org.as_deref(),
         };
-        let (decoded, reader) = match self.gzip {
+        let (decoded, reader) = match self.decoder {
             None => (
                 decode(policy, headers, wire, side).map_err(refusal)?,
                 Some(self.reader),
             ),
-            Some(g) => {
-                // `decode`'s first check, before the gzip decoder's result.
+            Some(d) => {
+                // `decode`'s first check, before the decoder's result.
                 within_body_limit(policy, wire, side).map_err(refusal)?;
-                match g.finish(wire) {
+                match d.finish(wire) {
                     Some(d) => (Cow::Owned(d), Some(self.reader)),
                     // Decoded the one-shot way, which words any refusal;
                     // the incremental reader's view is not used.
