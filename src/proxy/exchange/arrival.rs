@@ -7,8 +7,8 @@
 //! whole, as before.
 //!
 //! A large body is parsed on a thread of its own while this task goes on
-//! reading (and decrypting) the next bytes: on a router with two cores or
-//! more the parse then costs the transfer little time of its own. The
+//! reading (and decrypting) the next bytes: on a router with a core to
+//! spare the parse then runs beside the transfer instead of after it. The
 //! thread owns the growing body (each piece read is handed over, so the
 //! body is held once) and hands it back with the verdict at the end.
 //! Smaller bodies are parsed inline after each read, where a thread
