@@ -112,6 +112,16 @@ pub fn uuids_in(json: &[u8]) -> Carried {
     out
 }
 
+/// Reads a `uuid` member's value, noting it when it is one.
+fn note_uuid<'de, A: MapAccess<'de>>(map: &mut A, out: &mut Carried) -> Result<(), A::Error> {
+    if let Some(uuid) = map.next_value::<Option<String>>()? {
+        if looks_like_uuid(&uuid) {
+            out.push(uuid);
+        }
+    }
+    Ok(())
+}
+
 /// A uuid as MISP writes it: 36 characters of hex digits and hyphens.
 /// Anything else is not reported (the audit never carries content).
 fn looks_like_uuid(s: &str) -> bool {
@@ -161,11 +171,7 @@ impl<'de> Visitor<'de> for Level<'_> {
                     out: &mut *self.out,
                 })?;
             } else if key == "uuid" {
-                match map.next_value::<Option<String>>() {
-                    Ok(Some(uuid)) if looks_like_uuid(&uuid) => self.out.push(uuid),
-                    Ok(_) => {}
-                    Err(e) => return Err(e),
-                }
+                note_uuid(&mut map, self.out)?;
             } else if key == "response" && self.depth == 0 {
                 map.next_value_seed(Level {
                     out: &mut *self.out,
@@ -225,11 +231,7 @@ impl<'de> Visitor<'de> for OwnUuid<'_> {
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             if key == "uuid" && !named {
                 named = true;
-                if let Some(uuid) = map.next_value::<Option<String>>()? {
-                    if looks_like_uuid(&uuid) {
-                        self.out.push(uuid);
-                    }
-                }
+                note_uuid(&mut map, self.out)?;
             } else {
                 map.next_value::<IgnoredAny>()?;
             }

@@ -350,7 +350,7 @@ pub fn request_body<H: HeaderList + ?Sized>(
 
 /// Stage 2 while the body arrives: a reader of a pushed event, for the
 /// bodies it can read as they come (JSON content type; no Content-Encoding,
-/// or gzip alone); `None` for every other body, which `request_body`
+/// or gzip or br alone); `None` for every other body, which `request_body`
 /// decides once it is whole.
 pub fn request_body_reader<H: HeaderList + ?Sized>(
     policy: &Policy,
@@ -374,8 +374,8 @@ pub fn request_body_reader<H: HeaderList + ?Sized>(
 /// (`events/view`), for the answers it can read as they come (any status
 /// `response` decides by the event check alone: not 204/304, which carry
 /// no body, nor 4xx/5xx, which may be MISP's errors; at most one
-/// `X-UserOrgUUID`; no Content-Encoding, or gzip alone); `None` for every
-/// other answer, which `response` decides once it is whole.
+/// `X-UserOrgUUID`; no Content-Encoding, or gzip or br alone); `None` for
+/// every other answer, which `response` decides once it is whole.
 pub fn response_body_reader<H: HeaderList + ?Sized>(
     policy: &Policy,
     exchange: &Exchange,
@@ -387,7 +387,7 @@ pub fn response_body_reader<H: HeaderList + ?Sized>(
     };
     if endpoint.response_body() != ResponseBody::Event
         || matches!(status, 204 | 304)
-        || (400..600).contains(&status)
+        || may_be_misp_error(status)
     {
         return None;
     }
@@ -458,12 +458,18 @@ pub fn response<H: HeaderList + ?Sized>(
         return Ok(());
     }
     let rules = &policy.instance(*dst).rules;
-    if (400..600).contains(&resp.status)
+    if may_be_misp_error(resp.status)
         && body::check_response(policy, rules, ResponseBody::MispError, resp).is_ok()
     {
         return Ok(());
     }
     body::check_response(policy, rules, kind, resp)
+}
+
+/// A status whose answer `response` first tries as one of MISP's API
+/// errors (passed with its status) before the endpoint's own check.
+fn may_be_misp_error(status: u16) -> bool {
+    (400..600).contains(&status)
 }
 
 #[cfg(test)]
