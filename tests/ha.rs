@@ -19,16 +19,16 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::misp::{serve, MispServer, Store};
-use support::netns::{in_netns, join, prerequisites_met, run, WAIT};
+use support::netns::{in_netns, join, prerequisites_met, run, unique_name, WAIT};
 use support::retry::{deliver, Delivery, OneShot, Outcome};
 use support::sync::{pull, Client};
-use support::{gateway_ca, Gateway, TempDir};
+use support::{gateway_ca, sample_policy, Gateway, TempDir};
 
 const SECRET: (&str, &str) = ("192.0.2.10:443", "misp.secret.example");
 const RESTRICTED: (&str, &str) = ("198.51.100.10:443", "misp.restricted.example");
@@ -85,12 +85,7 @@ struct Pair {
 
 impl Pair {
     fn up() -> Pair {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let prefix = format!(
-            "mgwha{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
+        let prefix = unique_name("mgwha");
         let dir = TempDir::new("ha");
         let mut pair = Pair {
             config: dir.0.join("config.sample.json"),
@@ -145,13 +140,7 @@ impl Pair {
     /// `config.sample.json` with this test's TLS material, readiness on
     /// the router's loopback, every allowed exchange logged.
     fn write_config(&self) {
-        let text = std::fs::read_to_string(root().join("config.sample.json")).unwrap();
-        let mut config: Value = serde_json::from_str(&text).unwrap();
-        config["gateway"]["tls"] = json!({"ca_cert": "ca/ca.crt", "ca_key": "ca/ca.key",
-            "use_system_roots": false});
-        config["gateway"]["instances"] = json!({
-            "misp_secret": {"upstream_ca": "secret-ca.crt"},
-            "misp_restricted": {"upstream_ca": "restricted-ca.crt"}});
+        let mut config = sample_policy();
         config["gateway"]["metrics"] = json!({ "listen": READYZ });
         config["gateway"]["log_allowed"] = json!("info");
         std::fs::write(&self.config, serde_json::to_string_pretty(&config).unwrap()).unwrap();

@@ -19,14 +19,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::misp::{serve, MispServer, Store};
-use support::netns::{in_netns, prerequisites_met, run, WAIT};
-use support::{gateway_ca, Gateway, TempDir};
+use support::netns::{in_netns, prerequisites_met, run, unique_name, WAIT};
+use support::{gateway_ca, sample_policy, Gateway, TempDir};
 
 const SECRET: (&str, &str) = ("192.0.2.10:443", "misp.secret.example");
 const RESTRICTED: (&str, &str) = ("198.51.100.10:443", "misp.restricted.example");
@@ -194,12 +193,7 @@ struct Site {
 
 impl Site {
     fn up(mode: &str) -> Site {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let prefix = format!(
-            "mgwl{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
+        let prefix = unique_name("mgwl");
         let out = Command::new(root().join("scripts/demo/topology.sh"))
             .args(["up", &prefix])
             .output()
@@ -367,18 +361,6 @@ fn start_server(
         let _ = tokio::time::timeout(Duration::from_secs(300), stop_rx).await;
     });
     (rx.recv_timeout(WAIT).expect("server up"), stop_tx)
-}
-
-/// `config.sample.json`'s policy with TLS pointed at this test's files.
-fn sample_policy() -> Value {
-    let text = std::fs::read_to_string(root().join("config.sample.json")).unwrap();
-    let mut config: Value = serde_json::from_str(&text).unwrap();
-    config["gateway"]["tls"] = json!({"ca_cert": "ca/ca.crt", "ca_key": "ca/ca.key",
-        "use_system_roots": false});
-    config["gateway"]["instances"] = json!({
-        "misp_secret": {"upstream_ca": "secret-ca.crt"},
-        "misp_restricted": {"upstream_ca": "restricted-ca.crt"}});
-    config
 }
 
 fn write_config(path: &Path, config: &Value) {

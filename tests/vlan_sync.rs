@@ -21,15 +21,14 @@ mod support;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use misp_guard_gw::tls::{self, CertificateAuthority};
 use serde_json::{json, Value};
 use support::misp::{serve, MispServer, Store};
-use support::netns::{curl, in_netns, join, prerequisites_met, run, Remote, WAIT};
+use support::netns::{curl, in_netns, join, prerequisites_met, run, unique_name, Remote, WAIT};
 use support::sync::{connection_test, pull, push, Client, PROPOSALS_PATH, VIEW_SUFFIX};
-use support::{gateway_ca, gateway_cli, write_pem, Gateway, TempDir};
+use support::{gateway_ca, gateway_cli, sample_policy, write_pem, Gateway, TempDir};
 
 const SECRET: (&str, &str) = ("192.0.2.10:443", "misp.secret.example");
 const RESTRICTED: (&str, &str) = ("198.51.100.10:443", "misp.restricted.example");
@@ -50,12 +49,7 @@ struct Vlans {
 
 impl Vlans {
     fn up() -> Vlans {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let prefix = format!(
-            "mgwv{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
+        let prefix = unique_name("mgwv");
         let vlans = Vlans { prefix };
         let out = Command::new(root().join("scripts/demo/topology.sh"))
             .args(["up", &vlans.prefix])
@@ -219,16 +213,12 @@ fn restricted_seed() -> Store {
 /// files, written under the same name so `misp-guard-gw nft` renders it
 /// exactly as the shipped files.
 fn sample_config(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(root().join("config.sample.json")).unwrap();
-    let mut config: Value = serde_json::from_str(&text).unwrap();
-    config["gateway"]["tls"] = json!({"ca_cert": "ca/ca.crt", "ca_key": "ca/ca.key",
-        "use_system_roots": false});
-    config["gateway"]["instances"] = json!({
-        "misp_secret": {"upstream_ca": "secret-ca.crt"},
-        // The operator's own certificate for this name (say, the one the
-        // site's CA issued for the real server) instead of a minted leaf.
-        "misp_restricted": {"upstream_ca": "restricted-ca.crt",
-            "cert": "restricted-site.crt", "key": "restricted-site.key"}});
+    let mut config = sample_policy();
+    // The operator's own certificate for this name (say, the one the site's
+    // CA issued for the real server) instead of a minted leaf.
+    let restricted = &mut config["gateway"]["instances"]["misp_restricted"];
+    restricted["cert"] = json!("restricted-site.crt");
+    restricted["key"] = json!("restricted-site.key");
     let path = dir.join("config.sample.json");
     std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
     path
@@ -237,29 +227,16 @@ fn sample_config(dir: &Path) -> PathBuf {
 /// A certificate for misp.restricted.example (and its address) from a
 /// site CA, as `restricted-site.{crt,key}`; returns the site CA's file.
 fn site_certificate(dir: &Path) -> PathBuf {
-    use base64::Engine as _;
-    let pem = |label: &str, der: &[u8]| {
-        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-        let lines: Vec<&str> = b64
-            .as_bytes()
-            .chunks(64)
-            .map(|c| std::str::from_utf8(c).unwrap())
-            .collect();
-        format!(
-            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-            lines.join("\n")
-        )
-    };
     let site = CertificateAuthority::generate("site CA").unwrap();
     let ip = RESTRICTED.0.parse::<SocketAddr>().unwrap().ip();
     let leaf = tls::mint_leaf(&site, RESTRICTED.1, &[ip]).unwrap();
     write_pem(
         &dir.join("restricted-site.crt"),
-        &pem("CERTIFICATE", &leaf.cert_der),
+        &tls::der_to_pem("CERTIFICATE", &leaf.cert_der),
     );
     write_pem(
         &dir.join("restricted-site.key"),
-        &pem("PRIVATE KEY", leaf.key_der.secret_pkcs8_der()),
+        &tls::der_to_pem("PRIVATE KEY", leaf.key_der.secret_pkcs8_der()),
     );
     write_pem(&dir.join("site-ca.crt"), &site.cert_pem());
     dir.join("site-ca.crt")

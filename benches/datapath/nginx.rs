@@ -17,8 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use misp_guard_gw::tls::{mint_leaf, CertificateAuthority};
+use misp_guard_gw::tls::{der_to_pem, mint_leaf, CertificateAuthority};
 
 use crate::procfs::children;
 
@@ -99,19 +98,6 @@ http {{
     )
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
-}
-
 /// A running nginx.
 pub struct Nginx {
     child: Child,
@@ -129,8 +115,12 @@ impl Nginx {
         let ca = CertificateAuthority::from_pem_files(s.ca_cert, s.ca_key).expect("gateway CA");
         let leaf = mint_leaf(&ca, s.server_name, &[sni_ip]).expect("nginx leaf");
         let (cert, key) = (s.dir.join("leaf.crt"), s.dir.join("leaf.key"));
-        std::fs::write(&cert, pem("CERTIFICATE", &leaf.cert_der)).unwrap();
-        std::fs::write(&key, pem("PRIVATE KEY", leaf.key_der.secret_pkcs8_der())).unwrap();
+        std::fs::write(&cert, der_to_pem("CERTIFICATE", &leaf.cert_der)).unwrap();
+        std::fs::write(
+            &key,
+            der_to_pem("PRIVATE KEY", leaf.key_der.secret_pkcs8_der()),
+        )
+        .unwrap();
         let conf_path = s.dir.join("nginx.conf");
         std::fs::write(&conf_path, conf(s, &cert, &key)).unwrap();
         let stderr = std::fs::File::create(s.dir.join("stderr.log")).unwrap();

@@ -347,7 +347,7 @@ pub fn key_file_mode_problem(mode: u32, file_gid: u32, reader_gids: &[u32]) -> O
 }
 
 /// PEM-encodes one DER object (RFC 7468: base64, 64 columns).
-pub(crate) fn der_to_pem(label: &str, der: &[u8]) -> String {
+pub fn der_to_pem(label: &str, der: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut b64 = Vec::with_capacity(der.len().div_ceil(3) * 4);
     for chunk in der.chunks(3) {

@@ -21,7 +21,7 @@ use std::sync::{Arc, OnceLock};
 use rustls::crypto::CryptoProvider;
 use rustls::SupportedProtocolVersion;
 
-pub use ca::CertificateAuthority;
+pub use ca::{der_to_pem, CertificateAuthority};
 pub use client::{
     build_client_config, certificate_pin, connect, format_pin, parse_pin, UpstreamTlsOptions,
 };

@@ -37,6 +37,21 @@ pub struct Received {
 
 pub type Log = Arc<Mutex<Vec<Received>>>;
 
+/// `config.sample.json`'s policy with its TLS material pointed at a test's
+/// files: the gateway's CA in `ca/`, each server's CA as `secret-ca.crt`
+/// and `restricted-ca.crt`, no system roots.
+pub fn sample_policy() -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.sample.json");
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&text).unwrap();
+    config["gateway"]["tls"] = serde_json::json!({"ca_cert": "ca/ca.crt",
+        "ca_key": "ca/ca.key", "use_system_roots": false});
+    config["gateway"]["instances"] = serde_json::json!({
+        "misp_secret": {"upstream_ca": "secret-ca.crt"},
+        "misp_restricted": {"upstream_ca": "restricted-ca.crt"}});
+    config
+}
+
 /// A temp directory removed on drop.
 pub struct TempDir(pub PathBuf);
 

@@ -162,6 +162,13 @@ pub fn curl(
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
+/// A name no other test of this run uses, for its namespaces: `stem`, the
+/// process id and a counter.
+pub fn unique_name(stem: &str) -> String {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{stem}{}-{n}", std::process::id())
+}
+
 /// The three namespaces of one test; deleted on drop, also during a panic.
 pub struct Topology {
     pub cli: String,
@@ -171,8 +178,7 @@ pub struct Topology {
 
 impl Topology {
     pub fn new() -> Self {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let base = format!("mgw-{}-{n}", std::process::id());
+        let base = unique_name("mgw-");
         let topo = Topology {
             cli: format!("{base}-cli"),
             gw: format!("{base}-gw"),
