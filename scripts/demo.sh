@@ -17,19 +17,10 @@ if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
     sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
 fi
-[[ "$(id -u)" == 0 ]] || { echo "demo: run as root (network namespaces): sudo $0" >&2; exit 1; }
 cd "$(dirname "$0")/.."
-# Under sudo, build as the invoking user with their toolchain (rustup puts
-# cargo in ~/.cargo/bin, which sudo's PATH lacks) so target/ stays theirs.
-as_user=()
-if [[ -n "${SUDO_USER:-}" && "$SUDO_USER" != root ]]; then
-    user_home=$(getent passwd "$SUDO_USER" | cut -d: -f6)
-    as_user=(sudo -u "$SUDO_USER" env "PATH=$user_home/.cargo/bin:$PATH")
-fi
-"${as_user[@]}" cargo --version >/dev/null 2>&1 || { echo "demo: cargo is required" >&2; exit 1; }
-for tool in curl python3 openssl ip nft; do
-    command -v "$tool" >/dev/null || { echo "demo: $tool is required" >&2; exit 1; }
-done
+# Root, cargo (as the invoking user under sudo: `as_user`) and the tools.
+source scripts/demo/preflight.sh
+preflight demo curl python3 openssl ip nft
 
 prefix=mgw-demo-$$
 rtr=$prefix-rtr sec=$prefix-secret res=$prefix-restricted

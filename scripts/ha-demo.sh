@@ -23,18 +23,10 @@ if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
     sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
 fi
-[[ "$(id -u)" == 0 ]] || { echo "ha-demo: run as root (network namespaces): sudo $0" >&2; exit 1; }
 cd "$(dirname "$0")/.."
-# Under sudo, build as the invoking user (see scripts/demo.sh).
-as_user=()
-if [[ -n "${SUDO_USER:-}" && "$SUDO_USER" != root ]]; then
-    user_home=$(getent passwd "$SUDO_USER" | cut -d: -f6)
-    as_user=(sudo -u "$SUDO_USER" env "PATH=$user_home/.cargo/bin:$PATH")
-fi
-"${as_user[@]}" cargo --version >/dev/null 2>&1 || { echo "ha-demo: cargo is required" >&2; exit 1; }
-for tool in curl python3 openssl ip nft keepalived; do
-    command -v "$tool" >/dev/null || { echo "ha-demo: $tool is required (apt-get install $tool)" >&2; exit 1; }
-done
+# Root, cargo (as the invoking user under sudo: `as_user`) and the tools.
+source scripts/demo/preflight.sh
+preflight ha-demo curl python3 openssl ip nft keepalived
 
 prefix=mgw-ha-$$
 sec=$prefix-secret res=$prefix-restricted

@@ -45,18 +45,10 @@ done
 if [[ -z "$warmup" ]]; then warmup=$(( duration / 10 < 10 ? 10 : (duration / 10 > 120 ? 120 : duration / 10) )); fi
 (( warmup < duration )) || { echo "soak: --warmup must be shorter than --duration" >&2; exit 2; }
 
-[[ "$(id -u)" == 0 ]] || { echo "soak: run as root (network namespaces): sudo $0" >&2; exit 1; }
 cd "$(dirname "$0")/.."
-# Under sudo, build as the invoking user (as scripts/demo.sh does).
-as_user=()
-if [[ -n "${SUDO_USER:-}" && "$SUDO_USER" != root ]]; then
-    user_home=$(getent passwd "$SUDO_USER" | cut -d: -f6)
-    as_user=(sudo -u "$SUDO_USER" env "PATH=$user_home/.cargo/bin:$PATH")
-fi
-"${as_user[@]}" cargo --version >/dev/null 2>&1 || { echo "soak: cargo is required" >&2; exit 1; }
-for tool in curl python3 openssl ip nft; do
-    command -v "$tool" >/dev/null || { echo "soak: $tool is required" >&2; exit 1; }
-done
+# Root, cargo (as the invoking user under sudo: `as_user`) and the tools.
+source scripts/demo/preflight.sh
+preflight soak curl python3 openssl ip nft
 
 prefix=mgw-soak-$$
 rtr=$prefix-rtr sec=$prefix-secret res=$prefix-restricted

@@ -272,6 +272,7 @@ fn scripts_answer_help_with_their_header_only() {
     scripts.push(root().join("scripts/demo/topology.sh"));
     scripts.push(root().join("scripts/demo/ha-topology.sh"));
     scripts.push(root().join("scripts/demo/server-cert.sh"));
+    scripts.push(root().join("scripts/demo/preflight.sh"));
     assert!(scripts.len() >= 8, "{scripts:?}");
     for script in scripts {
         let out = Command::new(&script).arg("--help").output().unwrap();
