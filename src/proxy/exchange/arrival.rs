@@ -188,7 +188,7 @@ impl<'a> Arrival<'a> {
     }
 
     /// Shown the body received so far after each read; `false` stops the
-    /// read: the push is blocked whatever follows.
+    /// read: the body is blocked whatever follows.
     fn observe(&mut self, so_far: &[u8]) -> bool {
         let Some(reader) = self.reader.as_mut() else {
             return true;
@@ -235,7 +235,7 @@ impl<'a> Arrival<'a> {
         // A send fails once the thread has stopped reading: blocked. The
         // read also gives way to the thread's early answer, for a client
         // that waits for it before sending the rest.
-        let sent = AtomicU64::new(0);
+        let mut sent = 0u64;
         let mut answer = answer;
         let read = {
             // Pieces handed over but not yet taken in by the thread stay
@@ -245,7 +245,7 @@ impl<'a> Arrival<'a> {
             // The budget holds the body and the pieces on their way to it.
             let grant = |n: u64| grant(n + IN_FLIGHT.min(n));
             let read = peer.read_body_pieces(len, grant, pace, |piece| {
-                sent.fetch_add(piece.len() as u64, Relaxed);
+                sent += piece.len() as u64;
                 backlog.add(piece.len());
                 pieces.send(Piece::Data(piece)).is_ok()
             });
@@ -257,7 +257,7 @@ impl<'a> Arrival<'a> {
         };
         let read = match read {
             Ok(r) => r,
-            Err(parsed) => return self.parsed(parsed, sent.load(Relaxed), false),
+            Err(parsed) => return self.parsed(parsed, sent, false),
         };
         if read.is_ok() {
             let _ = pieces.send(Piece::End);
